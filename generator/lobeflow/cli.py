@@ -1,0 +1,168 @@
+"""The `lobeflow` command: a thin typer skin over the library modules."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lobeflow import __version__
+from lobeflow.errors import LobeflowError
+
+app = typer.Typer(
+    name="lobeflow",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Scaffold and run durable three-layer fan-out workflows on Upstash Workflow + QStash.",
+)
+
+_FATE_STYLE = {
+    "create": "green",
+    "identical": "cyan",
+    "skip": "yellow",
+    "overwrite": "magenta",
+    "conflict": "red",
+}
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"lobeflow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """lobeflow: durable fan-out workflows for Upstash Workflow + QStash."""
+
+
+Opt = typer.Option  # short alias keeps the long option table below readable
+
+
+@app.command()
+def new(
+    entity: Annotated[
+        str | None,
+        typer.Argument(help="Entity processed one per Layer-3 run, in any case: user, KnowledgeBase."),
+    ] = None,
+    *,
+    dest: Annotated[Path, Opt("--dest", "-d", help="Project directory (created if missing).")] = Path("."),
+    plural: Annotated[str | None, Opt(help="Plural of the entity (default: inflected).")] = None,
+    workflow: Annotated[str | None, Opt(help="Workflow name (default: the plural).")] = None,
+    verb: Annotated[str, Opt(help="Layer-3 verb: execute, generate, sync...")] = "execute",
+    app_package: Annotated[str, Opt(help="Python package of the FastAPI app.")] = "app",
+    project_name: Annotated[str | None, Opt(help="Project name (default: directory name).")] = None,
+    page_size: Annotated[int, Opt(help="Items per pagination page (PAGE_SIZE).")] = 50,
+    chunk_size: Annotated[int, Opt(help="Items per fan-out chunk (CHUNK_SIZE).")] = 20,
+    retries: Annotated[int, Opt(help="QStash retries per step delivery (0-10).")] = 3,
+    logic: Annotated[
+        str, Opt(help="Existing per-item function `package.module:function` (default: generated).")
+    ] = "",
+    process_key: Annotated[str | None, Opt(help="Layer-1 flow-control key.")] = None,
+    process_parallelism: Annotated[int | None, Opt(help="Layer-1 parallelism [1].")] = None,
+    process_rate: Annotated[int | None, Opt(help="Layer-1 starts per period, 0 = no limit [1].")] = None,
+    process_period: Annotated[int | None, Opt(help="Layer-1 rate period in seconds [1].")] = None,
+    paginate_key: Annotated[str | None, Opt(help="Layer-2 flow-control key.")] = None,
+    paginate_parallelism: Annotated[int | None, Opt(help="Layer-2 parallelism [20].")] = None,
+    paginate_rate: Annotated[int | None, Opt(help="Layer-2 starts per period, 0 = no limit [5].")] = None,
+    paginate_period: Annotated[int | None, Opt(help="Layer-2 rate period in seconds [1].")] = None,
+    execute_key: Annotated[str | None, Opt(help="Layer-3 flow-control key.")] = None,
+    execute_parallelism: Annotated[int | None, Opt(help="Layer-3 parallelism [10].")] = None,
+    execute_rate: Annotated[int | None, Opt(help="Layer-3 starts per period, 0 = no limit [5].")] = None,
+    execute_period: Annotated[int | None, Opt(help="Layer-3 rate period in seconds [1].")] = None,
+    defaults: Annotated[bool, Opt("--defaults", help="Never prompt; use defaults.")] = False,
+    pretend: Annotated[bool, Opt("--pretend", help="Print the file plan; write nothing.")] = False,
+    force: Annotated[
+        bool, Opt("--force", "--overwrite", help="Overwrite generated files that differ.")
+    ] = False,
+) -> None:
+    """Add a three-layer workflow for ENTITY to a FastAPI project (new or existing)."""
+    from lobeflow.scaffold import FlowControlAnswer, add_workflow, build_answers
+
+    if entity is None:
+        if defaults or not sys.stdin.isatty():
+            raise LobeflowError("Missing ENTITY (e.g. `lobeflow new user`).")
+        entity = typer.prompt("Entity (singular, e.g. user)")
+    layers = {
+        "process": FlowControlAnswer(process_key, process_parallelism, process_rate, process_period),
+        "paginate": FlowControlAnswer(
+            paginate_key, paginate_parallelism, paginate_rate, paginate_period
+        ),
+        "execute": FlowControlAnswer(execute_key, execute_parallelism, execute_rate, execute_period),
+    }
+    names, data = build_answers(
+        entity,
+        plural=plural,
+        workflow=workflow,
+        verb=verb,
+        app_package=app_package,
+        project_name=project_name,
+        page_size=page_size,
+        chunk_size=chunk_size,
+        retries=retries,
+        logic=logic,
+        flow_control=layers,
+    )
+    result = add_workflow(dest, data, names, pretend=pretend, overwrite=force)
+
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False)
+    for planned in result.files:
+        fate = planned.fate.value
+        console.print(f"[{_FATE_STYLE[fate]}]{fate:>10}[/] {planned.path}")
+    process_route, paginate_route, execute_route = names.routes
+    base = f"/api/workflows/{names.workflow.kebab}"
+    if pretend:
+        console.print("\n[bold]Pretend:[/] nothing was written.")
+        return
+    console.print(
+        f"\n[bold green]Workflow `{names.workflow.kebab}`[/] added to {result.destination}\n"
+        f"  Layer 1  {base}/{process_route}\n"
+        f"  Layer 2  {base}/{paginate_route}\n"
+        f"  Layer 3  {base}/{execute_route}\n"
+        "Next: `lobeflow dev` (local engine), then run the app and `pytest`."
+    )
+
+
+def _register_engine_commands() -> None:
+    # The engine pulls in uvicorn and starlette; import it only when it is there to serve.
+    try:
+        from lobeflow.engine.command import dev
+    except ImportError:  # pragma: no cover - only while the engine package is absent
+        return
+    app.command(help="Run the local QStash-compatible engine.")(dev)
+
+
+_register_engine_commands()
+
+
+def main() -> None:
+    """Console-script entry point: user errors become a red line and exit code 1."""
+    try:
+        app(standalone_mode=False)
+    except LobeflowError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise SystemExit(1) from None
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        typer.secho("Aborted.", fg=typer.colors.RED, err=True)
+        raise SystemExit(1) from None
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        raise

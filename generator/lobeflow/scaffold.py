@@ -1,0 +1,373 @@
+"""Add a workflow to a project: validate answers, render the template, plan, write atomically.
+
+Copier renders into an empty staging directory; this module then compares the staged
+files with the destination and decides each file's fate with copier's vocabulary
+(create / identical / conflict / skip / overwrite). Nothing is written until the whole
+plan is known to be safe, and the write itself rolls back on failure, so bad input or
+a full disk never leaves a half-generated workflow behind.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from lobeflow.errors import DestinationError, InvalidAnswerError, TemplateError
+from lobeflow.naming import WorkflowNames, derive_names, parse_name
+
+ANSWERS_DIR = ".lobeflow"
+_LOGIC_REF = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+_FLOW_KEY = re.compile(r"^[A-Za-z0-9\-_.]+$")
+_LAYERS = ("process", "paginate", "execute")
+
+
+class Fate(str, Enum):
+    """What happens to one file; the words copier prints."""
+
+    CREATE = "create"
+    IDENTICAL = "identical"
+    CONFLICT = "conflict"
+    SKIP = "skip"
+    OVERWRITE = "overwrite"
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """One rendered file and what writing the plan does to it."""
+
+    path: Path
+    fate: Fate
+
+
+@dataclass
+class ScaffoldResult:
+    """The outcome of `add_workflow`: the plan, and whether it was written."""
+
+    destination: Path
+    names: WorkflowNames
+    answers: dict[str, Any]
+    files: list[PlannedFile] = field(default_factory=list)
+    written: bool = False
+
+    def paths(self, fate: Fate) -> list[Path]:
+        """Paths of the files with this fate."""
+        return [f.path for f in self.files if f.fate is fate]
+
+
+@dataclass(frozen=True)
+class FlowControlAnswer:
+    """Flow control of one layer, as answered."""
+
+    key: str | None = None
+    parallelism: int | None = None
+    rate: int | None = None
+    period: int | None = None
+
+
+def template_root() -> Path:
+    """Directory holding `copier.yml` and `template/`: the checkout, else the wheel's copy."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent.parent, here / "_template"):
+        if (candidate / "copier.yml").is_file() and (candidate / "template").is_dir():
+            return candidate
+    raise TemplateError(
+        f"The lobeflow template was not found next to {here}; reinstall lobeflow."
+    )
+
+
+def build_answers(
+    entity: str,
+    *,
+    plural: str | None = None,
+    workflow: str | None = None,
+    verb: str = "execute",
+    app_package: str = "app",
+    project_name: str | None = None,
+    page_size: int = 50,
+    chunk_size: int = 20,
+    retries: int = 3,
+    logic: str = "",
+    flow_control: Mapping[str, FlowControlAnswer] | None = None,
+) -> tuple[WorkflowNames, dict[str, Any]]:
+    """Validate every answer and return the names plus the data copier receives.
+
+    Raises:
+        InvalidNameError: for names that cannot become identifiers.
+        InvalidAnswerError: for sizes, retries, flow control or logic references out of range.
+    """
+    names = derive_names(entity, plural=plural, workflow=workflow, verb=verb)
+    package = parse_name(app_package, "app package")
+    if package.snake != app_package:
+        raise InvalidAnswerError(
+            f"The app package {app_package!r} is not a snake_case Python package name "
+            f"(did you mean `{package.snake}`?)."
+        )
+    if page_size < 1:
+        raise InvalidAnswerError(f"--page-size must be at least 1 (got {page_size}).")
+    if not 1 <= chunk_size <= page_size:
+        raise InvalidAnswerError(
+            f"--chunk-size must be between 1 and the page size {page_size} (got {chunk_size})."
+        )
+    if not 0 <= retries <= 10:
+        raise InvalidAnswerError(f"--retries must be between 0 and 10 (got {retries}).")
+    if logic and not _LOGIC_REF.match(logic):
+        raise InvalidAnswerError(
+            f"--logic {logic!r} is not a `package.module:function` reference."
+        )
+    data: dict[str, Any] = {
+        "entity": names.entity.snake,
+        "entity_plural": names.entities.snake,
+        "workflow_name": names.workflow.kebab,
+        "verb": names.verb.snake,
+        "app_package": app_package,
+        "page_size": page_size,
+        "chunk_size": chunk_size,
+        "retries": retries,
+        "logic": logic,
+    }
+    if project_name:
+        data["project_name"] = project_name
+    defaults = {
+        "process": FlowControlAnswer(parallelism=1, rate=1, period=1),
+        "paginate": FlowControlAnswer(parallelism=20, rate=5, period=1),
+        "execute": FlowControlAnswer(parallelism=10, rate=5, period=1),
+    }
+    given = dict(flow_control or {})
+    unknown = set(given) - set(_LAYERS)
+    if unknown:
+        raise InvalidAnswerError(f"Unknown layer(s) {sorted(unknown)}; use {list(_LAYERS)}.")
+    for layer in _LAYERS:
+        answer, default = given.get(layer, FlowControlAnswer()), defaults[layer]
+        key = answer.key or f"{names.workflow.kebab}.{layer}"
+        if not _FLOW_KEY.match(key):
+            raise InvalidAnswerError(
+                f"The {layer} flow-control key {key!r} may only contain letters, digits, '-', '_', '.'."
+            )
+        parallelism = default.parallelism if answer.parallelism is None else answer.parallelism
+        rate = default.rate if answer.rate is None else answer.rate
+        period = default.period if answer.period is None else answer.period
+        assert parallelism is not None and rate is not None and period is not None
+        if parallelism < 1:
+            raise InvalidAnswerError(
+                f"The {layer} parallelism must be at least 1 (got {parallelism})."
+            )
+        if rate < 0:
+            raise InvalidAnswerError(f"The {layer} rate must be 0 (no limit) or more (got {rate}).")
+        if not 1 <= period <= 7 * 24 * 3600:
+            raise InvalidAnswerError(
+                f"The {layer} period must be between 1 s and one week (got {period})."
+            )
+        data[f"{layer}_flow_key"] = key
+        data[f"{layer}_parallelism"] = parallelism
+        data[f"{layer}_rate"] = rate
+        data[f"{layer}_period"] = period
+    return names, data
+
+
+def check_logic_reference(reference: str, destination: Path) -> None:
+    """Check that `package.module:function` names a function that exists.
+
+    The module is looked up as source in the destination project (parsed, not
+    imported: user code must not run at generation time), then on `sys.path`.
+
+    Raises:
+        InvalidAnswerError: if the module or the function cannot be found.
+    """
+    module, _, function = reference.partition(":")
+    parts = module.split(".")
+    for candidate in (
+        destination.joinpath(*parts).with_suffix(".py"),
+        destination.joinpath(*parts, "__init__.py"),
+    ):
+        if candidate.is_file():
+            try:
+                tree = ast.parse(candidate.read_text(encoding="utf-8"), filename=str(candidate))
+            except SyntaxError as exc:
+                raise InvalidAnswerError(
+                    f"--logic {reference!r}: {candidate} has a syntax error (line {exc.lineno})."
+                ) from exc
+            defined = {
+                node.name
+                for node in tree.body
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            }
+            if function not in defined:
+                raise InvalidAnswerError(
+                    f"--logic {reference!r}: {candidate} defines no top-level function "
+                    f"`{function}` (found: {', '.join(sorted(defined)) or 'none'})."
+                )
+            return
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        raise InvalidAnswerError(
+            f"--logic {reference!r}: module `{module}` is neither in {destination} "
+            "nor importable here."
+        )
+
+
+def add_workflow(
+    destination: Path,
+    data: dict[str, Any],
+    names: WorkflowNames,
+    *,
+    pretend: bool = False,
+    overwrite: bool = False,
+    template: Path | None = None,
+) -> ScaffoldResult:
+    """Render one workflow into `destination` (a new or an existing lobeflow project).
+
+    Args:
+        destination: project root; created if missing.
+        data: validated answers from `build_answers`.
+        names: the names `build_answers` derived.
+        pretend: plan only; write nothing.
+        overwrite: replace generated files that differ (user-owned files stay skipped).
+        template: template root; defaults to `template_root()`.
+
+    Raises:
+        DestinationError: unusable destination, clash with an existing workflow, or
+            conflicts without `overwrite`. Nothing has been written.
+    """
+    destination = destination.resolve()
+    _check_destination(destination)
+    answers_file = Path(ANSWERS_DIR) / f"{names.workflow.kebab}.yml"
+    existing_answers = destination / answers_file
+    existing_package = destination / data["app_package"] / "workflows" / names.workflow.snake
+    if not overwrite and (existing_answers.exists() or existing_package.exists()):
+        raise DestinationError(
+            f"A workflow named `{names.workflow.kebab}` already exists in {destination} "
+            f"({existing_answers if existing_answers.exists() else existing_package}); "
+            "choose another --workflow name, or pass --force to regenerate it."
+        )
+    if data.get("logic"):
+        check_logic_reference(str(data["logic"]), destination)
+    if "project_name" not in data:
+        data = {**data, "project_name": destination.name}
+
+    result = ScaffoldResult(destination, names, data)
+    with _rendered(template or template_root(), data, answers_file) as (staging, is_user_owned):
+        for rel in sorted(_files_under(staging)):
+            result.files.append(
+                PlannedFile(rel, _fate(staging / rel, destination / rel, is_user_owned(rel), overwrite))
+            )
+        conflicts = result.paths(Fate.CONFLICT)
+        if conflicts:
+            listing = "\n".join(f"  {p}" for p in conflicts)
+            raise DestinationError(
+                f"{len(conflicts)} file(s) in {destination} differ from what lobeflow would "
+                f"write:\n{listing}\nNothing was written. Pass --force to overwrite them."
+            )
+        if not pretend:
+            to_write = [f.path for f in result.files if f.fate in (Fate.CREATE, Fate.OVERWRITE)]
+            _write_atomically(staging, destination, to_write)
+            result.written = True
+    return result
+
+
+def _check_destination(destination: Path) -> None:
+    if destination.exists() and not destination.is_dir():
+        raise DestinationError(f"The destination {destination} exists and is not a directory.")
+    probe = destination
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise DestinationError(f"The destination {destination} is not writable ({probe}).")
+
+
+@contextmanager
+def _rendered(
+    template: Path, data: dict[str, Any], answers_file: Path
+) -> Iterator[tuple[Path, Callable[[Path], bool]]]:
+    """Render the template into a temporary directory; yield it with the skip matcher."""
+    from copier import Worker  # imported lazily: copier is slow to import
+
+    with tempfile.TemporaryDirectory(prefix="lobeflow-") as tmp:
+        staging = Path(tmp) / "project"
+        try:
+            with Worker(
+                src_path=str(template),
+                dst_path=staging,
+                data=data,
+                answers_file=answers_file,
+                defaults=True,
+                overwrite=True,
+                quiet=True,
+                unsafe=False,
+            ) as worker:
+                worker.run_copy()
+                is_user_owned = worker.match_skip
+                yield staging, is_user_owned
+        except (DestinationError, InvalidAnswerError):
+            raise
+        except Exception as exc:  # copier's own validation errors carry the message
+            if type(exc).__module__.startswith("copier"):
+                raise TemplateError(f"The template rejected the answers: {exc}") from exc
+            raise
+
+
+def _files_under(root: Path) -> Iterator[Path]:
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            yield (Path(dirpath) / name).relative_to(root)
+
+
+def _fate(staged: Path, target: Path, user_owned: bool, overwrite: bool) -> Fate:
+    if not target.exists():
+        return Fate.CREATE
+    if target.is_file() and target.read_bytes() == staged.read_bytes():
+        return Fate.IDENTICAL
+    if user_owned:
+        return Fate.SKIP
+    return Fate.OVERWRITE if overwrite else Fate.CONFLICT
+
+
+def _write_atomically(staging: Path, destination: Path, paths: list[Path]) -> None:
+    """Copy files so that either all land or none do (backups restore overwritten ones)."""
+    created_dirs: list[Path] = []
+    placed: list[tuple[Path, Path | None]] = []
+    temps: list[Path] = []
+    try:
+        for rel in paths:
+            target = destination / rel
+            missing = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
+            for directory in reversed(missing):
+                directory.mkdir()
+                created_dirs.append(directory)
+            temp = target.with_name(f".{target.name}.lobeflow-tmp")
+            shutil.copy2(staging / rel, temp)
+            temps.append(temp)
+        for rel, temp in zip(paths, temps, strict=True):
+            target = destination / rel
+            backup = None
+            if target.exists():
+                backup = target.with_name(f".{target.name}.lobeflow-bak")
+                os.replace(target, backup)
+            os.replace(temp, target)
+            placed.append((target, backup))
+    except OSError as exc:
+        for target, backup in reversed(placed):
+            target.unlink(missing_ok=True)
+            if backup is not None:
+                os.replace(backup, target)
+        for temp in temps:
+            temp.unlink(missing_ok=True)
+        for directory in reversed(created_dirs):
+            shutil.rmtree(directory, ignore_errors=True)
+        raise DestinationError(f"Writing to {destination} failed ({exc}); nothing was changed.") from exc
+    for _target, backup in placed:
+        if backup is not None:
+            backup.unlink()

@@ -1,0 +1,54 @@
+"""Shared helpers for the generator tests."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+from lobeflow.cli import main
+
+
+@dataclass
+class CliResult:
+    """What one `lobeflow` invocation returned and printed."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str) -> CliResult:
+    """Run the `lobeflow` console entry point in-process."""
+    out, err = io.StringIO(), io.StringIO()
+    argv = sys.argv
+    sys.argv = ["lobeflow", *args]
+    code = 0
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = argv
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def tree_hash(root: Path) -> str:
+    """Hash of every path, mode and content under `root` (missing root hashes as empty)."""
+    digest = hashlib.sha256()
+    if not root.exists():
+        return digest.hexdigest()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames) + dirnames:
+            path = Path(dirpath) / name
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(str(path.stat().st_mode).encode())
+            if path.is_file():
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
