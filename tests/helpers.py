@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
 from lobeflow.cli import main
+
+_BIN = Path(sys.executable).parent
 
 
 @dataclass
@@ -52,3 +55,25 @@ def tree_hash(root: Path) -> str:
             if path.is_file():
                 digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def run_checked(cmd: list[str], cwd: Path, timeout: float = 300) -> str:
+    """Run a command outside the QStash/APP_URL environment; fail the test on error."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QSTASH_", "APP_URL"))}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    proc = subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed in {cwd}:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def project_checks(project: Path) -> None:
+    """A generated project passes ruff, ruff format, mypy --strict and its own tests."""
+    run_checked([str(_BIN / "ruff"), "check", "."], project)
+    run_checked([str(_BIN / "ruff"), "format", "--check", "."], project)
+    run_checked([str(_BIN / "mypy"), "--strict", "--cache-dir", "/dev/null", "."], project)
+    out = run_checked(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], project, 600
+    )
+    assert " passed" in out and "failed" not in out, out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from lobeflow.errors import InvalidNameError
 from lobeflow.naming import derive_names, parse_name, pluralize, split_words
 

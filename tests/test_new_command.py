@@ -28,7 +28,14 @@ def base_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_new_project_gets_every_layer(tmp_path: Path) -> None:
     dest = tmp_path / "proj"
     result = run_cli(
-        "new", "user", "--workflow", "welcome-placeholder", "--verb", "generate", "--dest", str(dest)
+        "new",
+        "user",
+        "--workflow",
+        "welcome-placeholder",
+        "--verb",
+        "generate",
+        "--dest",
+        str(dest),
     )
     assert result.exit_code == 0, result.stderr
     package = dest / "app" / "workflows" / "welcome_placeholder"
@@ -140,7 +147,7 @@ def test_destination_that_is_a_file(tmp_path: Path) -> None:
     assert target.read_text() == "x"
 
 
-def test_unwritable_destination(tmp_path: Path) -> None:
+def test_unwritable_destination() -> None:
     dest = Path("/proc/lobeflow-cannot-write-here")
     result = run_cli("new", "user", "--dest", str(dest))
     assert result.exit_code == 1

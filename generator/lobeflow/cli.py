@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -53,10 +53,14 @@ Opt = typer.Option  # short alias keeps the long option table below readable
 def new(
     entity: Annotated[
         str | None,
-        typer.Argument(help="Entity processed one per Layer-3 run, in any case: user, KnowledgeBase."),
+        typer.Argument(
+            help="Entity processed one per Layer-3 run, in any case: user, KnowledgeBase."
+        ),
     ] = None,
     *,
-    dest: Annotated[Path, Opt("--dest", "-d", help="Project directory (created if missing).")] = Path("."),
+    dest: Annotated[
+        Path, Opt("--dest", "-d", help="Project directory (created if missing).")
+    ] = Path("."),
     plural: Annotated[str | None, Opt(help="Plural of the entity (default: inflected).")] = None,
     workflow: Annotated[str | None, Opt(help="Workflow name (default: the plural).")] = None,
     verb: Annotated[str, Opt(help="Layer-3 verb: execute, generate, sync...")] = "execute",
@@ -70,16 +74,25 @@ def new(
     ] = "",
     process_key: Annotated[str | None, Opt(help="Layer-1 flow-control key.")] = None,
     process_parallelism: Annotated[int | None, Opt(help="Layer-1 parallelism [1].")] = None,
-    process_rate: Annotated[int | None, Opt(help="Layer-1 starts per period, 0 = no limit [1].")] = None,
+    process_rate: Annotated[
+        int | None, Opt(help="Layer-1 starts per period, 0 = no limit [1].")
+    ] = None,
     process_period: Annotated[int | None, Opt(help="Layer-1 rate period in seconds [1].")] = None,
     paginate_key: Annotated[str | None, Opt(help="Layer-2 flow-control key.")] = None,
     paginate_parallelism: Annotated[int | None, Opt(help="Layer-2 parallelism [20].")] = None,
-    paginate_rate: Annotated[int | None, Opt(help="Layer-2 starts per period, 0 = no limit [5].")] = None,
+    paginate_rate: Annotated[
+        int | None, Opt(help="Layer-2 starts per period, 0 = no limit [5].")
+    ] = None,
     paginate_period: Annotated[int | None, Opt(help="Layer-2 rate period in seconds [1].")] = None,
     execute_key: Annotated[str | None, Opt(help="Layer-3 flow-control key.")] = None,
     execute_parallelism: Annotated[int | None, Opt(help="Layer-3 parallelism [10].")] = None,
-    execute_rate: Annotated[int | None, Opt(help="Layer-3 starts per period, 0 = no limit [5].")] = None,
+    execute_rate: Annotated[
+        int | None, Opt(help="Layer-3 starts per period, 0 = no limit [5].")
+    ] = None,
     execute_period: Annotated[int | None, Opt(help="Layer-3 rate period in seconds [1].")] = None,
+    template: Annotated[
+        str | None, Opt(help="Copier template source, e.g. a tagged git repo (default: bundled).")
+    ] = None,
     defaults: Annotated[bool, Opt("--defaults", help="Never prompt; use defaults.")] = False,
     pretend: Annotated[bool, Opt("--pretend", help="Print the file plan; write nothing.")] = False,
     force: Annotated[
@@ -94,11 +107,15 @@ def new(
             raise LobeflowError("Missing ENTITY (e.g. `lobeflow new user`).")
         entity = typer.prompt("Entity (singular, e.g. user)")
     layers = {
-        "process": FlowControlAnswer(process_key, process_parallelism, process_rate, process_period),
+        "process": FlowControlAnswer(
+            process_key, process_parallelism, process_rate, process_period
+        ),
         "paginate": FlowControlAnswer(
             paginate_key, paginate_parallelism, paginate_rate, paginate_period
         ),
-        "execute": FlowControlAnswer(execute_key, execute_parallelism, execute_rate, execute_period),
+        "execute": FlowControlAnswer(
+            execute_key, execute_parallelism, execute_rate, execute_period
+        ),
     }
     names, data = build_answers(
         entity,
@@ -113,11 +130,9 @@ def new(
         logic=logic,
         flow_control=layers,
     )
-    result = add_workflow(dest, data, names, pretend=pretend, overwrite=force)
+    result = add_workflow(dest, data, names, pretend=pretend, overwrite=force, template=template)
 
-    from rich.console import Console
-
-    console = Console(stderr=True, highlight=False)
+    console = _console()
     for planned in result.files:
         fate = planned.fate.value
         console.print(f"[{_FATE_STYLE[fate]}]{fate:>10}[/] {planned.path}")
@@ -135,22 +150,130 @@ def new(
     )
 
 
-def _register_engine_commands() -> None:
-    # The engine pulls in uvicorn and starlette; import it only when it is there to serve.
-    try:
-        from lobeflow.engine.command import dev
-    except ImportError:  # pragma: no cover - only while the engine package is absent
-        return
+@app.command()
+def update(
+    workflows: Annotated[
+        list[str] | None, typer.Argument(help="Workflows to update (default: all).")
+    ] = None,
+    *,
+    project: Annotated[Path, Opt("--project", "-p", help="A directory inside the project.")] = Path(
+        "."
+    ),
+    pretend: Annotated[
+        bool, Opt("--pretend", help="Show what would change; write nothing.")
+    ] = False,
+    conflict: Annotated[
+        str, Opt(help="Conflicts as `inline` markers, or `rej` files beside yours.")
+    ] = "inline",
+    data: Annotated[
+        list[str] | None, Opt("--data", help="Change an answer: KEY=VALUE (repeatable).")
+    ] = None,
+    template: Annotated[
+        str | None, Opt(help="Template source (default: recorded git source, else bundled).")
+    ] = None,
+) -> None:
+    """Re-render workflows after a template change, keeping your edits (3-way merge)."""
+    from lobeflow.update import Change, update_project
+
+    result = update_project(
+        project,
+        workflows or (),
+        pretend=pretend,
+        conflict=conflict,
+        data=_parse_data(data or []),
+        template=template,
+    )
+    console = _console()
+    style = {
+        Change.CONFLICT: "red",
+        Change.MERGE: "magenta",
+        Change.UPDATE: "green",
+        Change.CREATE: "green",
+        Change.DELETE: "yellow",
+        Change.ORPHAN: "yellow",
+    }
+    for item in result.files:
+        if item.change is not Change.UNCHANGED:
+            color = style.get(item.change, "cyan")
+            console.print(f"[{color}]{item.change.value:>10}[/] {item.path}")
+    verb = "Would update" if pretend else "Updated"
+    console.print(f"\n{verb} {', '.join(result.workflows) or 'no workflows'} in {result.root}.")
+    if result.conflicts:
+        where = "inline markers" if conflict == "inline" else "`.rej` files"
+        console.print(
+            f"[red]{len(result.conflicts)} conflict(s)[/] left as {where}; resolve them, "
+            "then run `lobeflow update` again to check."
+        )
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_command(
+    project: Annotated[Path, Opt("--project", "-p", help="A directory inside the project.")] = Path(
+        "."
+    ),
+) -> None:
+    """List the project's workflows: routes, template version, edits."""
+    from rich.table import Table
+
+    from lobeflow.baseline import edited_files, read_version
+    from lobeflow.project import find_project_root, list_workflows
+    from lobeflow.render import bundled_template, template_version
+
+    root = find_project_root(project)
+    installed = template_version(bundled_template())
+    table = Table("workflow", "entity", "routes", "template", "status", "edited files")
+    for info in list_workflows(root):
+        version = read_version(info.answers_file)
+        edited = edited_files(root, info.answers_file.relative_to(root))
+        behind = "behind " + installed if version != installed else "up to date"
+        table.add_row(
+            info.name,
+            f"{info.names.entity.snake} / {info.names.entities.snake}",
+            "\n".join(info.names.routes),
+            version,
+            behind,
+            "\n".join(map(str, edited)) or "-",
+        )
+    from rich.console import Console
+
+    Console().print(table)
+
+
+def _parse_data(pairs: list[str]) -> dict[str, object]:
+    """`KEY=VALUE` pairs; values that read as integers become integers."""
+    parsed: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise LobeflowError(f"--data {pair!r} is not KEY=VALUE.")
+        parsed[key] = int(value) if value.lstrip("-").isdigit() else value
+    return parsed
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _register_commands() -> None:
+    # Both modules keep their heavy imports inside the command functions.
+    from lobeflow.check.command import check
+    from lobeflow.engine.command import dev
+
+    app.command(help="Check workflow code against the guide's rules (ruff-style output).")(check)
     app.command(help="Run the local QStash-compatible engine.")(dev)
 
 
-_register_engine_commands()
+_register_commands()
 
 
 def main() -> None:
     """Console-script entry point: user errors become a red line and exit code 1."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns the code of `typer.Exit` instead of exiting.
+        code = app(standalone_mode=False)
     except LobeflowError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise SystemExit(1) from None
@@ -160,9 +283,12 @@ def main() -> None:
         typer.secho("Aborted.", fg=typer.colors.RED, err=True)
         raise SystemExit(1) from None
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
+        # Usage errors (bad option values...) know how to print themselves; typer may
+        # vendor its own click, so recognise them by shape rather than by class.
+        show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):
+            show()
+            raise SystemExit(exit_code) from None
         raise
+    if isinstance(code, int) and code:
+        raise SystemExit(code)

@@ -109,7 +109,9 @@ def parse_name(raw: str, what: str) -> Name:
         )
     words = split_words(text)
     if not words:
-        raise InvalidNameError(f"The {what} name {raw!r} has no letters; give a word such as `user`.")
+        raise InvalidNameError(
+            f"The {what} name {raw!r} has no letters; give a word such as `user`."
+        )
     if words[0][0].isdigit():
         raise InvalidNameError(
             f"The {what} name {raw!r} starts with a digit; Python identifiers cannot."

@@ -12,25 +12,25 @@ from __future__ import annotations
 import ast
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from lobeflow.errors import DestinationError, InvalidAnswerError, TemplateError
+from lobeflow.baseline import write_baseline
+from lobeflow.errors import DestinationError, InvalidAnswerError
+from lobeflow.files import write_files
 from lobeflow.naming import WorkflowNames, derive_names, parse_name
+from lobeflow.project import ANSWERS_DIR
+from lobeflow.render import render
 
-ANSWERS_DIR = ".lobeflow"
 _LOGIC_REF = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 _FLOW_KEY = re.compile(r"^[A-Za-z0-9\-_.]+$")
 _LAYERS = ("process", "paginate", "execute")
 
 
-class Fate(str, Enum):
+class Fate(StrEnum):
     """What happens to one file; the words copier prints."""
 
     CREATE = "create"
@@ -73,17 +73,6 @@ class FlowControlAnswer:
     period: int | None = None
 
 
-def template_root() -> Path:
-    """Directory holding `copier.yml` and `template/`: the checkout, else the wheel's copy."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent.parent, here / "_template"):
-        if (candidate / "copier.yml").is_file() and (candidate / "template").is_dir():
-            return candidate
-    raise TemplateError(
-        f"The lobeflow template was not found next to {here}; reinstall lobeflow."
-    )
-
-
 def build_answers(
     entity: str,
     *,
@@ -120,9 +109,7 @@ def build_answers(
     if not 0 <= retries <= 10:
         raise InvalidAnswerError(f"--retries must be between 0 and 10 (got {retries}).")
     if logic and not _LOGIC_REF.match(logic):
-        raise InvalidAnswerError(
-            f"--logic {logic!r} is not a `package.module:function` reference."
-        )
+        raise InvalidAnswerError(f"--logic {logic!r} is not a `package.module:function` reference.")
     data: dict[str, Any] = {
         "entity": names.entity.snake,
         "entity_plural": names.entities.snake,
@@ -226,7 +213,7 @@ def add_workflow(
     *,
     pretend: bool = False,
     overwrite: bool = False,
-    template: Path | None = None,
+    template: str | None = None,
 ) -> ScaffoldResult:
     """Render one workflow into `destination` (a new or an existing lobeflow project).
 
@@ -236,7 +223,7 @@ def add_workflow(
         names: the names `build_answers` derived.
         pretend: plan only; write nothing.
         overwrite: replace generated files that differ (user-owned files stay skipped).
-        template: template root; defaults to `template_root()`.
+        template: a copier template source (git repository, path); None = bundled.
 
     Raises:
         DestinationError: unusable destination, clash with an existing workflow, or
@@ -259,11 +246,13 @@ def add_workflow(
         data = {**data, "project_name": destination.name}
 
     result = ScaffoldResult(destination, names, data)
-    with _rendered(template or template_root(), data, answers_file) as (staging, is_user_owned):
-        for rel in sorted(_files_under(staging)):
-            result.files.append(
-                PlannedFile(rel, _fate(staging / rel, destination / rel, is_user_owned(rel), overwrite))
+    with render(data, answers_file, source=template) as rendering:
+        write_baseline(rendering)
+        for rel in sorted(_files_under(rendering.root)):
+            fate = _fate(
+                rendering.root / rel, destination / rel, rendering.is_user_owned(rel), overwrite
             )
+            result.files.append(PlannedFile(rel, fate))
         conflicts = result.paths(Fate.CONFLICT)
         if conflicts:
             listing = "\n".join(f"  {p}" for p in conflicts)
@@ -273,7 +262,7 @@ def add_workflow(
             )
         if not pretend:
             to_write = [f.path for f in result.files if f.fate in (Fate.CREATE, Fate.OVERWRITE)]
-            _write_atomically(staging, destination, to_write)
+            write_files(destination, {rel: (rendering.root / rel).read_bytes() for rel in to_write})
             result.written = True
     return result
 
@@ -286,37 +275,6 @@ def _check_destination(destination: Path) -> None:
         probe = probe.parent
     if not os.access(probe, os.W_OK | os.X_OK):
         raise DestinationError(f"The destination {destination} is not writable ({probe}).")
-
-
-@contextmanager
-def _rendered(
-    template: Path, data: dict[str, Any], answers_file: Path
-) -> Iterator[tuple[Path, Callable[[Path], bool]]]:
-    """Render the template into a temporary directory; yield it with the skip matcher."""
-    from copier import Worker  # imported lazily: copier is slow to import
-
-    with tempfile.TemporaryDirectory(prefix="lobeflow-") as tmp:
-        staging = Path(tmp) / "project"
-        try:
-            with Worker(
-                src_path=str(template),
-                dst_path=staging,
-                data=data,
-                answers_file=answers_file,
-                defaults=True,
-                overwrite=True,
-                quiet=True,
-                unsafe=False,
-            ) as worker:
-                worker.run_copy()
-                is_user_owned = worker.match_skip
-                yield staging, is_user_owned
-        except (DestinationError, InvalidAnswerError):
-            raise
-        except Exception as exc:  # copier's own validation errors carry the message
-            if type(exc).__module__.startswith("copier"):
-                raise TemplateError(f"The template rejected the answers: {exc}") from exc
-            raise
 
 
 def _files_under(root: Path) -> Iterator[Path]:
@@ -333,41 +291,3 @@ def _fate(staged: Path, target: Path, user_owned: bool, overwrite: bool) -> Fate
     if user_owned:
         return Fate.SKIP
     return Fate.OVERWRITE if overwrite else Fate.CONFLICT
-
-
-def _write_atomically(staging: Path, destination: Path, paths: list[Path]) -> None:
-    """Copy files so that either all land or none do (backups restore overwritten ones)."""
-    created_dirs: list[Path] = []
-    placed: list[tuple[Path, Path | None]] = []
-    temps: list[Path] = []
-    try:
-        for rel in paths:
-            target = destination / rel
-            missing = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
-            for directory in reversed(missing):
-                directory.mkdir()
-                created_dirs.append(directory)
-            temp = target.with_name(f".{target.name}.lobeflow-tmp")
-            shutil.copy2(staging / rel, temp)
-            temps.append(temp)
-        for rel, temp in zip(paths, temps, strict=True):
-            target = destination / rel
-            backup = None
-            if target.exists():
-                backup = target.with_name(f".{target.name}.lobeflow-bak")
-                os.replace(target, backup)
-            os.replace(temp, target)
-            placed.append((target, backup))
-    except OSError as exc:
-        for target, backup in reversed(placed):
-            target.unlink(missing_ok=True)
-            if backup is not None:
-                os.replace(backup, target)
-        for temp in temps:
-            temp.unlink(missing_ok=True)
-        for directory in reversed(created_dirs):
-            shutil.rmtree(directory, ignore_errors=True)
-        raise DestinationError(f"Writing to {destination} failed ({exc}); nothing was changed.") from exc
-    for _target, backup in placed:
-        if backup is not None:
-            backup.unlink()

@@ -1,0 +1,113 @@
+"""Dead-letter queue endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from lobeflow.engine import errors
+from lobeflow.engine.api_common import (
+    engine_of,
+    in_date_range,
+    json_body,
+    json_response,
+    page,
+    query_list,
+)
+from lobeflow.engine.errors import ApiError
+
+# Query parameter -> DLQ entry field, for the list/delete filters.
+_FILTERS = {
+    "messageId": "messageId",
+    "url": "url",
+    "queueName": "queueName",
+    "label": "label",
+    "workflowRunId": "workflowRunId",
+    "workflowUrl": "workflowUrl",
+    "workflowCreatedAt": "workflowCreatedAt",
+    "flowControlKey": "flowControlKey",
+    "responseStatus": "responseStatus",
+    "callerIp": "callerIP",
+}
+
+
+def _matches(request: Request, entry: dict[str, Any]) -> bool:
+    for param, field in _FILTERS.items():
+        wanted = request.query_params.get(param)
+        if wanted and str(entry.get(field, "")) != wanted:
+            return False
+    return in_date_range(request, int(entry.get("createdAt", 0)))
+
+
+def _selected(request: Request, ids: list[str]) -> list[dict[str, Any]]:
+    engine = engine_of(request)
+    if ids:
+        return [engine.dlq[i] for i in ids if i in engine.dlq]
+    return [entry for entry in reversed(engine.dlq.values()) if _matches(request, entry)]
+
+
+async def list_dlq(request: Request) -> Response:
+    """`GET /v2/dlq`: `{"messages": [...], "cursor"}`, newest first."""
+    entries = _selected(request, query_list(request, "dlqIds"))
+    chunk, cursor = page(request, entries, 100)
+    answer: dict[str, Any] = {"messages": chunk}
+    if cursor:
+        answer["cursor"] = cursor
+    return json_response(answer)
+
+
+async def get_dlq(request: Request) -> Response:
+    """`GET /v2/dlq/{id}`."""
+    dlq_id = request.path_params["dlq_id"]
+    entry = engine_of(request).dlq.get(dlq_id)
+    if entry is None:
+        raise ApiError(404, errors.DLQ_NOT_FOUND.format(id=dlq_id))
+    return json_response(entry)
+
+
+async def delete_dlq(request: Request) -> Response:
+    """`DELETE /v2/dlq/{id}`."""
+    engine = engine_of(request)
+    dlq_id = request.path_params["dlq_id"]
+    if dlq_id not in engine.dlq:
+        raise ApiError(404, errors.DLQ_NOT_FOUND.format(id=dlq_id))
+    engine.delete_dlq(dlq_id)
+    await engine.store.commit()
+    return json_response({})
+
+
+async def delete_many(request: Request) -> Response:
+    """`DELETE /v2/dlq`: body `{"dlqIds": [...]}` (Python) or query ids/filters (TS)."""
+    engine = engine_of(request)
+    body = await json_body(request, default={})
+    ids = body.get("dlqIds") if isinstance(body, dict) else None
+    entries = _selected(request, list(ids or query_list(request, "dlqIds")))
+    for entry in entries:
+        engine.delete_dlq(entry["dlqId"])
+    await engine.store.commit()
+    return json_response({"deleted": len(entries)})
+
+
+async def retry(request: Request) -> Response:
+    """`POST /v2/dlq/retry?dlqIds=...`: publish the messages again and drop the entries."""
+    engine = engine_of(request)
+    body = await json_body(request, default={})
+    ids = body.get("dlqIds") if isinstance(body, dict) else None
+    responses = []
+    for entry in _selected(request, list(ids or query_list(request, "dlqIds"))):
+        message_id = engine.retry_dlq(entry["dlqId"])
+        responses.append({"messageId": message_id})
+    await engine.store.commit()
+    return json_response({"responses": responses})
+
+
+ROUTES = [
+    Route("/v2/dlq", list_dlq, methods=["GET"]),
+    Route("/v2/dlq", delete_many, methods=["DELETE"]),
+    Route("/v2/dlq/retry", retry, methods=["POST"]),
+    Route("/v2/dlq/{dlq_id}", get_dlq, methods=["GET"]),
+    Route("/v2/dlq/{dlq_id}", delete_dlq, methods=["DELETE"]),
+]

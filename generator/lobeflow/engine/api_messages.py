@@ -1,0 +1,213 @@
+"""Publishing (`/v2/publish`, `/v2/batch`, `/v2/enqueue`) and message endpoints."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from lobeflow.engine import errors
+from lobeflow.engine.api_common import (
+    engine_of,
+    in_date_range,
+    int_param,
+    json_body,
+    json_response,
+    page,
+    query_list,
+    raw_destination,
+    request_headers,
+)
+from lobeflow.engine.core import destination_headers
+from lobeflow.engine.errors import ApiError
+from lobeflow.engine.model import Message
+
+
+def _publish_answer(message_id: str, deduplicated: bool) -> dict[str, Any]:
+    answer: dict[str, Any] = {"messageId": message_id}
+    if deduplicated:
+        answer["deduplicated"] = True
+    return answer
+
+
+async def publish(request: Request) -> Response:
+    """`POST /v2/publish/{destination}`."""
+    engine = engine_of(request)
+    destination = raw_destination(request, 3)
+    message_id, dedup = await engine.publish(
+        destination, request_headers(request), await request.body()
+    )
+    return json_response(_publish_answer(message_id, dedup), 202 if dedup else 201)
+
+
+async def enqueue(request: Request) -> Response:
+    """`POST /v2/enqueue/{queue}/{destination}`."""
+    engine = engine_of(request)
+    queue = request.path_params["queue"]
+    destination = raw_destination(request, 4)
+    message_id, dedup = await engine.publish(
+        destination, request_headers(request), await request.body(), queue=queue
+    )
+    return json_response(_publish_answer(message_id, dedup), 202 if dedup else 201)
+
+
+async def batch(request: Request) -> Response:
+    """`POST /v2/batch`: a JSON array of `{destination, headers, body, queue}`."""
+    engine = engine_of(request)
+    items = await json_body(request)
+    if not isinstance(items, list):
+        raise ApiError(400, errors.INVALID_BATCH)
+    answers: list[dict[str, Any]] = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("destination"), str):
+            raise ApiError(400, errors.MISSING_DESTINATION)
+        headers = item.get("headers") or {}
+        if not isinstance(headers, dict):
+            raise ApiError(400, errors.INVALID_BATCH)
+        body = item.get("body")
+        raw = b"" if body is None else str(body).encode()
+        queue = item.get("queue")
+        message_id, dedup = engine.accept(
+            item["destination"],
+            {str(k): str(v) for k, v in headers.items()},
+            raw,
+            queue=queue if isinstance(queue, str) and queue else None,
+        )
+        answers.append(_publish_answer(message_id, dedup))
+    await engine.store.commit()
+    return json_response(answers, 201)
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    """A pending message in the `GET /v2/messages/{id}` shape."""
+    out: dict[str, Any] = {
+        "messageId": message.id,
+        "url": message.url,
+        "method": message.method,
+        "header": destination_headers(message),
+        "maxRetries": message.max_retries,
+        "notBefore": int(message.due * 1000),
+        "createdAt": message.created_at,
+        "callerIP": message.caller_ip,
+    }
+    try:
+        out["body"] = message.body.decode("utf-8")
+    except UnicodeDecodeError:
+        out["bodyBase64"] = base64.b64encode(message.body).decode()
+    optional: dict[str, Any] = {
+        "callback": message.callback,
+        "failureCallback": message.failure_callback,
+        "queueName": message.queue,
+        "label": message.label,
+        "flowControlKey": message.flow_key,
+        "retryDelayExpression": message.retry_delay,
+        "workflowRunId": message.run_id,
+    }
+    if message.flow is not None:
+        optional["parallelism"] = message.flow.parallelism
+        optional["rate"] = message.flow.rate
+        optional["period"] = message.flow.period if message.flow.rate is not None else None
+    out.update({key: value for key, value in optional.items() if value is not None})
+    return out
+
+
+async def get_message(request: Request) -> Response:
+    """`GET /v2/messages/{id}`: a message not yet delivered."""
+    engine = engine_of(request)
+    message_id = request.path_params["message_id"]
+    message = engine.messages.get(message_id)
+    if message is None:
+        raise ApiError(404, errors.MESSAGE_NOT_FOUND.format(id=message_id))
+    return json_response(message_json(message))
+
+
+async def cancel_message(request: Request) -> Response:
+    """`DELETE /v2/messages/{id}`."""
+    engine = engine_of(request)
+    message_id = request.path_params["message_id"]
+    message = engine.messages.get(message_id)
+    if message is None:
+        raise ApiError(404, errors.MESSAGE_NOT_FOUND.format(id=message_id))
+    engine.cancel_message(message)
+    await engine.store.commit()
+    return json_response({})
+
+
+def _message_matches(request: Request, message: Message) -> bool:
+    params = request.query_params
+    for param, value in (
+        ("url", message.url),
+        ("queueName", message.queue),
+        ("label", message.label),
+        ("flowControlKey", message.flow_key),
+    ):
+        wanted = query_list(request, param)
+        if wanted and value not in wanted:
+            return False
+    host, _, path = message.url.split("://", 1)[1].partition("/")
+    for param, actual in (("host", host), ("path", "/" + path.split("?", 1)[0])):
+        expected = params.get(param)
+        if expected and actual != expected:
+            return False
+    return in_date_range(request, message.created_at)
+
+
+async def cancel_messages(request: Request) -> Response:
+    """`DELETE /v2/messages`: body `{"messageIds": [...]}`, query ids or filters; none = all."""
+    engine = engine_of(request)
+    body = await json_body(request, default={})
+    raw_ids = body.get("messageIds") if isinstance(body, dict) else None
+    ids = [str(i) for i in raw_ids] if isinstance(raw_ids, list) else []
+    ids = ids or query_list(request, "messageIds")
+    if ids:
+        targets = [engine.messages[i] for i in ids if i in engine.messages]
+    else:
+        targets = [m for m in engine.messages.values() if _message_matches(request, m)]
+    count = int_param(request, "count", 0)
+    if count > 0:
+        targets = targets[:count]
+    for message in targets:
+        engine.cancel_message(message)
+    await engine.store.commit()
+    return json_response({"cancelled": len(targets)})
+
+
+async def events(request: Request) -> Response:
+    """`GET /v2/events` (alias `/v2/logs`): message log events, newest first."""
+    engine = engine_of(request)
+    params = request.query_params
+    ids = set(query_list(request, "messageIds"))
+    if params.get("messageId"):
+        ids.add(params["messageId"])
+    state = params.get("state")
+    url = params.get("url")
+    queue = params.get("queueName")
+    label = params.get("label")
+    matching = [
+        event
+        for event in reversed(engine.events)
+        if (not ids or event.message_id in ids)
+        and (not state or event.state == state)
+        and (not url or event.url == url)
+        and (not queue or event.queue == queue)
+        and (not label or event.label == label)
+        and in_date_range(request, event.time)
+    ]
+    chunk, cursor = page(request, matching, 100)
+    rendered = [event.to_json() for event in chunk]
+    return json_response({"cursor": cursor, "events": rendered, "logs": rendered})
+
+
+ROUTES = [
+    Route("/v2/publish/{destination:path}", publish, methods=["POST"]),
+    Route("/v2/enqueue/{queue}/{destination:path}", enqueue, methods=["POST"]),
+    Route("/v2/batch", batch, methods=["POST"]),
+    Route("/v2/messages/{message_id}", get_message, methods=["GET"]),
+    Route("/v2/messages/{message_id}", cancel_message, methods=["DELETE"]),
+    Route("/v2/messages", cancel_messages, methods=["DELETE"]),
+    Route("/v2/events", events, methods=["GET"]),
+    Route("/v2/logs", events, methods=["GET"]),
+]

@@ -1,0 +1,129 @@
+"""Workflow run endpoints: end/cancel runs, raw steps, bulk cancel, run logs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from lobeflow.engine import errors
+from lobeflow.engine.api_common import (
+    engine_of,
+    in_date_range,
+    json_body,
+    json_response,
+    page,
+    query_list,
+)
+from lobeflow.engine.errors import ApiError
+from lobeflow.engine.model import RUN_STARTED, Run
+from lobeflow.engine.workflow import raw_steps, run_log
+
+
+async def get_run(request: Request) -> Response:
+    """`GET /v2/workflows/runs/{id}`: the raw step list; 404 once the run has ended."""
+    engine = engine_of(request)
+    run_id = request.path_params["run_id"]
+    run = engine.runs_by_id.get(run_id)
+    if run is None:
+        raise ApiError(404, errors.RUN_NOT_FOUND.format(id=run_id))
+    if run.state != RUN_STARTED:
+        raise ApiError(404, errors.RUN_ENDED.format(id=run_id, state=run.state))
+    return json_response(raw_steps(run))
+
+
+async def delete_run(request: Request) -> Response:
+    """`DELETE /v2/workflows/runs/{id}?cancel=false|true`; the body is the run's return value."""
+    engine = engine_of(request)
+    cancel = request.query_params.get("cancel", "false").lower() == "true"
+    body = (await request.body()).decode("utf-8", "replace")
+    engine.end_run(request.path_params["run_id"], cancel, body or None)
+    await engine.store.commit()
+    return json_response({})
+
+
+def _run_matches(request: Request, run: Run, filters: dict[str, Any]) -> bool:
+    ids = filters.get("workflowRunIds")
+    if ids:
+        return run.id in ids
+    url = filters.get("workflowUrl")
+    if url:
+        exact = str(filters.get("workflowUrlExactMatch", "")).lower() == "true"
+        if (run.url != url) if exact else not run.url.startswith(url):
+            return False
+    labels = filters.get("label")
+    if labels and run.label not in labels:
+        return False
+    keys = filters.get("flowControlKey")
+    if keys and run.flow_key not in keys:
+        return False
+    return in_date_range(request, run.created_at)
+
+
+async def bulk_cancel(request: Request) -> Response:
+    """`DELETE /v2/workflows/runs`: filters in the query (TS 1.x) or a JSON body (Go, TS 0.2)."""
+    engine = engine_of(request)
+    body = await json_body(request, default={})
+    if not isinstance(body, dict):
+        raise ApiError(400, errors.INVALID_JSON)
+    filters: dict[str, Any] = dict(body)
+    for name in ("workflowRunIds", "label", "flowControlKey"):
+        values = query_list(request, name)
+        if values:
+            filters[name] = values
+    for name in ("workflowUrl", "workflowUrlExactMatch"):
+        if name in request.query_params:
+            filters[name] = request.query_params[name]
+    if isinstance(filters.get("workflowRunIds"), str):
+        filters["workflowRunIds"] = [filters["workflowRunIds"]]
+    count = int(filters.get("count") or request.query_params.get("count") or 0)
+    targets = [
+        run.id
+        for run in engine.runs_by_id.values()
+        if run.state == RUN_STARTED and _run_matches(request, run, filters)
+    ]
+    if count > 0:
+        targets = targets[:count]
+    cancelled = engine.cancel_runs(targets)
+    await engine.store.commit()
+    return json_response({"cancelled": cancelled})
+
+
+async def run_logs(request: Request) -> Response:
+    """`GET /v2/workflows/logs` (alias `/v2/workflows/events`): runs newest first."""
+    engine = engine_of(request)
+    params = request.query_params
+    run_id = params.get("workflowRunId")
+    url = params.get("workflowUrl")
+    state = params.get("state")
+    created_at = params.get("workflowCreatedAt")
+    labels = query_list(request, "label")
+    keys = query_list(request, "flowControlKey")
+    runs = [
+        run
+        for run in reversed(engine.runs_by_id.values())
+        if (not run_id or run.id == run_id)
+        and (not url or run.url == url)
+        and (not state or run.state == state)
+        and (not created_at or str(run.created_at) == created_at)
+        and (not labels or run.label in labels)
+        and (not keys or run.flow_key in keys)
+        and in_date_range(request, run.created_at)
+    ]
+    chunk, cursor = page(request, runs, 10)
+    logs = []
+    for run in chunk:
+        pending = [engine.messages[m] for m in run.pending if m in engine.messages]
+        logs.append(run_log(run, pending))
+    return json_response({"cursor": cursor, "runs": logs})
+
+
+ROUTES = [
+    Route("/v2/workflows/runs/{run_id}", get_run, methods=["GET"]),
+    Route("/v2/workflows/runs/{run_id}", delete_run, methods=["DELETE"]),
+    Route("/v2/workflows/runs", bulk_cancel, methods=["DELETE"]),
+    Route("/v2/workflows/logs", run_logs, methods=["GET"]),
+    Route("/v2/workflows/events", run_logs, methods=["GET"]),
+]

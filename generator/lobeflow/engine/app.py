@@ -1,0 +1,101 @@
+"""The ASGI application: routes of every API family, bearer auth and JSON errors."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from lobeflow.engine import (
+    api_dlq,
+    api_flow_control,
+    api_keys,
+    api_messages,
+    api_workflows,
+    errors,
+)
+from lobeflow.engine.api_common import json_response
+from lobeflow.engine.core import Engine
+from lobeflow.engine.errors import ApiError
+
+# Called by third parties (createWebhook URLs), so not behind the bearer token.
+_PUBLIC_PREFIXES = ("/v2/workflows/hooks/",)
+
+
+class BearerAuth:
+    """Pure-ASGI bearer-token check (cheaper per request than a Starlette middleware)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        """Wrap `app`; requests must carry `Authorization: Bearer <token>`."""
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Reject unauthenticated HTTP requests with 401 `{"error": ...}`."""
+        if scope["type"] == "http" and not scope["path"].startswith(_PUBLIC_PREFIXES):
+            supplied = b""
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    supplied = value
+                    break
+            if not hmac.compare_digest(supplied, self.expected):
+                body = json.dumps({"error": errors.UNAUTHORIZED}).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+async def _api_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return json_response({"error": exc.message}, exc.status)
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = {404: errors.NOT_FOUND, 405: errors.METHOD_NOT_ALLOWED}.get(
+        exc.status_code, str(exc.detail)
+    )
+    return json_response({"error": message}, exc.status_code)
+
+
+def build_app(engine: Engine) -> ASGIApp:
+    """The engine's HTTP API as an ASGI app; its lifespan starts and stops the engine."""
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await engine.start()
+        try:
+            yield
+        finally:
+            await engine.stop()
+
+    app = Starlette(
+        routes=[
+            *api_messages.ROUTES,
+            *api_workflows.ROUTES,
+            *api_dlq.ROUTES,
+            *api_flow_control.ROUTES,
+            *api_keys.ROUTES,
+        ],
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    return BearerAuth(app, engine.config.token)

@@ -1,0 +1,34 @@
+"""API errors and the upstream error texts, kept in one place."""
+
+from __future__ import annotations
+
+UNAUTHORIZED = "unauthorized: missing or invalid bearer token"
+NOT_FOUND = "not found"
+METHOD_NOT_ALLOWED = "method not allowed"
+INVALID_JSON = "invalid request body: expected JSON"
+INVALID_BATCH = "invalid batch: expected a JSON array of messages"
+MISSING_DESTINATION = "destination is required"
+INVALID_DESTINATION = "invalid destination url: {url}"
+INVALID_HEADER = "invalid {name} header: {value}"
+INVALID_FLOW_CONTROL = "invalid flow control value: {value}"
+MESSAGE_NOT_FOUND = "message {id} not found"
+RUN_NOT_FOUND = "workflow run {id} not found"
+RUN_ENDED = "workflow run {id} is already {state}"
+DLQ_NOT_FOUND = "dlq message {id} not found"
+FLOW_CONTROL_NOT_FOUND = "flow control key {key} not found"
+NON_WORKFLOW_DESTINATION = (
+    "detected a non-workflow destination for trigger/invoke. "
+    "make sure you are sending the request to the correct endpoint"
+)
+DELIVERY_TIMEOUT = "request timed out after {seconds}s"
+DELIVERY_CONNECT_ERROR = "failed to deliver: {error}"
+NON_2XX = "endpoint responded with status {status}"
+
+
+class ApiError(Exception):
+    """An error answered as `{"error": message}` with an HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message

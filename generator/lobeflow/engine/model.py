@@ -1,0 +1,293 @@
+"""The engine's records: messages, workflow runs, DLQ entries, and the snapshots it hands out."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from lobeflow.engine.durations import FlowSpec
+
+# Message states, as the logs API spells them (CANCELED with one L: qstash-py rejects two).
+CREATED = "CREATED"
+ACTIVE = "ACTIVE"
+RETRY = "RETRY"
+ERROR = "ERROR"
+DELIVERED = "DELIVERED"
+FAILED = "FAILED"
+CANCEL_REQUESTED = "CANCEL_REQUESTED"
+CANCELED = "CANCELED"
+PENDING_STATES = frozenset({CREATED, ACTIVE, RETRY})
+
+RUN_STARTED = "RUN_STARTED"
+RUN_SUCCESS = "RUN_SUCCESS"
+RUN_FAILED = "RUN_FAILED"
+RUN_CANCELED = "RUN_CANCELED"
+
+# Workflow call types recorded in a run's step history.
+STEP = "step"
+TO_CALLBACK = "toCallback"
+FROM_CALLBACK = "fromCallback"
+FAILURE_CALL = "failureCall"
+
+
+@dataclass(slots=True, eq=False)
+class Message:
+    """One accepted message and its delivery state."""
+
+    id: str
+    url: str
+    method: str
+    body: bytes
+    headers: dict[str, str]
+    created_at: int
+    due: float
+    max_retries: int
+    retried: int = 0
+    retry_delay: str | None = None
+    timeout: float | None = None
+    callback: str | None = None
+    failure_callback: str | None = None
+    flow_key: str | None = None
+    flow: FlowSpec | None = None
+    label: str | None = None
+    queue: str | None = None
+    run_id: str | None = None
+    call_type: str | None = None
+    entry_index: int = -1
+    no_delete: bool = False
+    dedup_id: str | None = None
+    caller_ip: str = "127.0.0.1"
+    state: str = CREATED
+    # Scheduling bookkeeping: bumped whenever the message is re-queued so that stale heap
+    # entries are recognised and skipped instead of searched for and removed.
+    generation: int = 0
+
+    @property
+    def content_type(self) -> str | None:
+        """The raw `Content-Type` header of the published message."""
+        for name, value in self.headers.items():
+            if name.lower() == "content-type":
+                return value
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form, for the SQLite store."""
+        return {
+            "id": self.id,
+            "url": self.url,
+            "method": self.method,
+            "body": base64.b64encode(self.body).decode(),
+            "headers": self.headers,
+            "created_at": self.created_at,
+            "due": self.due,
+            "max_retries": self.max_retries,
+            "retried": self.retried,
+            "retry_delay": self.retry_delay,
+            "timeout": self.timeout,
+            "callback": self.callback,
+            "failure_callback": self.failure_callback,
+            "flow_key": self.flow_key,
+            "flow": None
+            if self.flow is None
+            else [self.flow.parallelism, self.flow.rate, self.flow.period],
+            "label": self.label,
+            "queue": self.queue,
+            "run_id": self.run_id,
+            "call_type": self.call_type,
+            "entry_index": self.entry_index,
+            "no_delete": self.no_delete,
+            "dedup_id": self.dedup_id,
+            "state": self.state,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Message:
+        """Inverse of `to_dict`."""
+        flow = data["flow"]
+        return cls(
+            id=data["id"],
+            url=data["url"],
+            method=data["method"],
+            body=base64.b64decode(data["body"]),
+            headers=data["headers"],
+            created_at=data["created_at"],
+            due=data["due"],
+            max_retries=data["max_retries"],
+            retried=data["retried"],
+            retry_delay=data["retry_delay"],
+            timeout=data["timeout"],
+            callback=data["callback"],
+            failure_callback=data["failure_callback"],
+            flow_key=data["flow_key"],
+            flow=None if flow is None else FlowSpec(flow[0], flow[1], flow[2]),
+            label=data["label"],
+            queue=data["queue"],
+            run_id=data["run_id"],
+            call_type=data["call_type"],
+            entry_index=data["entry_index"],
+            no_delete=data["no_delete"],
+            dedup_id=data["dedup_id"],
+            state=data["state"],
+        )
+
+
+@dataclass(slots=True, frozen=True)
+class HistoryEntry:
+    """One raw step of a run, as delivered: `{messageId, body (base64), callType}`."""
+
+    message_id: str
+    body: str
+    call_type: str
+    created_at: int
+    # The entry pre-serialised, so building a delivery body is a string join.
+    json: str
+
+    @classmethod
+    def create(cls, message_id: str, body: str, call_type: str, created_at: int) -> HistoryEntry:
+        """Build an entry from the base64 body."""
+        encoded = json.dumps(
+            {"messageId": message_id, "body": body, "callType": call_type},
+            separators=(",", ":"),
+        )
+        return cls(message_id, body, call_type, created_at, encoded)
+
+
+@dataclass(slots=True, eq=False)
+class Run:
+    """A workflow run: its state and ordered step history (entry 0 = the initial payload)."""
+
+    id: str
+    url: str
+    created_at: int
+    features: frozenset[str]
+    # Run-start headers re-applied to later step messages (WF_TriggerOnConfig).
+    config_headers: dict[str, str]
+    label: str | None
+    flow_key: str | None
+    start_message_id: str
+    initial_headers: dict[str, str]
+    history: list[HistoryEntry] = field(default_factory=list)
+    state: str = RUN_STARTED
+    completed_at: int | None = None
+    response: str | None = None
+    dlq_id: str | None = None
+    failure: dict[str, Any] | None = None
+    # The delivery that failed the run: `{messageId, stepName?, status, error, body, time}`.
+    fail_step: dict[str, Any] | None = None
+    # Ids of this run's messages not yet delivered, failed or cancelled.
+    pending: set[str] = field(default_factory=set)
+    # (stepId, targetStep) -> message id of each recorded step, to drop duplicates that an
+    # at-least-once re-delivery makes the SDK publish again.
+    step_ids: dict[tuple[int, int], str] = field(default_factory=dict)
+
+    def body_upto(self, index: int) -> bytes:
+        """The delivery body for the message whose entry is at `index`: history cut after it."""
+        return ("[" + ",".join(entry.json for entry in self.history[: index + 1]) + "]").encode()
+
+    def meta_dict(self) -> dict[str, Any]:
+        """Everything but the history, JSON-ready (the store keeps history rows apart)."""
+        return {
+            "id": self.id,
+            "url": self.url,
+            "created_at": self.created_at,
+            "features": sorted(self.features),
+            "config_headers": self.config_headers,
+            "label": self.label,
+            "flow_key": self.flow_key,
+            "start_message_id": self.start_message_id,
+            "initial_headers": self.initial_headers,
+            "state": self.state,
+            "completed_at": self.completed_at,
+            "response": self.response,
+            "dlq_id": self.dlq_id,
+            "failure": self.failure,
+            "fail_step": self.fail_step,
+        }
+
+    @classmethod
+    def from_meta(cls, data: dict[str, Any], history: list[HistoryEntry]) -> Run:
+        """Inverse of `meta_dict`."""
+        return cls(
+            id=data["id"],
+            url=data["url"],
+            created_at=data["created_at"],
+            features=frozenset(data["features"]),
+            config_headers=data["config_headers"],
+            label=data["label"],
+            flow_key=data["flow_key"],
+            start_message_id=data["start_message_id"],
+            initial_headers=data["initial_headers"],
+            history=history,
+            state=data["state"],
+            completed_at=data["completed_at"],
+            response=data["response"],
+            dlq_id=data["dlq_id"],
+            failure=data["failure"],
+            fail_step=data.get("fail_step"),
+        )
+
+
+@dataclass(slots=True, frozen=True)
+class DeliveryRecord:
+    """What happened in one delivery attempt (handed to `EngineConfig.on_delivery`)."""
+
+    time: float
+    message_id: str
+    run_id: str | None
+    url: str
+    status: int | None
+    attempt: int
+    duration_ms: float
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """Delivery statistics since the engine started or since `reset_counters()`.
+
+    Attributes:
+        published: Messages accepted into the queue (API publishes and engine-made callbacks).
+        published_by_url: `published`, per destination URL.
+        deliveries: HTTP delivery attempts.
+        deliveries_by_url: `deliveries`, per destination URL.
+        retries: Attempts re-scheduled after a failed attempt.
+        failed_deliveries: Attempts answered with a non-2xx status, or that errored.
+        dlq_size: Messages currently in the dead-letter queue.
+        dlq_total: Messages moved to the dead-letter queue.
+        max_in_flight: Highest number of simultaneous deliveries seen, per flow-control key.
+    """
+
+    published: int
+    published_by_url: dict[str, int]
+    deliveries: int
+    deliveries_by_url: dict[str, int]
+    retries: int
+    failed_deliveries: int
+    dlq_size: int
+    dlq_total: int
+    max_in_flight: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """A snapshot of one workflow run.
+
+    Attributes:
+        run_id: The workflow run id.
+        url: The workflow URL.
+        state: `RUN_STARTED`, `RUN_SUCCESS`, `RUN_FAILED` or `RUN_CANCELED`.
+        step_names: Names of the recorded steps, in order (the initial payload is `init`).
+        created_at: Creation time, unix milliseconds.
+        completed_at: End time, unix milliseconds, when the run ended.
+        response: The body the SDK sent when ending the run, if any.
+    """
+
+    run_id: str
+    url: str
+    state: str
+    step_names: list[str]
+    created_at: int
+    completed_at: int | None
+    response: str | None

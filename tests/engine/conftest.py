@@ -1,0 +1,153 @@
+"""Shared fixtures for the engine tests: engines at chosen time scales and a recording endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from lobeflow.engine import EngineConfig, EngineServer
+from lobeflow.testing import AppServer, serve_app
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+
+@dataclass
+class Hit:
+    """One request the recording endpoint received."""
+
+    path: str
+    method: str
+    headers: dict[str, str]
+    body: bytes
+    started: float
+    finished: float = 0.0
+
+
+@dataclass
+class Recorder:
+    """State of the recording endpoint: what arrived, concurrency, scripted answers."""
+
+    hits: list[Hit] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    # path -> statuses to answer in order (then 200); headers per answer via `answer_headers`.
+    script: dict[str, list[int]] = field(default_factory=dict)
+    answer_headers: dict[str, dict[str, str]] = field(default_factory=dict)
+    hold: float = 0.0
+
+    def paths(self, path: str) -> list[Hit]:
+        """Hits on one path, in arrival order."""
+        return [hit for hit in self.hits if hit.path == path]
+
+
+def recording_app(recorder: Recorder) -> Starlette:
+    """An endpoint that records every request and answers per `recorder.script`."""
+
+    async def handle(request: Request) -> Response:
+        hit = Hit(
+            path=request.url.path,
+            method=request.method,
+            headers=dict(request.headers),
+            body=await request.body(),
+            started=time.monotonic(),
+        )
+        recorder.hits.append(hit)
+        recorder.in_flight += 1
+        recorder.max_in_flight = max(recorder.max_in_flight, recorder.in_flight)
+        try:
+            if recorder.hold:
+                await asyncio.sleep(recorder.hold)
+        finally:
+            recorder.in_flight -= 1
+            hit.finished = time.monotonic()
+        statuses = recorder.script.get(hit.path)
+        status = statuses.pop(0) if statuses else 200
+        return Response(
+            '{"ok":true}',
+            status_code=status,
+            media_type="application/json",
+            headers=recorder.answer_headers.get(hit.path),
+        )
+
+    return Starlette(
+        routes=[Route("/{path:path}", handle, methods=["GET", "POST", "PUT", "DELETE"])]
+    )
+
+
+@pytest.fixture
+def endpoint() -> Iterator[tuple[Recorder, AppServer]]:
+    """A recording endpoint on 127.0.0.1, stopped at teardown."""
+    recorder = Recorder()
+    server = serve_app(recording_app(recorder))
+    try:
+        yield recorder, server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def make_engine() -> Iterator[Callable[..., EngineServer]]:
+    """Factory for engines with custom settings; every engine is stopped at teardown."""
+    started: list[EngineServer] = []
+
+    def make(**overrides: Any) -> EngineServer:
+        server = EngineServer(EngineConfig(**overrides), host="127.0.0.1", port=0)
+        server.start()
+        started.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in started:
+            server.stop()
+
+
+class Api:
+    """A small client for the engine API."""
+
+    def __init__(self, server: EngineServer) -> None:
+        self.server = server
+        self.client = httpx.Client(
+            base_url=server.url,
+            headers={"Authorization": f"Bearer {server.config.token}"},
+            trust_env=False,
+            timeout=10,
+        )
+
+    def publish(
+        self, url: str, body: bytes | str = b"", headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        """`POST /v2/publish/{url}`."""
+        return self.client.post(f"/v2/publish/{url}", content=body, headers=headers or {})
+
+    def message_id(self, url: str, body: bytes | str = b"", **headers: str) -> str:
+        """Publish and return the message id (asserting success)."""
+        response = self.publish(url, body, {k.replace("_", "-"): v for k, v in headers.items()})
+        assert response.status_code in (200, 201), response.text
+        message_id: str = response.json()["messageId"]
+        return message_id
+
+
+@pytest.fixture
+def api_factory() -> Iterator[Callable[[EngineServer], Api]]:
+    """Factory for `Api` clients, closed at teardown."""
+    made: list[Api] = []
+
+    def make(server: EngineServer) -> Api:
+        api = Api(server)
+        made.append(api)
+        return api
+
+    try:
+        yield make
+    finally:
+        for api in made:
+            api.client.close()

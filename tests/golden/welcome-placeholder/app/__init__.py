@@ -1,0 +1,1 @@
+"""shop: a FastAPI app running durable Upstash Workflow pipelines."""

@@ -1,0 +1,21 @@
+"""The FastAPI application: `uvicorn --factory app.main:create_app`."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from app.workflows import _runtime, build_router
+
+
+def create_app() -> FastAPI:
+    """The app with every workflow mounted.
+
+    Raises:
+        ConfigurationError: QSTASH_TOKEN is missing, or LOBEFLOW_ENV=production without
+            both QStash signing keys.
+    """
+    _runtime.check_signing_policy()
+    _runtime.configure_logging()
+    app = FastAPI(title="shop")
+    app.include_router(build_router())
+    return app

@@ -1,0 +1,378 @@
+"""Runtime shared by every workflow of this app.
+
+The Python Workflow SDK has no trigger client, no flow control and no return values, so
+this module adds them on top of the raw QStash API: run starts for many runs in one
+`/v2/batch` request with deterministic run ids, flow-control headers on every message,
+the signing-key policy, and `[workflow:layer]` logging.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel, ValidationError
+from qstash import AsyncQStash
+from qstash.asyncio.http import AsyncHttpClient
+from qstash.http import HttpMethod
+from upstash_workflow import AsyncWorkflowContext
+from upstash_workflow.fastapi import Serve
+
+# The feature set the SDK declares on its own run-start and step messages.
+SDK_FEATURE_SET = "LazyFetch,InitialBody,WF_DetectTrigger"
+FAILURE_FEATURE_SET = "LazyFetch,InitialBody"
+SIGNING_KEYS = ("QSTASH_CURRENT_SIGNING_KEY", "QSTASH_NEXT_SIGNING_KEY")
+
+_FLOW_KEY = re.compile(r"^[a-zA-Z0-9\-_.]+$")
+_PLAIN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_logger = logging.getLogger("app.workflows")
+
+M = TypeVar("M", bound=BaseModel)
+P = TypeVar("P")
+
+
+class ConfigurationError(RuntimeError):
+    """A missing or invalid setting; the message says what to set."""
+
+
+def require_env(name: str, hint: str) -> str:
+    """The value of an environment variable that must be set."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise ConfigurationError(f"{name} is not set; {hint}")
+    return value
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not an integer.") from None
+
+
+def _qstash_settings() -> tuple[str, str | None]:
+    token = require_env(
+        "QSTASH_TOKEN", "copy it from the Upstash console, or run the app with `lobeflow dev`."
+    )
+    return token, os.environ.get("QSTASH_URL", "").strip() or None
+
+
+def qstash_client() -> AsyncQStash:
+    """A QStash client from QSTASH_TOKEN and, when set, QSTASH_URL (e.g. the local engine)."""
+    token, base_url = _qstash_settings()
+    return AsyncQStash(token, base_url=base_url)
+
+
+def workflow_url(path: str) -> str:
+    """The absolute URL QStash calls for a route path, built on APP_URL."""
+    base = require_env(
+        "APP_URL", "set it to the base URL QStash can reach this app at (e.g. https://example.com)."
+    )
+    return base.rstrip("/") + path
+
+
+def check_signing_policy() -> None:
+    """Refuse to serve workflows in production without QStash signature verification.
+
+    The SDK verifies `Upstash-Signature` only when both signing keys are set, so a missing
+    key would silently accept forged deliveries.
+    """
+    if os.environ.get("LOBEFLOW_ENV", "").strip().lower() != "production":
+        return
+    missing = [name for name in SIGNING_KEYS if not os.environ.get(name, "").strip()]
+    if missing:
+        raise ConfigurationError(
+            f"LOBEFLOW_ENV=production but {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not set: workflow routes would accept "
+            "unsigned requests. Set both signing keys (Upstash console > QStash > Signing keys)."
+        )
+
+
+def configure_logging() -> None:
+    """Show workflow log lines (level from LOG_LEVEL, default INFO) without raising others."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _logger.setLevel(os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO")
+
+
+@dataclass(frozen=True)
+class WorkflowLog:
+    """`[workflow:layer] message {fields}` lines; errors as `[workflow:layer:error]`."""
+
+    workflow: str
+    layer: str
+
+    def info(self, message: str, /, **fields: Any) -> None:
+        """Log one progress line."""
+        _logger.info("[%s:%s] %s%s", self.workflow, self.layer, message, _json_fields(fields))
+
+    def error(self, message: str, /, **fields: Any) -> None:
+        """Log one error line."""
+        _logger.error(
+            "[%s:%s:error] %s%s", self.workflow, self.layer, message, _json_fields(fields)
+        )
+
+
+def _json_fields(fields: dict[str, Any]) -> str:
+    return " " + json.dumps(fields, default=str) if fields else ""
+
+
+@dataclass(frozen=True)
+class FlowControl:
+    """QStash flow control of one layer: at most `parallelism` deliveries in flight per key,
+    and at most `rate` started per `period` seconds (rate 0 = no rate limit)."""
+
+    key: str
+    parallelism: int
+    rate: int = 0
+    period: int = 1
+
+    def __post_init__(self) -> None:
+        if not _FLOW_KEY.match(self.key):
+            raise ConfigurationError(
+                f"Flow-control key {self.key!r} may only contain letters, digits, '-', '_', '.'."
+            )
+        if self.parallelism < 1 or self.rate < 0 or self.period < 1:
+            raise ConfigurationError(
+                f"Flow control of {self.key!r} needs parallelism >= 1, rate >= 0 and "
+                f"period >= 1 (got {self.parallelism}, {self.rate}, {self.period})."
+            )
+
+    @classmethod
+    def from_env(
+        cls, prefix: str, *, key: str, parallelism: int, rate: int, period: int
+    ) -> FlowControl:
+        """These values, overridden by `<prefix>_FLOW_KEY/_PARALLELISM/_RATE/_PERIOD`."""
+        return cls(
+            key=os.environ.get(f"{prefix}_FLOW_KEY", "").strip() or key,
+            parallelism=_env_int(f"{prefix}_PARALLELISM", parallelism),
+            rate=_env_int(f"{prefix}_RATE", rate),
+            period=_env_int(f"{prefix}_PERIOD", period),
+        )
+
+    @property
+    def value(self) -> str:
+        """The `Upstash-Flow-Control-Value` header (`rate`/`period`, not the old ratePerSecond)."""
+        parts = [f"parallelism={self.parallelism}"]
+        if self.rate:
+            parts += [f"rate={self.rate}", f"period={self.period}s"]
+        return ", ".join(parts)
+
+    def headers(self) -> dict[str, str]:
+        """Both flow-control headers."""
+        return {"Upstash-Flow-Control-Key": self.key, "Upstash-Flow-Control-Value": self.value}
+
+
+def _is_step_message(destination: str, headers: dict[str, str]) -> bool:
+    """A message of this run to its own route (not a `context.call` to a third party)."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    return (
+        lowered.get("upstash-workflow-url") == destination
+        and lowered.get("upstash-workflow-calltype") != "toCallback"
+    )
+
+
+class _FlowControlledHttp(AsyncHttpClient):
+    """Adds the route's flow-control headers to every step message the SDK publishes."""
+
+    def __init__(self, token: str, base_url: str | None, flow_control: FlowControl) -> None:
+        super().__init__(token, None, base_url)
+        self._flow_control = flow_control
+
+    def _controlled(self, message: dict[str, Any]) -> dict[str, Any]:
+        headers = dict(message.get("headers") or {})
+        if _is_step_message(str(message.get("destination")), headers):
+            headers.update(self._flow_control.headers())
+        return {**message, "headers": headers}
+
+    async def request(
+        self,
+        *,
+        path: str,
+        method: HttpMethod,
+        headers: dict[str, str] | None = None,
+        body: str | bytes | None = None,
+        params: dict[str, str] | None = None,
+        parse_response: bool = True,
+        base_url: str | None = None,
+        token: str | None = None,
+    ) -> Any:
+        if path == "/v2/batch" and body is not None:
+            body = json.dumps([self._controlled(message) for message in json.loads(body)])
+        elif path.startswith("/v2/publish/") and _is_step_message(
+            path.removeprefix("/v2/publish/"), headers or {}
+        ):
+            headers = {**(headers or {}), **self._flow_control.headers()}
+        return await super().request(
+            path=path,
+            method=method,
+            headers=headers,
+            body=body,
+            params=params,
+            parse_response=parse_response,
+            base_url=base_url,
+            token=token,
+        )
+
+
+def flow_controlled_client(flow_control: FlowControl) -> AsyncQStash:
+    """The QStash client of one workflow route: its step messages carry `flow_control`."""
+    token, base_url = _qstash_settings()
+    client = AsyncQStash(token, base_url=base_url)
+    client.http = _FlowControlledHttp(token, base_url, flow_control)
+    return client
+
+
+def run_id(workflow: str, layer: str, *parts: str) -> str:
+    """Deterministic run id `wfr_<workflow>-<layer>-<id or stable hash>`.
+
+    The same work always gets the same id, so a retried trigger step re-sends ids QStash
+    has already seen and no item is started twice.
+    """
+    if len(parts) == 1 and _PLAIN_ID.match(parts[0]):
+        key = parts[0]
+    else:
+        key = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
+    return f"wfr_{workflow}-{layer}-{key}"
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """One run to start: its id and the JSON body its route receives."""
+
+    run_id: str
+    body: str
+
+
+def _run_start_headers(
+    url: str,
+    run: str,
+    flow_control: FlowControl,
+    retries: int,
+) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "Upstash-Workflow-Init": "true",
+        "Upstash-Workflow-RunId": run,
+        "Upstash-Workflow-Url": url,
+        "Upstash-Feature-Set": SDK_FEATURE_SET,
+        "Upstash-Forward-Upstash-Workflow-Sdk-Version": "1",
+        "Upstash-Retries": str(retries),
+        # 👉 QStash drops a second message with this id: duplicate triggers start nothing.
+        "Upstash-Deduplication-Id": run,
+        # Every workflow route here has a failure function: the SDK's failure-callback headers.
+        "Upstash-Failure-Callback": url,
+        "Upstash-Failure-Callback-Forward-Upstash-Workflow-Is-Failure": "true",
+        "Upstash-Failure-Callback-Forward-Upstash-Workflow-Failure-Callback": "true",
+        "Upstash-Failure-Callback-Workflow-Runid": run,
+        "Upstash-Failure-Callback-Workflow-Init": "false",
+        "Upstash-Failure-Callback-Workflow-Url": url,
+        "Upstash-Failure-Callback-Workflow-Calltype": "failureCall",
+        "Upstash-Failure-Callback-Feature-Set": FAILURE_FEATURE_SET,
+        "Upstash-Failure-Callback-Retries": str(retries),
+        **flow_control.headers(),
+    }
+
+
+async def trigger_runs(
+    url: str, runs: Sequence[RunStart], *, flow_control: FlowControl, retries: int
+) -> list[str]:
+    """Start runs of the workflow route at `url` with ONE `/v2/batch` request.
+
+    Each message is the run-start message the SDK sends on a first invocation, plus
+    retries, flow control and a deduplication id equal to the run id. Returns the run ids.
+    """
+    if not runs:
+        return []
+    messages = [
+        {
+            "destination": url,
+            "headers": _run_start_headers(url, run.run_id, flow_control, retries),
+            "body": run.body,
+        }
+        for run in runs
+    ]
+    # Raw batch: qstash-py would prefix these workflow headers with `Upstash-Forward-`.
+    await qstash_client().http.request(
+        path="/v2/batch",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+        body=json.dumps(messages),
+    )
+    return [run.run_id for run in runs]
+
+
+@dataclass(frozen=True)
+class InvalidPayload:
+    """A delivery whose body failed validation; the route records it and ends the run."""
+
+    error: str
+
+
+def describe(error: ValidationError) -> str:
+    """A one-line summary of a validation error, by wire field name."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in detail['loc']) or 'body'}: {detail['msg']}"
+        for detail in error.errors()
+    )
+
+
+def payload_parser(model: type[M]) -> Callable[[str], M | InvalidPayload]:
+    """An `initial_payload_parser` that never raises.
+
+    A parser that raised would fail every delivery of the run, and QStash would retry it
+    until the DLQ; an `InvalidPayload` becomes one recorded, finished run instead.
+    """
+
+    def parse(raw: str) -> M | InvalidPayload:
+        try:
+            return model.model_validate_json(raw or "{}")
+        except ValidationError as error:
+            return InvalidPayload(describe(error))
+
+    return parse
+
+
+async def reject_payload(
+    context: AsyncWorkflowContext[Any], log: WorkflowLog, invalid: InvalidPayload
+) -> None:
+    """End a run with an invalid payload after ONE step that logs why.
+
+    A route that returns before its first step answers 400 and QStash retries the delivery.
+    """
+
+    async def _reject() -> dict[str, str]:
+        log.error("Rejected invalid payload", runId=context.workflow_run_id, error=invalid.error)
+        return {"error": invalid.error}
+
+    await context.run(f"{log.workflow}:reject-payload", _reject)
+
+
+def serve_workflow(
+    router: APIRouter,
+    path: str,
+    route: Callable[[AsyncWorkflowContext[P]], Awaitable[None]],
+    *,
+    parser: Callable[[str], P],
+    failure: Callable[[AsyncWorkflowContext[P], int, str, dict[str, str]], Awaitable[None]],
+    flow_control: FlowControl,
+    retries: int,
+) -> None:
+    """Mount `route` as an Upstash Workflow endpoint (POST `path`) on `router`."""
+    # Serve only calls `add_api_route`, which an APIRouter has too.
+    Serve(cast(FastAPI, router)).post(
+        path,
+        qstash_client=flow_controlled_client(flow_control),
+        initial_payload_parser=parser,
+        retries=retries,
+        failure_function=failure,
+    )(route)

@@ -1,0 +1,98 @@
+"""Layer 3, `generate-user`: the work for ONE item per run.
+
+Three steps (get, generate, save), each retried by QStash on its own. Errors are not
+caught: they fail the delivery, QStash retries it, and `on_failure` records what is left.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from upstash_workflow import AsyncWorkflowContext
+
+from app.workflows import _runtime
+
+from . import RETRIES, WORKFLOW_NAME, flow_control, logic
+from .payloads import GenerateUserPayload
+from .workflow import WORKFLOW_PATHS
+
+log = _runtime.WorkflowLog(WORKFLOW_NAME, "generate")
+
+Payload = GenerateUserPayload | _runtime.InvalidPayload
+
+
+async def generate_user(context: AsyncWorkflowContext[Payload]) -> None:
+    """Load, generate and save ONE user."""
+    request = context.request_payload
+    if isinstance(request, _runtime.InvalidPayload):
+        await _runtime.reject_payload(context, log, request)
+        return
+    user_id = request.user_id
+    force = request.force
+    run_id = context.workflow_run_id
+
+    async def _get() -> dict[str, Any] | None:
+        # 👉 A duplicate run for a done item (e.g. after the dedup window) ends here.
+        if not force and not await logic.filter_needing_processing([user_id]):
+            log.info(
+                "Already processed; skipping",
+                userId=user_id,
+            )
+            return None
+        item = await logic.load(user_id)
+        if item is None:
+            log.info(
+                "Not found; skipping",
+                userId=user_id,
+            )
+        return item
+
+    item: dict[str, Any] | None = await context.run(
+        f"{WORKFLOW_NAME}:get-user",
+        _get,
+    )
+    if item is None:
+        return
+
+    async def _generate() -> dict[str, Any]:
+        log.info("Starting", userId=user_id, runId=run_id)
+        return await logic.process(item)
+
+    result: dict[str, Any] = await context.run(
+        f"{WORKFLOW_NAME}:generate-user",
+        _generate,
+    )
+
+    async def _save() -> dict[str, bool]:
+        saved = await logic.save(user_id, result, run_id=run_id)
+        return {"saved": saved}
+
+    await context.run(f"{WORKFLOW_NAME}:save-user", _save)
+    log.info("Completed", userId=user_id)
+
+
+async def on_failure(
+    context: AsyncWorkflowContext[Payload],
+    status: int,
+    message: str,
+    _headers: dict[str, str],
+) -> None:
+    """Called by QStash once a delivery has exhausted its retries: log and record it."""
+    log.error("Run failed", runId=context.workflow_run_id, status=status, message=message)
+    request = context.request_payload
+    if not isinstance(request, _runtime.InvalidPayload):
+        await logic.record_failure(request.user_id, f"{status}: {message}")
+
+
+def register(router: APIRouter) -> None:
+    """Mount the Layer-3 workflow route."""
+    _runtime.serve_workflow(
+        router,
+        WORKFLOW_PATHS.generate_user,
+        generate_user,
+        parser=_runtime.payload_parser(GenerateUserPayload),
+        failure=on_failure,
+        flow_control=flow_control.execute(),
+        retries=RETRIES,
+    )

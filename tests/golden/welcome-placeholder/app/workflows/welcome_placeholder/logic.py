@@ -1,0 +1,189 @@
+"""Business logic of the `welcome-placeholder` workflow.
+
+Yours to edit: lobeflow never overwrites this file. Keep the signatures (the routes and
+tests call them) and replace the bodies with your own data access and work.
+
+The example store is an embedded SQLite database whose path comes from
+`WELCOME_PLACEHOLDER_DB_PATH`:
+
+- `items(id, payload)`: the users to process.
+- `results(item_id, result, run_id, processed_at, attempts)`: one row per processed one.
+- `failures(item_id, error, failed_at)`: runs that failed after their retries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+DB_PATH_ENV = "WELCOME_PLACEHOLDER_DB_PATH"
+DEFAULT_DB_PATH = ".data/welcome_placeholder.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (id TEXT PRIMARY KEY, payload JSON NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    item_id TEXT PRIMARY KEY,
+    result JSON NOT NULL,
+    run_id TEXT NOT NULL,
+    processed_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS failures (
+    item_id TEXT NOT NULL,
+    error TEXT NOT NULL,
+    failed_at TEXT NOT NULL
+);
+"""
+
+
+def database_path() -> Path:
+    """The SQLite file (`DB_PATH_ENV`, read on every call so tests can repoint it)."""
+    return Path(os.environ.get(DB_PATH_ENV, "").strip() or DEFAULT_DB_PATH)
+
+
+@contextmanager
+def _connect() -> Iterator[sqlite3.Connection]:
+    path = database_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, timeout=30)
+    try:
+        connection.executescript(_SCHEMA)
+        with connection:
+            yield connection
+    finally:
+        connection.close()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+async def seed_items(count: int) -> list[str]:
+    """Insert `count` example users and return their ids.
+
+    Ids are unique across stores (`user-<batch>-000001`...), as real ids are:
+    Layer-3 run ids derive from them.
+    """
+    batch = uuid.uuid4().hex[:8]
+    ids = [f"user-{batch}-{number:06d}" for number in range(1, count + 1)]
+    with _connect() as db:
+        db.executemany(
+            "INSERT INTO items (id, payload) VALUES (?, ?)",
+            [(item_id, json.dumps({"name": item_id.replace("-", " ").title()})) for item_id in ids],
+        )
+    return ids
+
+
+async def count_eligible() -> int:
+    """How many users the workflow covers."""
+    with _connect() as db:
+        count: int = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+    return count
+
+
+async def count_needing_processing() -> int:
+    """How many of them have no result yet."""
+    with _connect() as db:
+        count: int = db.execute(
+            "SELECT COUNT(*) FROM items LEFT JOIN results ON results.item_id = items.id"
+            " WHERE results.item_id IS NULL"
+        ).fetchone()[0]
+    return count
+
+
+async def list_page(cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+    """Up to `limit` ids after `cursor`, in id order, and the next cursor (None at the end)."""
+    with _connect() as db:
+        rows = db.execute(
+            "SELECT id FROM items WHERE ? IS NULL OR id > ? ORDER BY id LIMIT ?",
+            (cursor, cursor, limit + 1),
+        ).fetchall()
+    ids = [row[0] for row in rows[:limit]]
+    return ids, ids[-1] if len(rows) > limit else None
+
+
+async def filter_needing_processing(ids: list[str]) -> list[str]:
+    """The ids among `ids` that have no result yet, in order."""
+    if not ids:
+        return []
+    with _connect() as db:
+        done = {
+            row[0]
+            for row in db.execute(
+                f"SELECT item_id FROM results WHERE item_id IN ({', '.join('?' * len(ids))})",
+                ids,
+            )
+        }
+    return [item_id for item_id in ids if item_id not in done]
+
+
+async def load(item_id: str) -> dict[str, Any] | None:
+    """One item as a small JSON-ready dict (it becomes a step result), or None."""
+    with _connect() as db:
+        row = db.execute("SELECT payload FROM items WHERE id = ?", (item_id,)).fetchone()
+    if row is None:
+        return None
+    payload: dict[str, Any] = json.loads(row[0])
+    return {"id": item_id, **payload}
+
+
+async def process(item: dict[str, Any]) -> dict[str, Any]:
+    """The per-item work. Replace it with yours (an API call, an LLM prompt...); keep the
+    result small and JSON-ready, it is stored as a step result."""
+    name = str(item.get("name", item["id"]))
+    return {"text": f"Welcome, {name}!", "length": len(name)}
+
+
+async def save(item_id: str, result: dict[str, Any], *, run_id: str) -> bool:
+    """Store the result of one run; True if this call changed anything.
+
+    👉 Idempotent per run: a re-delivered save step of the same run writes nothing, while a
+    forced run (another run id) replaces the result and counts one more attempt.
+    """
+    with _connect() as db:
+        cursor = db.execute(
+            "INSERT INTO results (item_id, result, run_id, processed_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (item_id) DO UPDATE SET result = excluded.result,"
+            " run_id = excluded.run_id, processed_at = excluded.processed_at,"
+            " attempts = results.attempts + 1"
+            " WHERE results.run_id <> excluded.run_id",
+            (item_id, json.dumps(result), run_id, _now()),
+        )
+        return cursor.rowcount > 0
+
+
+async def record_failure(item_id: str, error: str) -> None:
+    """Remember a run that failed after all its retries."""
+    with _connect() as db:
+        db.execute(
+            "INSERT INTO failures (item_id, error, failed_at) VALUES (?, ?, ?)",
+            (item_id, error, _now()),
+        )
+
+
+async def results() -> dict[str, dict[str, Any]]:
+    """Every stored result by item id."""
+    with _connect() as db:
+        rows = db.execute("SELECT item_id, result FROM results").fetchall()
+    return {item_id: json.loads(result) for item_id, result in rows}
+
+
+async def attempts() -> dict[str, int]:
+    """How many runs stored a result, by item id (1 everywhere after one pass)."""
+    with _connect() as db:
+        rows = db.execute("SELECT item_id, attempts FROM results").fetchall()
+    return dict(rows)
+
+
+async def failures() -> list[tuple[str, str]]:
+    """Recorded failures as (item id, error)."""
+    with _connect() as db:
+        rows = db.execute("SELECT item_id, error FROM failures ORDER BY rowid").fetchall()
+    return [(item_id, error) for item_id, error in rows]

@@ -1,0 +1,105 @@
+"""Layer 1, `process-users`: statistics, dry runs, then Layer 2."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from upstash_workflow import AsyncWorkflowContext
+
+from app.workflows import _runtime
+
+from . import RETRIES, WORKFLOW_NAME, flow_control
+from .payloads import (
+    DryRunResult,
+    ProcessUsersPayload,
+    Statistics,
+)
+from .workflow import (
+    WORKFLOW_PATHS,
+    WelcomePlaceholderWorkflow,
+    statistics,
+)
+
+log = _runtime.WorkflowLog(WORKFLOW_NAME, "process")
+
+Payload = ProcessUsersPayload | _runtime.InvalidPayload
+
+
+async def process_users(context: AsyncWorkflowContext[Payload]) -> None:
+    """Statistics first; a dry run or an empty backlog ends the run there."""
+    request = context.request_payload
+    if isinstance(request, _runtime.InvalidPayload):
+        await _runtime.reject_payload(context, log, request)
+        return
+    force = request.force
+
+    async def _count_and_filter() -> dict[str, Any]:
+        counts = await statistics(force=force)
+        log.info("Check result", force=force, **counts.wire())
+        return counts.wire()
+
+    counts = Statistics.model_validate(
+        await context.run(f"{WORKFLOW_NAME}:count-and-filter", _count_and_filter)
+    )
+    if request.dry_run:
+        log.info(
+            f"[DryRun] Would process {counts.to_process} users",
+            **counts.wire(),
+        )
+        return
+    if counts.to_process == 0:
+        log.info(
+            "All users already processed",
+            **counts.wire(),
+        )
+        return
+    root_run_id = context.workflow_run_id
+
+    async def _trigger_paginate() -> dict[str, str]:
+        run_id = await WelcomePlaceholderWorkflow.trigger_page(
+            None,
+            force=force,
+            root_run_id=root_run_id,
+        )
+        log.info("Triggered pagination", toProcess=counts.to_process, runId=run_id)
+        return {"runId": run_id}
+
+    await context.run(f"{WORKFLOW_NAME}:trigger-paginate", _trigger_paginate)
+
+
+async def on_failure(
+    context: AsyncWorkflowContext[Payload],
+    status: int,
+    message: str,
+    _headers: dict[str, str],
+) -> None:
+    """Called by QStash once a delivery has exhausted its retries."""
+    log.error("Run failed", runId=context.workflow_run_id, status=status, message=message)
+
+
+async def dry_run(force: bool = False) -> DryRunResult:
+    """Dry-run statistics: the counts the `count-and-filter` step computes; starts nothing."""
+    return await WelcomePlaceholderWorkflow.dry_run(force=force)
+
+
+def register(router: APIRouter) -> None:
+    """Mount the Layer-1 workflow route and the dry-run statistics route."""
+    _runtime.serve_workflow(
+        router,
+        WORKFLOW_PATHS.process_users,
+        process_users,
+        parser=_runtime.payload_parser(ProcessUsersPayload),
+        failure=on_failure,
+        flow_control=flow_control.process(),
+        retries=RETRIES,
+    )
+    for method in ("GET", "POST"):
+        router.add_api_route(
+            WORKFLOW_PATHS.stats,
+            dry_run,
+            methods=[method],
+            response_model=DryRunResult,
+            operation_id=f"{WORKFLOW_NAME}-dry-run-{method.lower()}",
+            summary=f"Dry-run statistics of {WORKFLOW_NAME}",
+        )

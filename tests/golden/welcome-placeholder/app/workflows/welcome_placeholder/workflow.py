@@ -1,0 +1,218 @@
+"""WelcomePlaceholderWorkflow: route paths and typed triggers of the three layers.
+
+The business logic lives in `logic.py`; this class only starts runs. Triggers validate
+their payloads first, so a bad payload raises `pydantic.ValidationError` for the caller
+instead of becoming a delivery QStash retries.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from app.workflows import _runtime
+
+from . import RETRIES, ROUTE_PREFIX, WORKFLOW_NAME, flow_control, logic
+from .payloads import (
+    DryRunResult,
+    GenerateUserPayload,
+    PaginateUsersPayload,
+    ProcessUsersPayload,
+    Statistics,
+)
+
+
+@dataclass(frozen=True)
+class WorkflowPaths:
+    """Route paths of the three layers and of the dry-run statistics."""
+
+    process_users: str
+    paginate_users: str
+    generate_user: str
+    stats: str
+
+
+WORKFLOW_PATHS: Final = WorkflowPaths(
+    process_users=f"{ROUTE_PREFIX}/process-users",
+    paginate_users=f"{ROUTE_PREFIX}/paginate-users",
+    generate_user=f"{ROUTE_PREFIX}/generate-user",
+    stats=f"{ROUTE_PREFIX}/stats",
+)
+
+
+async def statistics(*, force: bool = False) -> Statistics:
+    """What Layer 1 would process; its `count-and-filter` step and `dry_run()` share this."""
+    total = await logic.count_eligible()
+    to_process = total if force else await logic.count_needing_processing()
+    return Statistics(
+        total_eligible=total, to_process=to_process, already_processed=total - to_process
+    )
+
+
+def _generate_run_id(
+    user_id: str,
+    *,
+    force: bool,
+    root_run_id: str | None,
+) -> str:
+    # 👉 Keyed on the item alone, so a duplicate trigger is the same run and QStash drops
+    # it. A forced pass is new work: its ids also carry the pass's Layer-1 run id.
+    if not force:
+        return _runtime.run_id(WORKFLOW_NAME, "generate", user_id)
+    pass_id = root_run_id or uuid.uuid4().hex
+    return _runtime.run_id(WORKFLOW_NAME, "generate", user_id, pass_id)
+
+
+async def _start(
+    path: str,
+    control: _runtime.FlowControl,
+    runs: list[_runtime.RunStart],
+) -> list[str]:
+    return await _runtime.trigger_runs(
+        _runtime.workflow_url(path), runs, flow_control=control, retries=RETRIES
+    )
+
+
+class WelcomePlaceholderWorkflow:
+    """Typed triggers of the three layers. Each returns run ids, never results."""
+
+    @staticmethod
+    async def trigger_process_users(
+        payload: ProcessUsersPayload | Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+    ) -> str:
+        """Start Layer 1 and return its run id. For the statistics, call `dry_run()`."""
+        request = ProcessUsersPayload.model_validate(payload or {})
+        run = run_id or _runtime.run_id(WORKFLOW_NAME, "process", uuid.uuid4().hex)
+        started = await _start(
+            WORKFLOW_PATHS.process_users,
+            flow_control.process(),
+            [_runtime.RunStart(run, request.to_json())],
+        )
+        return started[0]
+
+    @staticmethod
+    async def trigger_paginate_users(
+        payload: PaginateUsersPayload | Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+    ) -> str:
+        """Start one Layer-2 run (from the first page by default) and return its run id."""
+        request = PaginateUsersPayload.model_validate(payload or {})
+        run = run_id or _runtime.run_id(WORKFLOW_NAME, "paginate", uuid.uuid4().hex)
+        started = await _start(
+            WORKFLOW_PATHS.paginate_users,
+            flow_control.paginate(),
+            [_runtime.RunStart(run, request.to_json())],
+        )
+        return started[0]
+
+    @staticmethod
+    async def trigger_generate_user(
+        payload: GenerateUserPayload | Mapping[str, Any],
+        *,
+        run_id: str | None = None,
+    ) -> str:
+        """Start Layer 3 for ONE user and return its run id."""
+        request = GenerateUserPayload.model_validate(payload)
+        run = run_id or _generate_run_id(
+            request.user_id,
+            force=request.force,
+            root_run_id=None,
+        )
+        started = await _start(
+            WORKFLOW_PATHS.generate_user,
+            flow_control.execute(),
+            [_runtime.RunStart(run, request.to_json())],
+        )
+        return started[0]
+
+    @staticmethod
+    async def trigger_generate_users(
+        user_ids: Sequence[str],
+        *,
+        force: bool,
+        root_run_id: str,
+    ) -> list[str]:
+        """Start one Layer-3 run per user, all in ONE batch request."""
+        runs = [
+            _runtime.RunStart(
+                _generate_run_id(
+                    user_id,
+                    force=force,
+                    root_run_id=root_run_id,
+                ),
+                GenerateUserPayload(
+                    user_id=user_id,
+                    force=force,
+                ).to_json(),
+            )
+            for user_id in user_ids
+        ]
+        return await _start(
+            WORKFLOW_PATHS.generate_user,
+            flow_control.execute(),
+            runs,
+        )
+
+    @staticmethod
+    async def trigger_page(cursor: str | None, *, force: bool, root_run_id: str) -> str:
+        """Start the Layer-2 run of one page of a pass (the first page when `cursor` is None)."""
+        payload = PaginateUsersPayload(
+            cursor=cursor,
+            force=force,
+            root_run_id=root_run_id,
+        )
+        run = _runtime.run_id(WORKFLOW_NAME, "paginate", root_run_id, "page", cursor or "")
+        started = await _start(
+            WORKFLOW_PATHS.paginate_users,
+            flow_control.paginate(),
+            [_runtime.RunStart(run, payload.to_json())],
+        )
+        return started[0]
+
+    @staticmethod
+    async def fan_out(
+        chunks: Sequence[Sequence[str]],
+        *,
+        force: bool,
+        root_run_id: str,
+    ) -> list[str]:
+        """Start one Layer-2 run per chunk of ids, all in ONE batch request."""
+        runs = [
+            _runtime.RunStart(
+                _runtime.run_id(WORKFLOW_NAME, "paginate", root_run_id, "chunk", *chunk),
+                PaginateUsersPayload(
+                    user_ids=list(chunk),
+                    force=force,
+                    root_run_id=root_run_id,
+                ).to_json(),
+            )
+            for chunk in chunks
+        ]
+        return await _start(
+            WORKFLOW_PATHS.paginate_users,
+            flow_control.paginate(),
+            runs,
+        )
+
+    @staticmethod
+    async def filter_users_needing_processing(
+        user_ids: Sequence[str],
+    ) -> list[str]:
+        """The ids that have no result yet, in order."""
+        if not user_ids:
+            return []
+        return await logic.filter_needing_processing(list(user_ids))
+
+    @staticmethod
+    async def dry_run(*, force: bool = False) -> DryRunResult:
+        """The statistics Layer 1 computes, without starting anything."""
+        counts = await statistics(force=force)
+        return DryRunResult(
+            **counts.model_dump(),
+            message=f"[DryRun] Would process {counts.to_process} users",
+        )

@@ -1,0 +1,235 @@
+"""Integration tests of the welcome-placeholder workflow.
+
+Every test drives the real SDKs through the local QStash engine: no QStash mocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from lobeflow.testing import AppServer, EngineHandle
+from pydantic import ValidationError
+
+from app.workflows import _runtime
+from app.workflows.welcome_placeholder import (
+    CHUNK_SIZE,
+    PAGE_SIZE,
+    RETRIES,
+    WORKFLOW_NAME,
+    flow_control,
+    logic,
+)
+from app.workflows.welcome_placeholder.workflow import (
+    WORKFLOW_PATHS,
+    WelcomePlaceholderWorkflow,
+)
+
+T = TypeVar("T")
+Workflow = WelcomePlaceholderWorkflow
+ID = "userId"
+IDS = "userIds"
+
+
+@pytest.fixture(autouse=True)
+def _store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh SQLite store per test, and no rate limits so runs finish in seconds."""
+    monkeypatch.setenv("WELCOME_PLACEHOLDER_DB_PATH", str(tmp_path / "store.sqlite3"))
+    for layer in ("PROCESS", "PAGINATE", "EXECUTE"):
+        monkeypatch.setenv(f"WELCOME_PLACEHOLDER_{layer}_RATE", "0")
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+def test_every_user_is_processed_exactly_once(
+    app_server: AppServer,
+    qstash_engine: EngineHandle,
+) -> None:
+    # Several pages, a fan-out on full pages, and a last page that is not a whole chunk.
+    total = 2 * PAGE_SIZE + CHUNK_SIZE // 2 + 3
+    ids = run(logic.seed_items(total))
+
+    run(Workflow.trigger_process_users())
+    qstash_engine.wait_until_idle(timeout=max(120.0, total * 0.2))
+
+    assert run(logic.attempts()) == dict.fromkeys(ids, 1)
+    assert run(logic.failures()) == []
+    runs = qstash_engine.runs(url_prefix=app_server.url)
+    assert {info.state for info in runs} == {"RUN_SUCCESS"}
+    layer3_path = WORKFLOW_PATHS.generate_user
+    layer3 = [info for info in runs if info.url.endswith(layer3_path)]
+    assert len(layer3) == total
+    steps = [name for info in runs for name in info.step_names]
+    assert steps.count(f"{WORKFLOW_NAME}:get-batch") == math.ceil(total / PAGE_SIZE)
+    if PAGE_SIZE > CHUNK_SIZE:
+        assert f"{WORKFLOW_NAME}:fanout" in steps
+    assert qstash_engine.counters().retries == 0
+
+
+def test_dry_run_statistics(app_server: AppServer, qstash_engine: EngineHandle) -> None:
+    ids = run(logic.seed_items(7))
+    for done in ids[:2]:
+        run(logic.save(done, {"seeded": True}, run_id="seed"))
+    expected = {
+        "success": True,
+        "totalEligible": 7,
+        "toProcess": 5,
+        "alreadyProcessed": 2,
+        "dryRun": True,
+        "message": "[DryRun] Would process 5 users",
+    }
+
+    assert run(Workflow.dry_run()).wire() == expected
+    response = httpx.get(app_server.url + WORKFLOW_PATHS.stats)
+    assert response.status_code == 200
+    assert response.json() == expected
+    forced = httpx.post(app_server.url + WORKFLOW_PATHS.stats, params={"force": "true"})
+    assert forced.json()["toProcess"] == 7
+
+    # Layer 1 with dryRun computes the same statistics and starts nothing.
+    run_id = run(Workflow.trigger_process_users({"dryRun": True}))
+    info = qstash_engine.wait_for_run(run_id)
+    qstash_engine.wait_until_idle()
+    assert info.state == "RUN_SUCCESS"
+    assert info.step_names[-1] == f"{WORKFLOW_NAME}:count-and-filter"
+    layer2 = app_server.url + WORKFLOW_PATHS.paginate_users
+    assert qstash_engine.runs(url_prefix=layer2) == []
+    assert run(logic.attempts()) == dict.fromkeys(ids[:2], 1)
+
+
+def test_second_pass_processes_nothing_and_force_processes_again(
+    app_server: AppServer,
+    qstash_engine: EngineHandle,
+) -> None:
+    ids = run(logic.seed_items(5))
+    run(Workflow.trigger_process_users())
+    qstash_engine.wait_until_idle()
+    assert run(logic.attempts()) == dict.fromkeys(ids, 1)
+    layer3 = app_server.url + WORKFLOW_PATHS.generate_user
+    started = len(qstash_engine.runs(url_prefix=layer3))
+
+    second = run(Workflow.trigger_process_users())
+    # Duplicate triggers of done users reuse their run ids: nothing starts twice.
+    run(Workflow.trigger_generate_user({ID: ids[0]}))
+    run(
+        Workflow.trigger_generate_users(
+            ids[:3],
+            force=False,
+            root_run_id="again",
+        )
+    )
+    qstash_engine.wait_until_idle()
+    assert qstash_engine.wait_for_run(second).step_names[-1] == f"{WORKFLOW_NAME}:count-and-filter"
+    assert len(qstash_engine.runs(url_prefix=layer3)) == started
+    assert run(logic.attempts()) == dict.fromkeys(ids, 1)
+
+    run(Workflow.trigger_process_users({"force": True}))
+    qstash_engine.wait_until_idle()
+    assert run(logic.attempts()) == dict.fromkeys(ids, 2)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{}, {ID: ""}, {ID: "  "}, {ID: 7}, {ID: "x", "unknown": 1}, {ID: "x", "force": "maybe"}],
+)
+def test_invalid_payload_is_rejected_when_triggering(payload: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        run(Workflow.trigger_generate_user(payload))
+
+
+def test_invalid_batch_payloads_are_rejected_when_triggering() -> None:
+    too_many = [f"id-{number}" for number in range(CHUNK_SIZE + 1)]
+    payloads: list[dict[str, Any]] = [
+        {IDS: too_many},
+        {IDS: []},
+        {IDS: [""]},
+        {"cursor": "a", IDS: ["b"]},
+    ]
+    for payload in payloads:
+        with pytest.raises(ValidationError):
+            run(Workflow.trigger_paginate_users(payload))
+    with pytest.raises(ValidationError):
+        run(Workflow.trigger_process_users({"dryRun": "perhaps"}))
+
+
+def test_invalid_payload_delivered_to_a_route_ends_the_run_without_retries(
+    app_server: AppServer,
+    qstash_engine: EngineHandle,
+) -> None:
+    deliveries = [
+        (
+            WORKFLOW_PATHS.generate_user,
+            flow_control.execute(),
+            ["{}", json.dumps({ID: 42}), "not json"],
+        ),
+        (
+            WORKFLOW_PATHS.paginate_users,
+            flow_control.paginate(),
+            [json.dumps({"cursor": "a", IDS: ["b"]})],
+        ),
+        (
+            WORKFLOW_PATHS.process_users,
+            flow_control.process(),
+            [json.dumps({"dryRun": "perhaps"})],
+        ),
+    ]
+    started: list[str] = []
+    for path, control, bodies in deliveries:
+        url = app_server.url + path
+        runs = [
+            _runtime.RunStart(_runtime.run_id(WORKFLOW_NAME, "invalid", url, body), body)
+            for body in bodies
+        ]
+        started += run(_runtime.trigger_runs(url, runs, flow_control=control, retries=RETRIES))
+    qstash_engine.wait_until_idle()
+
+    for run_id in started:
+        info = qstash_engine.wait_for_run(run_id)
+        assert info.state == "RUN_SUCCESS"
+        assert info.step_names[-1] == f"{WORKFLOW_NAME}:reject-payload"
+    counters = qstash_engine.counters()
+    assert counters.retries == 0
+    assert counters.failed_deliveries == 0
+
+
+@pytest.mark.usefixtures("app_server")
+def test_failed_user_is_retried_then_recorded(
+    qstash_engine: EngineHandle,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ids = run(logic.seed_items(3))
+    work = logic.process
+
+    async def flaky(item: dict[str, Any]) -> dict[str, Any]:
+        if item["id"] == ids[1]:
+            raise RuntimeError("boom")
+        return await work(item)
+
+    monkeypatch.setattr(logic, "process", flaky)
+    run(Workflow.trigger_process_users())
+    qstash_engine.wait_until_idle()
+
+    assert run(logic.attempts()) == {ids[0]: 1, ids[2]: 1}
+    assert [item_id for item_id, _ in run(logic.failures())] == [ids[1]]
+    assert qstash_engine.counters().retries == RETRIES
+
+
+@pytest.mark.usefixtures("app_server")
+def test_generate_runs_in_flight_stay_within_parallelism(
+    qstash_engine: EngineHandle,
+) -> None:
+    control = flow_control.execute()
+    run(logic.seed_items(min(2 * control.parallelism, 40) + 1))
+
+    run(Workflow.trigger_process_users())
+    qstash_engine.wait_until_idle()
+
+    assert 1 <= qstash_engine.counters().max_in_flight[control.key] <= control.parallelism

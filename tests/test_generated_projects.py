@@ -1,0 +1,109 @@
+"""Generate real projects and run their own checks: ruff, mypy --strict and their tests.
+
+The reference scenario is also compared byte for byte with `tests/golden/`; run with
+`LOBEFLOW_UPDATE_GOLDEN=1` to regenerate the golden files after a template change.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import project_checks, run_checked, run_cli
+
+REPO = Path(__file__).resolve().parent.parent
+GOLDEN = REPO / "tests" / "golden" / "welcome-placeholder"
+REFERENCE = ["user", "--workflow", "welcome-placeholder", "--verb", "generate"]
+
+pytestmark = pytest.mark.slow
+
+
+def _generated_files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".lobeflow" not in p.parts and "__pycache__" not in p.parts
+    }
+
+
+def test_reference_scenario_matches_golden_files(tmp_path: Path) -> None:
+    dest = tmp_path / "shop"
+    result = run_cli("new", *REFERENCE, "--dest", str(dest), "--defaults")
+    assert result.exit_code == 0, result.stderr
+    files = _generated_files(dest)
+    if os.environ.get("LOBEFLOW_UPDATE_GOLDEN"):
+        shutil.rmtree(GOLDEN, ignore_errors=True)
+        for rel, content in files.items():
+            (GOLDEN / rel).parent.mkdir(parents=True, exist_ok=True)
+            (GOLDEN / rel).write_bytes(content)
+    expected = _generated_files(GOLDEN)
+    assert sorted(files) == sorted(expected)
+    for rel, content in files.items():
+        assert content == expected[rel], (
+            f"{rel} differs from tests/golden (LOBEFLOW_UPDATE_GOLDEN=1)"
+        )
+
+
+def test_plain_copier_copy_renders_the_same_project(tmp_path: Path) -> None:
+    via_cli = tmp_path / "cli" / "shop"
+    via_copier = tmp_path / "copier" / "shop"
+    assert run_cli("new", *REFERENCE, "--dest", str(via_cli), "--defaults").exit_code == 0
+    run_checked(
+        [
+            str(Path(sys.executable).parent / "copier"),
+            "copy",
+            "--defaults",
+            "--vcs-ref",
+            "HEAD",
+            "--data",
+            "entity=user",
+            "--data",
+            "workflow_name=welcome-placeholder",
+            "--data",
+            "verb=generate",
+            str(REPO),
+            str(via_copier),
+        ],
+        tmp_path,
+    )
+    assert _generated_files(via_copier) == _generated_files(via_cli)
+
+
+SCENARIOS: dict[str, list[list[str]]] = {
+    "reference": [REFERENCE],
+    "compound-irregular-two-workflows": [
+        ["KnowledgeBase", "--verb", "sync", "--page-size", "10", "--chunk-size", "4"],
+        ["person", "--execute-parallelism", "3", "--execute-rate", "0"],
+    ],
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_generated_project_passes_its_own_checks(scenario: str, tmp_path: Path) -> None:
+    dest = tmp_path / scenario
+    for args in SCENARIOS[scenario]:
+        result = run_cli("new", *args, "--dest", str(dest), "--defaults")
+        assert result.exit_code == 0, result.stderr
+    project_checks(dest)
+
+
+def test_logic_reference_is_wired_as_the_per_item_work(tmp_path: Path) -> None:
+    dest = tmp_path / "crm"
+    (dest / "crm_logic").mkdir(parents=True)
+    (dest / "crm_logic" / "__init__.py").write_text("")
+    (dest / "crm_logic" / "enrich.py").write_text(
+        '"""Per-item work supplied by the user."""\n\n'
+        "from typing import Any\n\n\n"
+        "def enrich(item: dict[str, Any]) -> dict[str, Any]:\n"
+        '    """Mark the contact as enriched."""\n'
+        '    return {"enriched": True, "id": item["id"]}\n'
+    )
+    result = run_cli("new", "contact", "--logic", "crm_logic.enrich:enrich", "--dest", str(dest))
+    assert result.exit_code == 0, result.stderr
+    logic = (dest / "app" / "workflows" / "contacts" / "logic.py").read_text()
+    assert "crm_logic.enrich" in logic
+    project_checks(dest)
