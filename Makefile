@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+CODE   := generator tests bench $(wildcard scripts)
 
 .PHONY: setup demo test lint clean
 
@@ -18,8 +19,8 @@ demo: setup
 	$(BIN)/python scripts/demo.py --dest demo
 
 test: setup
-	$(BIN)/ruff check generator tests bench scripts
-	$(BIN)/ruff format --check generator tests bench scripts
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
