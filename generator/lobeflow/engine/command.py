@@ -1,4 +1,8 @@
-"""`lobeflow dev`: run the engine in the foreground and log every delivery."""
+"""`lobeflow dev`: run the engine in the foreground, log every delivery, and serve the app.
+
+Inside a project whose pyproject names its app (`[tool.lobeflow] app`), the app runs too,
+with uvicorn reloading it on code changes, so one command runs everything locally.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,6 +24,10 @@ from lobeflow.engine.config import (
 )
 from lobeflow.engine.model import DeliveryRecord
 from lobeflow.engine.server import EngineServer
+from lobeflow.errors import LobeflowError
+
+if TYPE_CHECKING:
+    from lobeflow.run.app_process import AppProcess
 
 
 def format_delivery(record: DeliveryRecord) -> str:
@@ -75,8 +83,26 @@ def dev(
         bool, typer.Option("--print-env", help="Print the export lines and exit.")
     ] = False,
     quiet: Annotated[bool, typer.Option(help="Do not log each delivery.")] = False,
+    app: Annotated[
+        str | None,
+        typer.Option(
+            help="App factory `module:function` to serve too "
+            "[default: `[tool.lobeflow] app` of the project here].",
+            show_default=False,
+        ),
+    ] = None,
+    no_app: Annotated[bool, typer.Option("--no-app", help="Run the engine only.")] = False,
+    app_port: Annotated[
+        int, typer.Option(help="Port of the app (0 = any free port); APP_URL points at it.")
+    ] = 8000,
+    reload: Annotated[
+        bool, typer.Option("--reload/--no-reload", help="Restart the app when its code changes.")
+    ] = True,
 ) -> None:
-    """Run the local QStash-compatible engine in the foreground until interrupted."""
+    """Run the local QStash-compatible engine (and the project's app) until interrupted."""
+    from lobeflow.run.app_process import AppProcess, find_app
+
+    spec = None if no_app else find_app(Path.cwd(), app)
     config = EngineConfig(
         token=token,
         current_signing_key=current_signing_key,
@@ -86,7 +112,10 @@ def dev(
         on_delivery=None if quiet else _print_delivery,
     )
     if print_env:
-        print("\n".join(env_lines(f"http://{host}:{port}", config)))
+        lines = env_lines(f"http://{host}:{port}", config)
+        if spec is not None and app_port:
+            lines.append(f"export APP_URL=http://{host}:{app_port}")
+        print("\n".join(lines))
         return
     server = EngineServer(config, host=host, port=port)
     try:
@@ -94,6 +123,16 @@ def dev(
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(1) from exc
+    app_process: AppProcess | None = None
+    if spec is not None:
+        app_process = AppProcess(
+            spec, host=host, port=app_port, env=_env(server.url, config), reload=reload
+        )
+        try:
+            app_process.start()
+        except LobeflowError:
+            server.stop()
+            raise
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -101,16 +140,57 @@ def dev(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(
-        "\n".join([*env_lines(server.url, config), f"lobeflow engine running at {server.url}"]),
-        flush=True,
-    )
+    lines = [*env_lines(server.url, config)]
+    if app_process is not None:
+        lines.append(f"export APP_URL={app_process.url}")
+    lines.append(f"lobeflow engine running at {server.url}")
+    if app_process is not None:
+        lines += _app_lines(app_process, reload)
+    print("\n".join(lines), flush=True)
     try:
         while not stop.wait(0.5):
-            pass
+            if app_process is not None and (code := app_process.exit_code()) is not None:
+                print(f"error: the app exited with status {code}", file=sys.stderr, flush=True)
+                break
     finally:
+        if app_process is not None:
+            app_process.stop()
+            print("app stopped", flush=True)
         server.stop()
         print("lobeflow engine stopped", flush=True)
+
+
+def _env(url: str, config: EngineConfig) -> dict[str, str]:
+    return {
+        "QSTASH_URL": url,
+        "QSTASH_TOKEN": config.token,
+        "QSTASH_CURRENT_SIGNING_KEY": config.current_signing_key,
+        "QSTASH_NEXT_SIGNING_KEY": config.next_signing_key,
+    }
+
+
+def _app_lines(app_process: AppProcess, reload: bool) -> list[str]:
+    """Where the app runs, and each workflow's statistics URL and run command."""
+    from lobeflow.project import ProjectError, find_project_root, list_workflows
+
+    lines = [
+        f"app {app_process.spec.factory} running at {app_process.url}"
+        + (" (reloads on code changes)" if reload else ""),
+        f"  API docs  {app_process.url}/docs",
+    ]
+    try:
+        workflows = list_workflows(find_project_root(app_process.spec.root))
+    except ProjectError:
+        workflows = []
+    for info in workflows:
+        stats = info.route_paths[0].rsplit("/", 1)[0] + "/stats"
+        lines += [
+            f"  {info.name}",
+            f"    Layer 1   {app_process.url}{info.route_paths[0]}",
+            f"    dry run   {app_process.url}{stats}",
+            f"    run it    lobeflow run {info.name} [--dry-run]",
+        ]
+    return lines
 
 
 def main() -> None:

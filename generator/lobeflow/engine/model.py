@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field, fields
 from typing import Any
 
 from lobeflow.engine.durations import FlowSpec
@@ -74,63 +74,19 @@ class Message:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form, for the SQLite store."""
-        return {
-            "id": self.id,
-            "url": self.url,
-            "method": self.method,
-            "body": base64.b64encode(self.body).decode(),
-            "headers": self.headers,
-            "created_at": self.created_at,
-            "due": self.due,
-            "max_retries": self.max_retries,
-            "retried": self.retried,
-            "retry_delay": self.retry_delay,
-            "timeout": self.timeout,
-            "callback": self.callback,
-            "failure_callback": self.failure_callback,
-            "flow_key": self.flow_key,
-            "flow": None
-            if self.flow is None
-            else [self.flow.parallelism, self.flow.rate, self.flow.period],
-            "label": self.label,
-            "queue": self.queue,
-            "run_id": self.run_id,
-            "call_type": self.call_type,
-            "entry_index": self.entry_index,
-            "no_delete": self.no_delete,
-            "dedup_id": self.dedup_id,
-            "state": self.state,
-        }
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "generation"}
+        data["body"] = base64.b64encode(self.body).decode()
+        data["flow"] = None if self.flow is None else list(astuple(self.flow))
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Message:
         """Inverse of `to_dict`."""
-        flow = data["flow"]
-        return cls(
-            id=data["id"],
-            url=data["url"],
-            method=data["method"],
-            body=base64.b64decode(data["body"]),
-            headers=data["headers"],
-            created_at=data["created_at"],
-            due=data["due"],
-            max_retries=data["max_retries"],
-            retried=data["retried"],
-            retry_delay=data["retry_delay"],
-            timeout=data["timeout"],
-            callback=data["callback"],
-            failure_callback=data["failure_callback"],
-            flow_key=data["flow_key"],
-            flow=None if flow is None else FlowSpec(flow[0], flow[1], flow[2]),
-            label=data["label"],
-            queue=data["queue"],
-            run_id=data["run_id"],
-            call_type=data["call_type"],
-            entry_index=data["entry_index"],
-            no_delete=data["no_delete"],
-            dedup_id=data["dedup_id"],
-            state=data["state"],
-        )
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        values["body"] = base64.b64decode(data["body"])
+        flow = data.get("flow")
+        values["flow"] = None if flow is None else FlowSpec(*flow)
+        return cls(**values)
 
 
 @dataclass(slots=True, frozen=True)
