@@ -148,6 +148,13 @@ def new(
         f"  Layer 3  {base}/{execute_route}\n"
         "Next: `lobeflow dev` (local engine), then run the app and `pytest`."
     )
+    main_module = result.destination / app_package / "main.py"
+    if main_module.is_file() and "build_router" not in main_module.read_text(encoding="utf-8"):
+        console.print(
+            f"[yellow]Note:[/] {main_module} is yours and does not mount the workflows yet; add\n"
+            f"  from {app_package}.workflows import build_router\n"
+            "  app.include_router(build_router())"
+        )
 
 
 @app.command()

@@ -258,7 +258,8 @@ def add_workflow(
             listing = "\n".join(f"  {p}" for p in conflicts)
             raise DestinationError(
                 f"{len(conflicts)} file(s) in {destination} differ from what lobeflow would "
-                f"write:\n{listing}\nNothing was written. Pass --force to overwrite them."
+                f"write:\n{listing}\nNothing was written. Run `lobeflow update` to merge "
+                "template changes into existing workflows first, or pass --force to overwrite."
             )
         if not pretend:
             to_write = [f.path for f in result.files if f.fate in (Fate.CREATE, Fate.OVERWRITE)]
