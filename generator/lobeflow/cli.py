@@ -146,7 +146,8 @@ def new(
         f"  Layer 1  {base}/{process_route}\n"
         f"  Layer 2  {base}/{paginate_route}\n"
         f"  Layer 3  {base}/{execute_route}\n"
-        "Next: `lobeflow dev` (local engine), then run the app and `pytest`."
+        f"Next: `lobeflow dev` (engine + app), then `lobeflow run {names.workflow.kebab} "
+        "--dry-run`, and `pytest`."
     )
     main_module = result.destination / app_package / "main.py"
     if main_module.is_file() and "build_router" not in main_module.read_text(encoding="utf-8"):
@@ -268,9 +269,12 @@ def _register_commands() -> None:
     # Both modules keep their heavy imports inside the command functions.
     from lobeflow.check.command import check
     from lobeflow.engine.command import dev
+    from lobeflow.run.command import run, runs_app
 
+    app.command(help="Run a workflow: dry-run statistics, or a pass watched to the end.")(run)
+    app.add_typer(runs_app, name="runs", help="Recent runs of the project's workflows.")
     app.command(help="Check workflow code against the guide's rules (ruff-style output).")(check)
-    app.command(help="Run the local QStash-compatible engine.")(dev)
+    app.command(help="Run the local QStash engine (and the project's app) in the foreground.")(dev)
 
 
 _register_commands()

@@ -1,0 +1,198 @@
+"""HTTP clients of a pass: the app's dry-run statistics route and the QStash REST API.
+
+Only endpoints that Upstash QStash itself serves are used (batch publish, workflow logs,
+bulk cancel), so the same code watches a pass on the local engine and in production.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import httpx
+
+from lobeflow.run.model import RunError, RunLog, Statistics
+
+DEFAULT_TIMEOUT_S = 10.0
+# The logs API's page size; Upstash caps `count` well above this.
+LOGS_PAGE_SIZE = 100
+# Bounds one listing, so a runaway listing cannot loop forever.
+MAX_LOG_PAGES = 1_000
+
+
+def _hint(url: str, what: str) -> str:
+    if what == "app":
+        return (
+            f"No app answers at {url}. Start it (`lobeflow dev` in the project starts the "
+            "engine and the app) or set APP_URL / --app-url to where it runs."
+        )
+    return (
+        f"No QStash answers at {url}. Start the local engine with `lobeflow dev`, or set "
+        "QSTASH_URL / --qstash-url (and QSTASH_TOKEN) to your QStash."
+    )
+
+
+class AppClient:
+    """The generated app, over HTTP: its dry-run statistics route."""
+
+    def __init__(self, base_url: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        """Talk to the app served at `base_url` (its APP_URL)."""
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(timeout=timeout, trust_env=False)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def statistics(self, path: str, *, force: bool) -> Statistics:
+        """GET the statistics route at `path`; it starts nothing.
+
+        Raises:
+            RunError: The app is unreachable, or the route is missing or answers garbage.
+        """
+        url = self.base_url + path
+        try:
+            response = self._http.get(url, params={"force": "true"} if force else None)
+        except httpx.HTTPError as exc:
+            raise RunError(_hint(self.base_url, "app") + f" ({exc})") from exc
+        if response.status_code == 404:
+            raise RunError(
+                f"The app at {self.base_url} has no route {path}: is APP_URL this project's "
+                "app, and is the workflow mounted?"
+            )
+        if response.status_code != 200:
+            raise RunError(f"GET {url} answered {response.status_code}: {response.text[:300]}")
+        try:
+            stats = Statistics.from_json(response.json())
+        except ValueError:
+            stats = None
+        if stats is None:
+            raise RunError(f"GET {url} did not return dry-run statistics: {response.text[:300]}")
+        return stats
+
+
+class QStashClient:
+    """The parts of the QStash REST API a pass needs."""
+
+    def __init__(self, base_url: str, token: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        """Talk to QStash at `base_url` with a bearer `token`."""
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            trust_env=False,
+        )
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> Any:
+        try:
+            response = self._http.request(
+                method,
+                path,
+                params=params,
+                content=None if body is None else json.dumps(body),
+                headers={"Content-Type": "application/json"} if body is not None else None,
+            )
+        except httpx.HTTPError as exc:
+            raise RunError(_hint(self.base_url, "qstash") + f" ({exc})") from exc
+        if response.status_code == 401:
+            raise RunError(
+                f"QStash at {self.base_url} rejected the token: set QSTASH_TOKEN (or --token)."
+            )
+        if response.status_code >= 300:
+            raise RunError(
+                f"{method} {self.base_url}{path} answered {response.status_code}: "
+                f"{response.text[:300]}"
+            )
+        try:
+            return response.json()
+        except ValueError:
+            return None
+
+    def check(self) -> None:
+        """Fail early with a clear message when QStash is unreachable or the token is wrong.
+
+        Raises:
+            RunError: Unreachable, or the token is rejected.
+        """
+        self._request("GET", "/v2/workflows/logs", params={"count": "1"})
+
+    def batch(self, messages: list[dict[str, Any]]) -> None:
+        """Publish messages with one `/v2/batch` request (headers kept verbatim).
+
+        Raises:
+            RunError: QStash refused them.
+        """
+        self._request("POST", "/v2/batch", body=messages)
+
+    def runs(
+        self,
+        *,
+        url: str | None = None,
+        run_id: str | None = None,
+        state: str | None = None,
+        from_date: int | None = None,
+        limit: int | None = None,
+    ) -> Iterator[RunLog]:
+        """Runs from the workflow logs API, newest first, following its cursor.
+
+        Args:
+            url: Only runs of this exact workflow URL.
+            run_id: Only the run with this id.
+            state: Only runs in this state (`RUN_STARTED`...).
+            from_date: Only runs created at or after this time (unix ms, QStash's clock).
+            limit: Stop after this many runs.
+
+        Raises:
+            RunError: QStash is unreachable or refused the request.
+        """
+        params = {"count": str(LOGS_PAGE_SIZE if limit is None else min(limit, LOGS_PAGE_SIZE))}
+        for name, value in (
+            ("workflowUrl", url),
+            ("workflowRunId", run_id),
+            ("state", state),
+            ("fromDate", None if from_date is None else str(from_date)),
+        ):
+            if value is not None:
+                params[name] = value
+        yielded = 0
+        for _ in range(MAX_LOG_PAGES):
+            page = self._request("GET", "/v2/workflows/logs", params=params) or {}
+            for entry in page.get("runs") or []:
+                yield RunLog.from_api(entry)
+                yielded += 1
+                if limit is not None and yielded >= limit:
+                    return
+            cursor = page.get("cursor")
+            if not cursor:
+                return
+            params["cursor"] = str(cursor)
+
+    def run(self, run_id: str) -> RunLog | None:
+        """One run by id, or None if QStash does not know it."""
+        return next(self.runs(run_id=run_id, limit=1), None)
+
+    def cancel(self, run_ids: list[str]) -> int:
+        """Cancel these runs (those already ended are left alone); returns how many."""
+        if not run_ids:
+            return 0
+        answer = self._request("DELETE", "/v2/workflows/runs", body={"workflowRunIds": run_ids})
+        return int(answer.get("cancelled", 0)) if isinstance(answer, dict) else 0
+
+
+def now_ms() -> int:
+    """Unix time in milliseconds."""
+    return int(time.time() * 1000)

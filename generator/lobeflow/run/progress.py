@@ -1,0 +1,220 @@
+"""Rich rendering of passes and runs: statistics, the live progress bar, summaries, tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+from types import TracebackType
+
+from rich.console import Console, Group, RenderableType
+from rich.progress import BarColumn, SpinnerColumn, TaskID, TextColumn
+from rich.progress import Progress as RichProgress
+from rich.table import Table
+from rich.text import Text
+
+from lobeflow.run.model import (
+    COMPLETED,
+    INTERRUPTED,
+    RUN_FAILED,
+    RUN_SUCCESS,
+    TIMED_OUT,
+    Progress,
+    Statistics,
+    Summary,
+)
+from lobeflow.run.runner import RunRow
+
+# Errors listed under a summary; `--json` carries more.
+SHOWN_ERRORS = 5
+_STATE_STYLE = {RUN_SUCCESS: "green", RUN_FAILED: "red", "RUN_CANCELED": "yellow"}
+_LAYER_NUMBER = {"process": "1", "paginate": "2", "execute": "3"}
+
+
+def format_duration(seconds: float | None) -> str:
+    """`850ms`, `12.3s`, `4m05s`, `1h02m`; `-` when unknown."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def statistics_table(workflow: str, stats: Statistics, *, force: bool) -> RenderableType:
+    """The dry-run statistics of `workflow`."""
+    title = f"[bold]Dry run of {workflow}[/]" + (" (--force)" if force else "")
+    table = Table("", "items", show_header=False)
+    table.add_row("total eligible", str(stats.total_eligible))
+    table.add_row("to process", f"[bold]{stats.to_process}[/]")
+    table.add_row("already processed", str(stats.already_processed))
+    return Group(title, table)
+
+
+class ProgressView:
+    """A live progress bar of one pass: items done / to process, rate, failures, elapsed."""
+
+    def __init__(self, console: Console, workflow: str) -> None:
+        """Draw on `console` (nothing is drawn until entered)."""
+        self._bar = RichProgress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[count]}"),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("{task.fields[failed]}"),
+            TextColumn("{task.fields[elapsed]}"),
+            console=console,
+            transient=False,
+        )
+        self._task: TaskID | None = None
+        self._workflow = workflow
+
+    def __enter__(self) -> ProgressView:
+        """Start drawing."""
+        self._bar.start()
+        self._task = self._bar.add_task(
+            self._workflow, total=None, count="", rate="", failed="", elapsed=""
+        )
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop drawing; the last frame stays on screen."""
+        self._bar.stop()
+
+    def update(self, progress: Progress) -> None:
+        """Redraw from a snapshot."""
+        assert self._task is not None
+        total = None if progress.statistics is None else progress.statistics.to_process
+        failed = f"[red]{progress.failed} failed[/]" if progress.failed else "0 failed"
+        if progress.retrying:
+            failed += f" [yellow]{progress.retrying} retrying[/]"
+        self._bar.update(
+            self._task,
+            total=total,
+            completed=progress.done,
+            count=f"{progress.done}/{'?' if total is None else total} items",
+            rate=f"{progress.rate:.1f}/s",
+            failed=failed,
+            elapsed=format_duration(progress.elapsed_s),
+        )
+
+
+def summary_view(summary: Summary) -> RenderableType:
+    """The summary of a pass: counts, messages, duration and the first errors."""
+    progress = summary.progress
+    color = "green" if summary.outcome == COMPLETED else "red"
+    if summary.outcome in (INTERRUPTED, TIMED_OUT):
+        color = "yellow"
+    title = f"[bold]Pass of {summary.workflow}: [{color}]{summary.outcome}[/][/]"
+    table = Table("", show_header=False)
+    table.add_column("", overflow="fold")
+    table.add_row("run id", progress.run_id)
+    if progress.statistics is not None:
+        table.add_row("to process", str(progress.statistics.to_process))
+    table.add_row("processed", f"[green]{progress.processed}[/]")
+    table.add_row("skipped", str(progress.skipped))
+    table.add_row("failed", f"[red]{progress.failed}[/]" if progress.failed else "0")
+    if progress.canceled:
+        table.add_row("cancelled", f"[yellow]{progress.canceled}[/]")
+    table.add_row("messages", str(progress.messages))
+    table.add_row("duration", format_duration(progress.elapsed_s))
+    parts: list[RenderableType] = [title, table]
+    if progress.errors:
+        parts.append("First errors:")
+        errors = Table("layer", "item")
+        errors.add_column("run", overflow="fold")
+        errors.add_column("error", overflow="fold")
+        for error in progress.errors[:SHOWN_ERRORS]:
+            errors.add_row(error.layer, error.item, error.run_id, Text(error.error, style="red"))
+        parts.append(errors)
+    return Group(*parts)
+
+
+def interrupted_hint(workflow: str, run_id: str) -> str:
+    """What to do after Ctrl-C: the pass goes on."""
+    return (
+        f"Stopped watching; the pass goes on.\n"
+        f"  watch again: lobeflow run {workflow} --watch {run_id}\n"
+        f"  cancel it:   lobeflow run {workflow} --cancel {run_id}"
+    )
+
+
+def _time(millis: int) -> str:
+    return dt.datetime.fromtimestamp(millis / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _clock(millis: int) -> str:
+    return dt.datetime.fromtimestamp(millis / 1000).strftime("%H:%M:%S")
+
+
+def _state(state: str) -> Text:
+    return Text(state.removeprefix("RUN_"), style=_STATE_STYLE.get(state, "cyan"))
+
+
+def runs_table(rows: list[RunRow]) -> Table:
+    """Recent runs: start, run id, layer, item, state, steps, duration, last error.
+
+    The workflow column appears only when the rows span several workflows.
+    """
+    several = len({row.workflow for row in rows}) > 1
+    with_errors = any(row.run.errors for row in rows)
+    table = Table("started")
+    table.add_column("run", overflow="fold", min_width=24)
+    if several:
+        table.add_column("workflow")
+    for name in ("layer", "item", "state", "steps", "duration"):
+        table.add_column(name, no_wrap=name != "item", overflow="fold")
+    if with_errors:
+        table.add_column("error", overflow="fold")
+    for row in rows:
+        run = row.run
+        duration = None if run.duration_ms is None else run.duration_ms / 1000
+        cells: list[RenderableType] = [_clock(run.created_at), run.run_id]
+        if several:
+            cells.append(row.workflow or "-")
+        cells += [
+            _LAYER_NUMBER.get(row.layer, "-"),
+            run.item() or "-",
+            _state(run.state),
+            str(len(run.work_steps)),
+            format_duration(duration),
+        ]
+        if with_errors:
+            cells.append(Text(run.errors[-1] if run.errors else "", style="red"))
+        table.add_row(*cells)
+    return table
+
+
+def run_view(row: RunRow) -> RenderableType:
+    """One run and its steps."""
+    run = row.run
+    duration = None if run.duration_ms is None else run.duration_ms / 1000
+    head = Table("", "", show_header=False)
+    if row.workflow:
+        head.add_row("workflow", f"{row.workflow} (layer {_LAYER_NUMBER[row.layer]}, {row.layer})")
+    head.add_row("url", run.url)
+    head.add_row("state", _state(run.state))
+    head.add_row("item", run.item() or "-")
+    head.add_row("created", _time(run.created_at))
+    head.add_row("duration", format_duration(duration))
+    steps = Table("#")
+    steps.add_column("step", overflow="fold")
+    steps.add_column("type")
+    steps.add_column("at")
+    steps.add_column("output", overflow="fold")
+    for step in run.steps:
+        out = step.out if len(step.out) <= 200 else step.out[:200] + "..."
+        steps.add_row(str(step.step_id), step.name, step.step_type, _clock(step.created_at), out)
+    parts: list[RenderableType] = [f"[bold]{run.run_id}[/]", head, steps]
+    for error in run.errors:
+        parts.append(Text(f"error: {error}", style="red"))
+    return Group(*parts)

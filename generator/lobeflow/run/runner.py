@@ -1,0 +1,464 @@
+"""Start a pass of a generated workflow, watch it to the end, list and cancel its runs.
+
+A *pass* is one Layer-1 run and every run it leads to. The runner talks HTTP only: the
+app's statistics route for dry runs, and the QStash API for the rest. It imports nothing
+from the project, so it works against any deployed app and any QStash.
+
+This pass's runs are told apart from others by what the generated code guarantees: run
+ids `wfr_<workflow>-<layer>-...` (`_runtime.run_id`), the layer's workflow URL, creation
+at or after the Layer-1 run, and for Layer 2 the `rootRunId` of its payload.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from lobeflow.project import WorkflowInfo
+from lobeflow.run.client import AppClient, QStashClient, now_ms
+from lobeflow.run.model import (
+    COMPLETED,
+    COMPLETED_WITH_FAILURES,
+    INTERRUPTED,
+    LAYERS,
+    RUN_CANCELED,
+    RUN_FAILED,
+    RUN_STARTED,
+    RUN_SUCCESS,
+    TIMED_OUT,
+    ItemError,
+    Progress,
+    RunError,
+    RunLog,
+    Statistics,
+    Summary,
+)
+
+# The feature sets the SDK declares on its run-start and failure-callback messages.
+SDK_FEATURE_SET = "LazyFetch,InitialBody,WF_DetectTrigger"
+FAILURE_FEATURE_SET = "LazyFetch,InitialBody"
+# Errors kept in a snapshot; `failed` still counts them all.
+MAX_ERRORS = 20
+
+
+@dataclass(frozen=True)
+class WorkflowTarget:
+    """Where one workflow of a project runs: its URLs, run-id prefixes and Layer-1 settings."""
+
+    name: str
+    urls: tuple[str, str, str]
+    stats_url_path: str
+    run_id_prefixes: tuple[str, str, str]
+    flow_control: Mapping[str, str]
+    retries: int
+
+    @classmethod
+    def from_workflow(
+        cls, info: WorkflowInfo, app_url: str, env: Mapping[str, str]
+    ) -> WorkflowTarget:
+        """The target of `info` served at `app_url`.
+
+        Layer-1 flow control comes from the answers file, overridden like the generated
+        `flow_control.py` does by `<WORKFLOW>_PROCESS_FLOW_KEY`, `_PARALLELISM`, `_RATE`
+        and `_PERIOD` from `env`.
+        """
+        base = app_url.rstrip("/")
+        process, paginate, execute = info.route_paths
+        answers = info.answers
+        prefix = f"{info.names.workflow.snake.upper()}_PROCESS"
+
+        def setting(name: str, answer: str, default: str) -> str:
+            return env.get(f"{prefix}_{name}", "").strip() or str(answers.get(answer, default))
+
+        key = setting("FLOW_KEY", "process_flow_key", f"{info.name}.process")
+        parallelism = setting("PARALLELISM", "process_parallelism", "1")
+        rate = setting("RATE", "process_rate", "0")
+        period = setting("PERIOD", "process_period", "1")
+        value = f"parallelism={parallelism}"
+        if rate not in ("", "0"):
+            value += f", rate={rate}, period={period}s"
+        run_prefix = f"wfr_{info.name}-"
+        return cls(
+            name=info.name,
+            urls=(base + process, base + paginate, base + execute),
+            stats_url_path=process.rsplit("/", 1)[0] + "/stats",
+            run_id_prefixes=(
+                run_prefix + "process-",
+                run_prefix + "paginate-",
+                run_prefix + info.names.verb.kebab + "-",
+            ),
+            flow_control={"Upstash-Flow-Control-Key": key, "Upstash-Flow-Control-Value": value},
+            retries=int(answers.get("retries", 3)),
+        )
+
+    def layer_of(self, url: str) -> str | None:
+        """`process`, `paginate` or `execute` for one of this workflow's URLs, else None."""
+        for layer, layer_url in zip(LAYERS, self.urls, strict=True):
+            if url == layer_url:
+                return layer
+        return None
+
+    def run_start(self, run_id: str, body: str) -> dict[str, object]:
+        """The Layer-1 run-start message, as the generated `_runtime.trigger_runs` sends it."""
+        url = self.urls[0]
+        retries = str(self.retries)
+        return {
+            "destination": url,
+            "headers": {
+                "Content-Type": "application/json",
+                "Upstash-Workflow-Init": "true",
+                "Upstash-Workflow-RunId": run_id,
+                "Upstash-Workflow-Url": url,
+                "Upstash-Feature-Set": SDK_FEATURE_SET,
+                "Upstash-Forward-Upstash-Workflow-Sdk-Version": "1",
+                "Upstash-Retries": retries,
+                "Upstash-Deduplication-Id": run_id,
+                "Upstash-Failure-Callback": url,
+                "Upstash-Failure-Callback-Forward-Upstash-Workflow-Is-Failure": "true",
+                "Upstash-Failure-Callback-Forward-Upstash-Workflow-Failure-Callback": "true",
+                "Upstash-Failure-Callback-Workflow-Runid": run_id,
+                "Upstash-Failure-Callback-Workflow-Init": "false",
+                "Upstash-Failure-Callback-Workflow-Url": url,
+                "Upstash-Failure-Callback-Workflow-Calltype": "failureCall",
+                "Upstash-Failure-Callback-Feature-Set": FAILURE_FEATURE_SET,
+                "Upstash-Failure-Callback-Retries": retries,
+                **self.flow_control,
+            },
+            "body": body,
+        }
+
+
+def find_workflow(workflows: Iterable[WorkflowInfo], name: str) -> WorkflowInfo:
+    """The workflow called `name` (kebab or snake case).
+
+    Raises:
+        RunError: No such workflow; the message lists the known ones.
+    """
+    known = list(workflows)
+    wanted = name.strip().replace("_", "-").lower()
+    for info in known:
+        if info.name == wanted:
+            return info
+    names = ", ".join(info.name for info in known) or "none"
+    raise RunError(f"Unknown workflow {name!r}. Workflows of this project: {names}.")
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    progress: Progress
+    force: bool
+    # No run of the pass is running; more may still appear (QStash creates runs async).
+    idle: bool
+
+
+def _statistics(run: RunLog) -> Statistics | None:
+    for step in run.work_steps:
+        try:
+            stats = Statistics.from_json(json.loads(step.out))
+        except ValueError:
+            continue
+        if stats is not None:
+            return stats
+    return None
+
+
+def _triggered(runs: Iterable[RunLog]) -> int:
+    """Layer-3 run starts that the Layer-2 trigger steps report having published."""
+    total = 0
+    for run in runs:
+        for step in run.work_steps:
+            try:
+                out = json.loads(step.out)
+            except ValueError:
+                continue
+            if isinstance(out, dict) and isinstance(out.get("triggered"), int):
+                total += out["triggered"]
+    return total
+
+
+def _error(run: RunLog, layer: str) -> ItemError:
+    message = run.errors[-1] if run.errors else run.state
+    return ItemError(run.run_id, layer, run.item(), message)
+
+
+class Runner:
+    """Dry runs, passes and run listings of one workflow.
+
+    Example:
+        runner = Runner(target, QStashClient(qstash_url, token), AppClient(app_url))
+        print(runner.dry_run(force=False))
+        summary = runner.watch(runner.start(force=False), on_progress=print)
+    """
+
+    def __init__(self, target: WorkflowTarget, qstash: QStashClient, app: AppClient) -> None:
+        """Run `target` through `qstash`; dry runs ask `app`."""
+        self.target = target
+        self.qstash = qstash
+        self.app = app
+
+    def close(self) -> None:
+        """Close both HTTP clients."""
+        self.qstash.close()
+        self.app.close()
+
+    def dry_run(self, *, force: bool = False) -> Statistics:
+        """The statistics Layer 1 would compute, from the app's statistics route.
+
+        Raises:
+            RunError: The app is unreachable or has no such route.
+        """
+        return self.app.statistics(self.target.stats_url_path, force=force)
+
+    def start(self, *, force: bool = False) -> str:
+        """Trigger Layer 1 through QStash and return the pass's run id.
+
+        Raises:
+            RunError: QStash is unreachable or refused the message.
+        """
+        self.qstash.check()
+        run_id = f"{self.target.run_id_prefixes[0]}{uuid.uuid4().hex}"
+        body = json.dumps({"dryRun": False, "force": force}, separators=(",", ":"))
+        self.qstash.batch([self.target.run_start(run_id, body)])
+        return run_id
+
+    def _layer1(self, run_id: str) -> RunLog:
+        run = self.qstash.run(run_id)
+        if run is None:
+            raise RunError(f"QStash knows no run {run_id!r} (runs are kept for a limited time).")
+        if run.url != self.target.urls[0]:
+            raise RunError(
+                f"Run {run_id} is not a Layer-1 run of {self.target.name} at "
+                f"{self.target.urls[0]} (its URL is {run.url}); check APP_URL."
+            )
+        return run
+
+    def _children(self, root: RunLog) -> tuple[list[RunLog], list[RunLog]]:
+        _, paginate_url, execute_url = self.target.urls
+        _, paginate_prefix, execute_prefix = self.target.run_id_prefixes
+        pages = [
+            run
+            for run in self.qstash.runs(url=paginate_url, from_date=root.created_at)
+            if run.run_id.startswith(paginate_prefix)
+            and run.payload.get("rootRunId", root.run_id) == root.run_id
+        ]
+        items = [
+            run
+            for run in self.qstash.runs(url=execute_url, from_date=root.created_at)
+            if run.run_id.startswith(execute_prefix)
+        ]
+        return pages, items
+
+    def _snapshot(self, run_id: str) -> _Snapshot:
+        root = self._layer1(run_id)
+        stats = _statistics(root)
+        payload = root.payload
+        force = payload.get("force") is True
+        expects_children = (
+            stats is not None and stats.to_process > 0 and payload.get("dryRun") is not True
+        )
+        pages, items = self._children(root) if expects_children else ([], [])
+        everything = [root, *pages, *items]
+
+        states = dict.fromkeys((RUN_STARTED, RUN_SUCCESS, RUN_FAILED, RUN_CANCELED), 0)
+        skipped = 0
+        for run in items:
+            states[run.state] = states.get(run.state, 0) + 1
+            skipped += run.skipped
+        upper_running = not root.ended or any(not run.ended for run in pages)
+        if not upper_running:
+            # Run starts QStash dropped as duplicates of recent runs of the same items.
+            skipped += max(0, _triggered(pages) - len(items))
+        # Failed or cancelled upper runs first: they mean items that were never started.
+        upper = [("process", root), *(("paginate", run) for run in pages)]
+        failures = [
+            _error(run, layer) for layer, run in upper if run.state in (RUN_FAILED, RUN_CANCELED)
+        ]
+        failures += [
+            _error(run, "execute")
+            for run in sorted(items, key=lambda run: run.created_at)
+            if run.state == RUN_FAILED
+        ]
+        processed = states[RUN_SUCCESS] - sum(run.skipped for run in items)
+        idle = not upper_running and states[RUN_STARTED] == 0
+        done = processed + skipped + states[RUN_FAILED] + states[RUN_CANCELED]
+        finished = root.ended and (
+            not expects_children
+            or root.state != RUN_SUCCESS
+            or (idle and bool(pages) and stats is not None and done >= stats.to_process)
+        )
+        end = max((run.completed_at or 0) for run in everything) if finished else now_ms()
+        progress = Progress(
+            run_id=run_id,
+            statistics=stats,
+            started=len(items),
+            processed=processed,
+            skipped=skipped,
+            failed=states[RUN_FAILED],
+            canceled=states[RUN_CANCELED],
+            retrying=sum(run.retrying for run in everything),
+            messages=sum(run.messages for run in everything),
+            elapsed_s=max(0, end - root.created_at) / 1000,
+            finished=finished,
+            errors=tuple(failures[:MAX_ERRORS]),
+        )
+        return _Snapshot(progress, force, idle and root.ended)
+
+    def progress(self, run_id: str) -> Progress:
+        """One snapshot of the pass whose Layer-1 run is `run_id`.
+
+        Raises:
+            RunError: QStash is unreachable, or `run_id` is not a Layer-1 run of this workflow.
+        """
+        return self._snapshot(run_id).progress
+
+    def watch(
+        self,
+        run_id: str,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        timeout: float = 3600.0,
+        interval: float = 0.5,
+        settle: float = 3.0,
+    ) -> Summary:
+        """Poll the pass until every run of it has ended, `timeout` passes, or Ctrl-C.
+
+        Args:
+            run_id: The pass's Layer-1 run id.
+            on_progress: Called with every snapshot, the last one included.
+            timeout: Seconds to watch before giving up (the pass goes on).
+            interval: Seconds between polls.
+            settle: When nothing runs any more but fewer items ended than Layer 1 counted
+                (e.g. a page failed), seconds without change before the pass counts as over.
+
+        Returns:
+            The last snapshot and the outcome. Ctrl-C gives `interrupted`; it cancels nothing.
+
+        Raises:
+            RunError: QStash is unreachable, or `run_id` is not a Layer-1 run of this workflow.
+        """
+        deadline = time.monotonic() + timeout
+        last: _Snapshot | None = None
+        quiet_since: float | None = None
+        try:
+            while True:
+                snapshot = self._snapshot(run_id)
+                progress = snapshot.progress
+                if not progress.finished and snapshot.idle:
+                    previous = last.progress if last is not None else None
+                    if quiet_since is None or _changed(previous, progress):
+                        quiet_since = time.monotonic()
+                    elif time.monotonic() - quiet_since >= settle:
+                        progress = dataclasses.replace(progress, finished=True)
+                else:
+                    quiet_since = None
+                last = _Snapshot(progress, snapshot.force, snapshot.idle)
+                if on_progress is not None:
+                    on_progress(progress)
+                if progress.finished:
+                    clean = not (progress.failed or progress.canceled or progress.pass_failed)
+                    outcome = COMPLETED if clean else COMPLETED_WITH_FAILURES
+                    return Summary(self.target.name, snapshot.force, outcome, progress)
+                if time.monotonic() >= deadline:
+                    return Summary(self.target.name, snapshot.force, TIMED_OUT, progress)
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            if last is None:
+                last = _Snapshot(_empty(run_id), False, False)
+            return Summary(self.target.name, last.force, INTERRUPTED, last.progress)
+
+    def cancel(self, run_id: str) -> int:
+        """Cancel every running run of the pass; returns how many were cancelled.
+
+        Layers 1 and 2 go first, so that no new item run starts meanwhile.
+
+        Raises:
+            RunError: QStash is unreachable, or `run_id` is not a Layer-1 run of this workflow.
+        """
+        root = self._layer1(run_id)
+        pages, _ = self._children(root)
+        upper = [run.run_id for run in (root, *pages) if not run.ended]
+        cancelled = self.qstash.cancel(upper)
+        _, items = self._children(root)
+        return cancelled + self.qstash.cancel([run.run_id for run in items if not run.ended])
+
+
+def _changed(before: Progress | None, after: Progress) -> bool:
+    if before is None:
+        return True
+    fields = ("started", "processed", "skipped", "failed", "canceled", "messages")
+    return any(getattr(before, name) != getattr(after, name) for name in fields)
+
+
+def _empty(run_id: str) -> Progress:
+    return Progress(run_id, None, 0, 0, 0, 0, 0, 0, 0, 0.0, False)
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One run of a project's workflow, for `lobeflow runs`."""
+
+    workflow: str
+    layer: str
+    run: RunLog
+
+    def to_json(self, *, steps: bool = False) -> dict[str, object]:
+        """The documented JSON form (`steps` adds the run's steps, for `runs show`)."""
+        run = self.run
+        out: dict[str, object] = {
+            "runId": run.run_id,
+            "workflow": self.workflow,
+            "layer": self.layer,
+            "url": run.url,
+            "item": run.item(),
+            "state": run.state,
+            "steps": len(run.work_steps),
+            "createdAt": run.created_at,
+            "completedAt": run.completed_at,
+            "durationMs": run.duration_ms,
+            "errors": list(run.errors),
+        }
+        if steps:
+            out["stepLogs"] = [step.to_json() for step in run.steps]
+        return out
+
+
+def list_runs(
+    qstash: QStashClient,
+    targets: Iterable[WorkflowTarget],
+    *,
+    state: str | None = None,
+    limit: int = 20,
+) -> list[RunRow]:
+    """The most recent runs of every layer of `targets`, newest first.
+
+    Raises:
+        RunError: QStash is unreachable or refused the request.
+    """
+    rows = [
+        RunRow(target.name, layer, run)
+        for target in targets
+        for layer, url in zip(LAYERS, target.urls, strict=True)
+        for run in qstash.runs(url=url, state=state, limit=limit)
+    ]
+    rows.sort(key=lambda row: row.run.created_at, reverse=True)
+    return rows[:limit]
+
+
+def show_run(qstash: QStashClient, targets: Iterable[WorkflowTarget], run_id: str) -> RunRow:
+    """One run with its steps; its workflow and layer when it belongs to one of `targets`.
+
+    Raises:
+        RunError: QStash does not know the run, or is unreachable.
+    """
+    run = qstash.run(run_id)
+    if run is None:
+        raise RunError(f"QStash knows no run {run_id!r} (runs are kept for a limited time).")
+    for target in targets:
+        layer = target.layer_of(run.url)
+        if layer is not None:
+            return RunRow(target.name, layer, run)
+    return RunRow("", "", run)
