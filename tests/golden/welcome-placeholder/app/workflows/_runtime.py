@@ -3,7 +3,7 @@
 The Python Workflow SDK has no trigger client, no flow control and no return values, so
 this module adds them on top of the raw QStash API: run starts for many runs in one
 `/v2/batch` request with deterministic run ids, flow-control headers on every message,
-the signing-key policy, and `[workflow:layer]` logging.
+the signing-key policy and signature checks, and `[workflow:layer]` logging.
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from pydantic import BaseModel, ValidationError
-from qstash import AsyncQStash
+from qstash import AsyncQStash, Receiver
 from qstash.asyncio.http import AsyncHttpClient
+from qstash.errors import QStashError, SignatureError
 from qstash.http import HttpMethod
 from upstash_workflow import AsyncWorkflowContext
 from upstash_workflow.asyncio.serve import authorization as _sdk_authorization
+from upstash_workflow.error import WorkflowAbort
 from upstash_workflow.fastapi import Serve
 
 # The feature set the SDK declares on its own run-start and step messages.
@@ -206,6 +208,10 @@ def _is_step_message(destination: str, headers: dict[str, str]) -> bool:
     )
 
 
+class RunAlreadyEnded(Exception):
+    """QStash refused a step with 400: its run has already ended or was cancelled."""
+
+
 class _FlowControlledHttp(AsyncHttpClient):
     """Adds the route's flow-control headers to every step message the SDK publishes."""
 
@@ -231,22 +237,34 @@ class _FlowControlledHttp(AsyncHttpClient):
         base_url: str | None = None,
         token: str | None = None,
     ) -> Any:
+        step = False
         if path == "/v2/batch" and body is not None:
-            body = json.dumps([self._controlled(message) for message in json.loads(body)])
+            messages = [self._controlled(message) for message in json.loads(body)]
+            step = any(_is_step_message(str(m["destination"]), m["headers"]) for m in messages)
+            body = json.dumps(messages)
         elif path.startswith("/v2/publish/") and _is_step_message(
             path.removeprefix("/v2/publish/"), headers or {}
         ):
+            step = True
             headers = {**(headers or {}), **self._flow_control.headers()}
-        return await super().request(
-            path=path,
-            method=method,
-            headers=headers,
-            body=body,
-            params=params,
-            parse_response=parse_response,
-            base_url=base_url,
-            token=token,
-        )
+        try:
+            return await super().request(
+                path=path,
+                method=method,
+                headers=headers,
+                body=body,
+                params=params,
+                parse_response=parse_response,
+                base_url=base_url,
+                token=token,
+            )
+        except QStashError as error:
+            # A late retry of a delivery re-runs a step whose run has since ended; the SDK
+            # would answer 500 and QStash would retry it into the DLQ and call the failure
+            # function of a run that succeeded.
+            if step and str(error).startswith("Request failed with status: 400"):
+                raise RunAlreadyEnded(str(error)) from error
+            raise
 
 
 def flow_controlled_client(flow_control: FlowControl) -> AsyncQStash:
@@ -382,6 +400,65 @@ async def reject_payload(
     await context.run(f"{log.workflow}:reject-payload", _reject)
 
 
+def signature_check() -> Callable[[Request], Awaitable[None]] | None:
+    """A FastAPI dependency that admits only requests signed by QStash, or None without keys.
+
+    Runs before the SDK, so a refused request never reaches a route or its logic: 401
+    without `Upstash-Signature`, 403 for a wrong key, an expired token or a changed body.
+    Unlike the SDK (which checks only when both keys are set and answers 500, a status
+    QStash retries), one key is enough to turn checking on.
+    """
+    keys = [key for name in SIGNING_KEYS if (key := os.environ.get(name, "").strip())]
+    if not keys:
+        return None
+    receiver = Receiver(current_signing_key=keys[0], next_signing_key=keys[-1])
+
+    async def check(request: Request) -> None:
+        signature = request.headers.get("upstash-signature")
+        if not signature:
+            raise HTTPException(401, "Missing Upstash-Signature: only QStash may call this route.")
+        raw = await request.body()
+        try:
+            # The SDK reads the body as UTF-8 text, so a body that is not cannot be genuine.
+            receiver.verify(signature=signature, body=raw.decode())
+        except (SignatureError, UnicodeDecodeError) as error:
+            raise HTTPException(403, f"Invalid Upstash-Signature: {error}") from None
+
+    return check
+
+
+class _SignedRoutes:
+    """The `add_api_route` that `Serve` calls, adding the signature check to each route."""
+
+    def __init__(
+        self, router: APIRouter, check: Callable[[Request], Awaitable[None]] | None
+    ) -> None:
+        self._router = router
+        self._dependencies = [] if check is None else [Depends(check)]
+
+    def add_api_route(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
+        self._router.add_api_route(path, endpoint, dependencies=self._dependencies, **options)
+
+
+def _ended_runs_end_cleanly(
+    route: Callable[[AsyncWorkflowContext[P]], Awaitable[None]],
+) -> Callable[[AsyncWorkflowContext[P]], Awaitable[None]]:
+    """Answer 200 when QStash refuses a step of an ended run, as the TypeScript SDK does."""
+
+    async def guarded(context: AsyncWorkflowContext[P]) -> None:
+        try:
+            await route(context)
+        except RunAlreadyEnded as ended:
+            _logger.warning(
+                "[workflow] Late delivery of an ended run; nothing to do%s",
+                _json_fields({"runId": context.workflow_run_id, "error": str(ended)}),
+            )
+            # The SDK answers 200 without ending the run again when a step aborts the route.
+            raise WorkflowAbort("run-already-ended") from ended
+
+    return guarded
+
+
 def serve_workflow(
     router: APIRouter,
     path: str,
@@ -392,9 +469,13 @@ def serve_workflow(
     flow_control: FlowControl,
     retries: int,
 ) -> None:
-    """Mount `route` as an Upstash Workflow endpoint (POST `path`) on `router`."""
-    # Serve only calls `add_api_route`, which an APIRouter has too.
-    Serve(cast(FastAPI, router)).post(
+    """Mount `route` as an Upstash Workflow endpoint (POST `path`) on `router`.
+
+    With a signing key set, requests without a valid QStash signature are refused first.
+    """
+    route = _ended_runs_end_cleanly(route)
+    # Serve only calls `add_api_route`.
+    Serve(cast(FastAPI, _SignedRoutes(router, signature_check()))).post(
         path,
         qstash_client=flow_controlled_client(flow_control),
         initial_payload_parser=parser,

@@ -1,0 +1,260 @@
+"""Generated projects, app and engine processes, and store readers for the reliability tests."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+from lobeflow.scaffold import add_workflow, build_answers
+
+PACKAGE = "relapp"
+WORKFLOW = "welcome-placeholder"
+MODULE = "welcome_placeholder"
+ENV_PREFIX = "WELCOME_PLACEHOLDER"
+DB_ENV = f"{ENV_PREFIX}_DB_PATH"
+ROUTES = ("process-users", "paginate-users", "generate-user")
+ROUTE_PREFIX = f"/api/workflows/{WORKFLOW}"
+PYTHON = sys.executable
+
+
+def generate_project(dest: Path, *, retries: int) -> Path:
+    """Render the reference workflow (user / welcome-placeholder / generate) into `dest`."""
+    names, data = build_answers(
+        "user", workflow=WORKFLOW, verb="generate", app_package=PACKAGE, retries=retries
+    )
+    add_workflow(dest, data, names)
+    return dest
+
+
+@dataclass(frozen=True)
+class Project:
+    """The importable modules of a generated project (imported into this process)."""
+
+    root: Path
+    runtime: ModuleType
+    logic: ModuleType
+    workflow: ModuleType
+    main: ModuleType
+    constants: ModuleType
+
+    @property
+    def workflow_class(self) -> Any:
+        """The generated `WelcomePlaceholderWorkflow` (typed triggers)."""
+        return self.workflow.WelcomePlaceholderWorkflow
+
+
+def import_project(root: Path) -> Project:
+    """Put `root` on sys.path and import the generated modules."""
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    base = f"{PACKAGE}.workflows.{MODULE}"
+    return Project(
+        root=root,
+        runtime=importlib.import_module(f"{PACKAGE}.workflows._runtime"),
+        logic=importlib.import_module(f"{base}.logic"),
+        workflow=importlib.import_module(f"{base}.workflow"),
+        main=importlib.import_module(f"{PACKAGE}.main"),
+        constants=importlib.import_module(base),
+    )
+
+
+def app_env(
+    db_path: Path, *, execute_parallelism: int = 10, paginate_parallelism: int = 20
+) -> dict[str, str]:
+    """The app settings of a test: its store, no rate limits, the given parallelism."""
+    return {
+        DB_ENV: str(db_path),
+        f"{ENV_PREFIX}_PROCESS_RATE": "0",
+        f"{ENV_PREFIX}_PAGINATE_RATE": "0",
+        f"{ENV_PREFIX}_EXECUTE_RATE": "0",
+        f"{ENV_PREFIX}_EXECUTE_PARALLELISM": str(execute_parallelism),
+        f"{ENV_PREFIX}_PAGINATE_PARALLELISM": str(paginate_parallelism),
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (for processes restarted on the same port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+) -> None:
+    """Poll `condition` until true.
+
+    Raises:
+        TimeoutError: still false after `timeout` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached in {timeout}s")
+        time.sleep(interval)
+
+
+class Process:
+    """A child process on 127.0.0.1:port with its output in a log file."""
+
+    def __init__(
+        self, name: str, cmd: list[str], *, cwd: Path, env: Mapping[str, str], log: Path, port: int
+    ) -> None:
+        """Describe a stopped process."""
+        self.name, self.cmd, self.cwd, self.env, self.log, self.port = (
+            name,
+            cmd,
+            cwd,
+            env,
+            log,
+            port,
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        """Its base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready: Callable[[], bool], timeout: float = 30.0) -> None:
+        """Start it (appending to its log) and wait until `ready()`."""
+        self.starts += 1
+        with self.log.open("ab") as out:
+            out.write(f"\n==== start #{self.starts} ====\n".encode())
+            out.flush()
+            self.proc = subprocess.Popen(
+                self.cmd, cwd=self.cwd, env=dict(self.env), stdout=out, stderr=subprocess.STDOUT
+            )
+        try:
+            wait_for(lambda: self._alive_or_raise() and ready(), timeout, f"{self.name} up")
+        except BaseException:
+            self.kill()
+            raise
+
+    def _alive_or_raise(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{self.output()}")
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL it: no shutdown code runs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        """SIGTERM it, SIGKILL after 10 s."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def output(self) -> str:
+        """Everything it printed so far."""
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def _answers(url: str, path: str, headers: Mapping[str, str] | None = None) -> bool:
+    try:
+        with httpx.Client(trust_env=False, timeout=1.0) as client:
+            return client.get(url + path, headers=dict(headers or {})).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+def engine_process(tmp: Path, db: Path, port: int, time_scale: float = 0.0001) -> Process:
+    """`python -m lobeflow.engine --db` as a child process (started by `start_engine`)."""
+    cmd = [PYTHON, "-m", "lobeflow.engine", "--db", str(db), "--port", str(port)]
+    cmd += ["--time-scale", str(time_scale)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return Process("engine", cmd, cwd=tmp, env=env, log=tmp / "engine.log", port=port)
+
+
+def start_engine(engine: Process, token: str) -> None:
+    """Start (or restart) the engine and wait for its liveness endpoint."""
+    auth = {"Authorization": f"Bearer {token}"}
+    engine.start(lambda: _answers(engine.url, "/v2/liveness", auth))
+
+
+def app_process(root: Path, tmp: Path, port: int, env: Mapping[str, str]) -> Process:
+    """The generated app under uvicorn as a child process."""
+    cmd = [PYTHON, "-m", "uvicorn", "--factory", f"{PACKAGE}.main:create_app"]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    cmd += ["--no-access-log"]
+    full_env = {**os.environ, **env, "PYTHONPATH": str(root), "PYTHONUNBUFFERED": "1"}
+    return Process("app", cmd, cwd=root, env=full_env, log=tmp / "app.log", port=port)
+
+
+def start_app_process(app: Process) -> None:
+    """Start (or restart) the app and wait until it serves requests."""
+    app.start(lambda: _answers(app.url, "/openapi.json"))
+
+
+# ------------------------------------------------------------------ store readers
+
+
+def _query(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    if not db.exists():
+        return []
+    with sqlite3.connect(db, timeout=30) as connection:
+        try:
+            return connection.execute(sql).fetchall()
+        except sqlite3.OperationalError:
+            return []  # tables not created yet
+
+
+def item_ids(db: Path) -> list[str]:
+    """Every seeded item id."""
+    return [row[0] for row in _query(db, "SELECT id FROM items ORDER BY id")]
+
+
+def attempts(db: Path) -> dict[str, int]:
+    """How many runs saved a result, by item id."""
+    return {row[0]: row[1] for row in _query(db, "SELECT item_id, attempts FROM results")}
+
+
+def failures(db: Path) -> list[tuple[str, str]]:
+    """Recorded failures as (item id, error)."""
+    return [(row[0], row[1]) for row in _query(db, "SELECT item_id, error FROM failures")]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The figures of one run over a store: lost, duplicated, failed items."""
+
+    items: int
+    saved: int
+    lost: list[str]
+    duplicated: dict[str, int]
+    failed: list[tuple[str, str]]
+
+    @classmethod
+    def of(cls, db: Path, expected_attempts: int = 1) -> Outcome:
+        """Compare the store's results with its items."""
+        ids = item_ids(db)
+        done = attempts(db)
+        return cls(
+            items=len(ids),
+            saved=len(done),
+            lost=[item for item in ids if item not in done],
+            duplicated={k: v for k, v in done.items() if v > expected_attempts},
+            failed=failures(db),
+        )
