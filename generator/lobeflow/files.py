@@ -20,8 +20,16 @@ def write_files(
     if any step fails.
 
     Raises:
-        DestinationError: if anything could not be written; the tree is as it was.
+        DestinationError: if a path leads out of `root` (a symbolic link), or anything
+            could not be written; the tree is as it was.
     """
+    real_root = root.resolve()
+    for rel in [*contents, *deletions]:
+        if not Path(os.path.realpath(root / rel)).is_relative_to(real_root):
+            raise DestinationError(
+                f"{root / rel} resolves outside {root} (through a symbolic link); "
+                "nothing was written."
+            )
     created_dirs: list[Path] = []
     temps: dict[Path, Path] = {}
     placed: list[tuple[Path, Path | None]] = []

@@ -163,36 +163,42 @@ def build_answers(
 def check_logic_reference(reference: str, destination: Path) -> None:
     """Check that `package.module:function` names a function that exists.
 
-    The module is looked up as source in the destination project (parsed, not
-    imported: user code must not run at generation time), then on `sys.path`.
+    The module's source is looked up in the destination project, then on `sys.path`,
+    and parsed, not imported: user code must not run at generation time. A module
+    without Python source (built in, compiled) is only checked to exist.
 
     Raises:
         InvalidAnswerError: if the module or the function cannot be found.
     """
     module, _, function = reference.partition(":")
+    source = _module_source(module, destination)
+    if source is None:
+        return
+    try:
+        tree = ast.parse(source.read_text(encoding="utf-8"), filename=str(source))
+    except SyntaxError as exc:
+        raise InvalidAnswerError(
+            f"--logic {reference!r}: {source} has a syntax error (line {exc.lineno})."
+        ) from exc
+    defined = {
+        node.name for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    if function not in defined:
+        raise InvalidAnswerError(
+            f"--logic {reference!r}: {source} defines no top-level function "
+            f"`{function}` (found: {', '.join(sorted(defined)) or 'none'})."
+        )
+
+
+def _module_source(module: str, destination: Path) -> Path | None:
+    """The `.py` file of `module`, in the destination or importable here (None: no source)."""
     parts = module.split(".")
     for candidate in (
         destination.joinpath(*parts).with_suffix(".py"),
         destination.joinpath(*parts, "__init__.py"),
     ):
         if candidate.is_file():
-            try:
-                tree = ast.parse(candidate.read_text(encoding="utf-8"), filename=str(candidate))
-            except SyntaxError as exc:
-                raise InvalidAnswerError(
-                    f"--logic {reference!r}: {candidate} has a syntax error (line {exc.lineno})."
-                ) from exc
-            defined = {
-                node.name
-                for node in tree.body
-                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-            }
-            if function not in defined:
-                raise InvalidAnswerError(
-                    f"--logic {reference!r}: {candidate} defines no top-level function "
-                    f"`{function}` (found: {', '.join(sorted(defined)) or 'none'})."
-                )
-            return
+            return candidate
     import importlib.util
 
     try:
@@ -201,9 +207,11 @@ def check_logic_reference(reference: str, destination: Path) -> None:
         spec = None
     if spec is None:
         raise InvalidAnswerError(
-            f"--logic {reference!r}: module `{module}` is neither in {destination} "
+            f"--logic: module `{module}` is neither in {destination} "
             "nor importable here."
         )
+    origin = spec.origin
+    return Path(origin) if origin and origin.endswith(".py") else None
 
 
 def add_workflow(

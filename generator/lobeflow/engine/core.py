@@ -408,9 +408,8 @@ class Engine:
                 if existing is not None and existing.state == RUN_STARTED:
                     # As on QStash, a run id is reserved while its run is in progress...
                     return existing.start_message_id, True
-                if existing is not None:
-                    # ...and released once it has ended: the id starts a new run.
-                    self.store.reset_run(run_id)
+                # ...and released once it has ended: the id starts a new run (below, once
+                # the message has passed deduplication).
                 is_start = True
             else:
                 run = self.runs_by_id.get(run_id)
@@ -448,6 +447,8 @@ class Engine:
         message.no_delete = "WF_NoDelete" in _features(lower)
         if is_start:
             assert run_id is not None
+            if run_id in self.runs_by_id:
+                self.store.reset_run(run_id)
             run = self._create_run(run_id, message, lower)
         if run is not None and call_type in (STEP, TO_CALLBACK, FROM_CALLBACK):
             if not is_start:
