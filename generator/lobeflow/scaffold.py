@@ -207,8 +207,7 @@ def _module_source(module: str, destination: Path) -> Path | None:
         spec = None
     if spec is None:
         raise InvalidAnswerError(
-            f"--logic: module `{module}` is neither in {destination} "
-            "nor importable here."
+            f"--logic: module `{module}` is neither in {destination} nor importable here."
         )
     origin = spec.origin
     return Path(origin) if origin and origin.endswith(".py") else None
