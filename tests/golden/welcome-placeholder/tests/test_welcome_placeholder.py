@@ -200,6 +200,32 @@ def test_invalid_payload_delivered_to_a_route_ends_the_run_without_retries(
     assert counters.failed_deliveries == 0
 
 
+def test_plain_qstash_message_starts_a_run(
+    app_server: AppServer,
+    qstash_engine: EngineHandle,
+) -> None:
+    # What a QStash schedule sends: a plain message, without the workflow headers.
+    run(logic.seed_items(3))
+    url = app_server.url + WORKFLOW_PATHS.process_users
+    response = httpx.post(
+        f"{qstash_engine.url}/v2/publish/{url}",
+        content=json.dumps({"dryRun": True}),
+        headers={
+            "Authorization": f"Bearer {qstash_engine.token}",
+            "Content-Type": "application/json",
+        },
+        timeout=10,
+    )
+    assert response.status_code in (200, 201), response.text
+    qstash_engine.wait_until_idle()
+
+    (started,) = qstash_engine.runs(url_prefix=url)
+    assert started.state == "RUN_SUCCESS"
+    assert started.step_names == ["init", f"{WORKFLOW_NAME}:count-and-filter"]
+    assert run(logic.attempts()) == {}
+    assert qstash_engine.counters().failed_deliveries == 0
+
+
 @pytest.mark.usefixtures("app_server")
 def test_failed_user_is_retried_then_recorded(
     qstash_engine: EngineHandle,

@@ -14,12 +14,14 @@ import json
 import logging
 import os
 import re
+import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from qstash import AsyncQStash, Receiver
 from qstash.asyncio.http import AsyncHttpClient
@@ -427,17 +429,60 @@ def signature_check() -> Callable[[Request], Awaitable[None]] | None:
     return check
 
 
-class _SignedRoutes:
-    """The `add_api_route` that `Serve` calls, adding the signature check to each route."""
+def _plain_message_starter(
+    path: str, flow_control: FlowControl, retries: int
+) -> Callable[[Request], Awaitable[JSONResponse | None]]:
+    """Start runs for plain QStash messages (a schedule, a bare publish) here.
+
+    The SDK would start them itself, but it re-publishes the parsed payload, which
+    `json.dumps` cannot encode (a TypeError, 500, retries), and without flow control.
+    This starts the run the way the triggers do; workflow deliveries go to the SDK.
+    """
+
+    async def start(request: Request) -> JSONResponse | None:
+        if any(request.headers.get(name) for name in _WORKFLOW_MARKERS):
+            return None
+        # The message id is stable across QStash retries, so a retry starts nothing new.
+        message = request.headers.get("upstash-message-id") or uuid.uuid4().hex
+        run = f"wfr_{message}"
+        body = (await request.body()).decode("utf-8", errors="replace")
+        url = workflow_url(path)
+        await trigger_runs(url, [RunStart(run, body)], flow_control=flow_control, retries=retries)
+        return JSONResponse({"workflowRunId": run}, headers={"Upstash-Workflow-Sdk-Version": "1"})
+
+    return start
+
+
+# A delivery that carries one of these belongs to a run the SDK already knows of.
+_WORKFLOW_MARKERS = (
+    "upstash-workflow-sdk-version",
+    "upstash-workflow-callback",
+    "upstash-workflow-is-failure",
+)
+
+
+class _WorkflowRoutes:
+    """The `add_api_route` that `Serve` calls: adds the signature check to each route, and
+    starts runs for plain QStash messages before the SDK sees them."""
 
     def __init__(
-        self, router: APIRouter, check: Callable[[Request], Awaitable[None]] | None
+        self,
+        router: APIRouter,
+        check: Callable[[Request], Awaitable[None]] | None,
+        start: Callable[[Request], Awaitable[JSONResponse | None]],
     ) -> None:
         self._router = router
         self._dependencies = [] if check is None else [Depends(check)]
+        self._start = start
 
     def add_api_route(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
-        self._router.add_api_route(path, endpoint, dependencies=self._dependencies, **options)
+        async def endpoint_or_start(request: Request) -> Any:
+            started = await self._start(request)
+            return started if started is not None else await endpoint(request)
+
+        self._router.add_api_route(
+            path, endpoint_or_start, dependencies=self._dependencies, **options
+        )
 
 
 def _ended_runs_end_cleanly(
@@ -471,11 +516,15 @@ def serve_workflow(
 ) -> None:
     """Mount `route` as an Upstash Workflow endpoint (POST `path`) on `router`.
 
-    With a signing key set, requests without a valid QStash signature are refused first.
+    With a signing key set, requests without a valid QStash signature are refused first;
+    plain QStash messages (schedules) start a run like the triggers do.
     """
     route = _ended_runs_end_cleanly(route)
+    routes = _WorkflowRoutes(
+        router, signature_check(), _plain_message_starter(path, flow_control, retries)
+    )
     # Serve only calls `add_api_route`.
-    Serve(cast(FastAPI, _SignedRoutes(router, signature_check()))).post(
+    Serve(cast(FastAPI, routes)).post(
         path,
         qstash_client=flow_controlled_client(flow_control),
         initial_payload_parser=parser,
