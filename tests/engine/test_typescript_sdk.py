@@ -28,6 +28,8 @@ SCENARIOS = (
     "failure_function",
     "non_workflow_trigger",
     "qstash_publish_dlq",
+    "wait_notify",
+    "webhook",
     "deliveries",
 )
 # npm error codes that mean "the registry could not be reached", as opposed to a broken lockfile.
@@ -219,5 +221,18 @@ def test_typescript_sdks_against_engine() -> None:
     assert dlq["dlqId"]
     assert counters.deliveries_by_url.get(dlq["deadUrl"]) == 1
     assert counters.dlq_size >= 2  # the failed workflow run and the dead message
+
+    waited = results["wait_notify"]["details"]
+    assert waited["notifiedCount"] == 1
+    run = engine_run(waited["workflowRunId"])
+    assert run.state == "RUN_SUCCESS"
+    assert run.step_names == ["init", "wait-event", "after-wait"]
+    assert json.loads(run.response) == {"eventData": {"hello": "world"}, "timedOut": False}
+    (timeout_run_id,) = waited["runIds"]
+    assert json.loads(engine_run(timeout_run_id).response) == {"eventData": None, "timedOut": True}
+
+    webhook = engine_run(results["webhook"]["details"]["workflowRunId"])
+    assert webhook.state == "RUN_SUCCESS"
+    assert webhook.step_names == ["init", "create-webhook", "call-webhook", "wait-webhook"]
 
     assert idle_error is None, f"engine not idle after the scenarios: {idle_error}"

@@ -214,6 +214,40 @@ const workflows = {
       },
     },
   ),
+
+  // Waits for an event that `Client.notify` sends, or for its timeout.
+  "/wf/wait": serve(
+    async (context) => {
+      const { eventId, timeout } = context.requestPayload;
+      const { eventData, timeout: timedOut } = await context.waitForEvent("wait-event", eventId, { timeout });
+      return await context.run("after-wait", () => ({ eventData: eventData ?? null, timedOut }));
+    },
+    { receiver },
+  ),
+
+  // Calls its own webhook before waiting for it: the engine keeps the call until the run waits.
+  "/wf/webhook": serve(
+    async (context) => {
+      const webhook = await context.createWebhook("create-webhook");
+      await context.run("call-webhook", async () => {
+        const response = await fetch(`${webhook.webhookUrl}?source=scenario`, {
+          method: "POST",
+          body: "hook-body",
+          headers: { "x-hook": "yes" },
+        });
+        return response.status;
+      });
+      const { request, timeout } = await context.waitForWebhook("wait-webhook", webhook, "1d");
+      return {
+        timeout,
+        method: request?.method ?? null,
+        body: request ? await request.text() : null,
+        hookHeader: request?.headers.get("x-hook") ?? null,
+        source: request ? new URL(request.url).searchParams.get("source") : null,
+      };
+    },
+    { receiver },
+  ),
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -663,6 +697,63 @@ const scenarios = {
     checks.equal("next step state", next?.state, "STEP_FAILED");
     checks.equal("next step error", next?.errors?.[0]?.error, NON_WORKFLOW_ERROR);
     checks.equal("next step error body", next?.errors?.[0]?.body, PLAIN_STUB_BODY);
+    return { workflowRunId, run: summarizeRun(run) };
+  },
+
+  // waitForEvent resolved by Client.notify, a wait that times out, and a notify nobody hears.
+  async wait_notify({ baseUrl }, checks) {
+    const url = `${baseUrl}/wf/wait`;
+    const eventId = `evt-${randomUUID()}`;
+    const { workflowRunId } = await workflowClient.trigger({ url, body: { eventId, timeout: "1d" } });
+    const waiters = await waitFor(`a waiter for ${eventId}`, async () => {
+      const found = await workflowClient.getWaiters({ eventId });
+      return { done: found.length === 1, value: found };
+    });
+    checks.equal("waiter url", waiters[0].url, url);
+    checks.that("waiter deadline is in the future (s)", waiters[0].deadline > Date.now() / 1000, waiters[0].deadline);
+    const notified = await workflowClient.notify({ eventId, eventData: { hello: "world" } });
+    checks.equal("notify reached one waiter", notified.length, 1);
+    checks.equal("notify names the run", notified[0]?.workflowRunId, workflowRunId);
+    checks.equal("notified waiter url", notified[0]?.waiter?.url, url);
+    const run = await waitForFinalState(workflowRunId);
+    checks.equal("notified run state", run.workflowState, "RUN_SUCCESS");
+    checks.equal("notified run result", parseMaybeJson(run.workflowRunResponse), {
+      eventData: { hello: "world" },
+      timedOut: false,
+    });
+    checks.equal("no waiter left", await workflowClient.getWaiters({ eventId }), []);
+
+    const timeoutEvent = `evt-${randomUUID()}`;
+    const timeoutRun = await workflowClient.trigger({ url, body: { eventId: timeoutEvent, timeout: "10s" } });
+    const timedOut = await waitForFinalState(timeoutRun.workflowRunId);
+    checks.equal("timed-out run state", timedOut.workflowState, "RUN_SUCCESS");
+    checks.equal("timed-out run result", parseMaybeJson(timedOut.workflowRunResponse), {
+      eventData: null,
+      timedOut: true,
+    });
+    const unheard = await workflowClient.notify({ eventId: `evt-${randomUUID()}`, eventData: "lost" });
+    checks.equal("notify without a waiter", unheard, []);
+    return {
+      workflowRunId,
+      runIds: [timeoutRun.workflowRunId],
+      notifiedCount: notified.length,
+      run: summarizeRun(run),
+      timedOutRun: summarizeRun(timedOut),
+    };
+  },
+
+  // createWebhook + waitForWebhook: a call to the webhook URL resumes the run with the request.
+  async webhook({ baseUrl }, checks) {
+    const { workflowRunId } = await workflowClient.trigger({ url: `${baseUrl}/wf/webhook`, body: {} });
+    const run = await waitForFinalState(workflowRunId);
+    checks.equal("webhook run state", run.workflowState, "RUN_SUCCESS");
+    checks.equal("webhook run result", parseMaybeJson(run.workflowRunResponse), {
+      timeout: false,
+      method: "POST",
+      body: "hook-body",
+      hookHeader: "yes",
+      source: "scenario",
+    });
     return { workflowRunId, run: summarizeRun(run) };
   },
 

@@ -1,14 +1,21 @@
 """A local QStash-compatible engine that the Upstash Workflow SDKs run against unchanged."""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from lobeflow.engine.config import (
     DEV_CURRENT_SIGNING_KEY,
     DEV_NEXT_SIGNING_KEY,
     DEV_TOKEN,
     EngineConfig,
 )
-from lobeflow.engine.core import Engine
 from lobeflow.engine.model import Counters, DeliveryRecord, RunInfo
-from lobeflow.engine.server import EngineServer
+
+if TYPE_CHECKING:
+    from lobeflow.engine.core import Engine
+    from lobeflow.engine.server import EngineServer
 
 __all__ = [
     "DEV_CURRENT_SIGNING_KEY",
@@ -21,3 +28,16 @@ __all__ = [
     "EngineServer",
     "RunInfo",
 ]
+
+# The engine proper (httpx, uvicorn, starlette) loads on first use, so commands that only
+# touch the configuration (`lobeflow --help`, `lobeflow new`) start quickly.
+_LAZY = {"Engine": "lobeflow.engine.core", "EngineServer": "lobeflow.engine.server"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

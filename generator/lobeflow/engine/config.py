@@ -33,8 +33,8 @@ class EngineConfig:
         next_signing_key: Reported by `GET /v2/keys`; receivers fall back to it.
         db_path: `None` keeps all state in memory; a path persists it in SQLite (WAL).
         time_scale: Multiplies every duration the engine waits for: delays, not-before,
-            retry backoff and flow-control rate periods. Per-attempt HTTP timeouts are
-            real time.
+            retry backoff, flow-control rate periods and wait-for-event timeouts.
+            Per-attempt HTTP timeouts and cron schedule times are real time.
         request_timeout: Default per-attempt HTTP timeout in seconds.
         max_retry_delay: Upper bound of one retry delay in seconds, before scaling.
         max_concurrent_deliveries: Global cap on deliveries in flight at once.

@@ -57,16 +57,21 @@ from lobeflow.engine.model import (
     DeliveryRecord,
     HistoryEntry,
     Message,
+    Queue,
     Run,
     RunInfo,
 )
 from lobeflow.engine.scheduler import Scheduler
+from lobeflow.engine.schedules import KIND as SCHEDULE_KIND
+from lobeflow.engine.schedules import Schedules
 from lobeflow.engine.signing import sign
 from lobeflow.engine.store import MemoryStore, SqliteStore
+from lobeflow.engine.waiters import EVENT_KIND, WAITER_KIND, Waiters
 
 T = TypeVar("T")
 
 _SDK_VERSION_HEADER = "upstash-workflow-sdk-version"
+QUEUE_KIND = "queue"
 
 
 def new_id(prefix: str) -> str:
@@ -152,6 +157,9 @@ class Engine:
         self.dlq: dict[str, dict[str, Any]] = {}
         self.events: deque[LogEvent] = deque(maxlen=config.max_log_events)
         self._dedup: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self.queues: dict[str, Queue] = {}
+        self.schedules = Schedules(self)
+        self.waiters = Waiters(self)
         self._client = HttpClient()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle = threading.Condition()
@@ -177,6 +185,10 @@ class Engine:
         for dead in state.dlq:
             self.dlq[dead["dlqId"]] = dead
         self.scheduler.start()
+        for record in state.objects.get(QUEUE_KIND, []):
+            self._apply_queue(Queue(**record))
+        self.schedules.load(state.objects.get(SCHEDULE_KIND, []))
+        self.waiters.load(state.objects.get(WAITER_KIND, []), state.objects.get(EVENT_KIND, []))
         for message in state.messages:
             # In flight when the engine stopped: delivered again (at-least-once).
             message.state = CREATED if message.retried == 0 else RETRY
@@ -185,6 +197,8 @@ class Engine:
 
     async def stop(self) -> None:
         """Stop delivering, flush the store and close connections."""
+        self.schedules.stop()
+        self.waiters.stop()
         await self.scheduler.stop()
         await self._client.close()
         await self.store.commit()
@@ -441,6 +455,8 @@ class Engine:
             if name.lower().startswith("upstash-") or name.lower() == "content-type"
         }
         message = self._build_message(url, kept, lower, body, queue)
+        if queue is not None and queue not in self.queues:
+            self.upsert_queue(queue, 1, paused=False)
         message.run_id = run_id
         message.call_type = call_type
         message.dedup_id = dedup_key
@@ -468,6 +484,59 @@ class Engine:
         self._log(message, CREATED)
         self.scheduler.schedule(message)
         return message.id, False
+
+    def check_publish(self, destination: str, headers: dict[str, str], queue: str | None) -> str:
+        """Validate a publish request without accepting it.
+
+        Returns:
+            The normalised destination URL.
+
+        Raises:
+            ApiError: Invalid destination or header.
+        """
+        url = normalize_url(destination)
+        self._build_message(url, headers, lower_map(headers), b"", queue)
+        return url
+
+    def fire_schedule(self, schedule_id: str) -> list[str]:
+        """Fire a schedule now, whatever its cron says (its next cron time is kept).
+
+        Returns:
+            The ids of the messages it created.
+
+        Raises:
+            ApiError: 404 for an unknown schedule.
+        """
+        return self._in_loop(lambda: self.schedules.fire(schedule_id))
+
+    # --------------------------------------------------------------------- queues
+
+    def upsert_queue(self, name: str, parallelism: int, paused: bool) -> Queue:
+        """Create or update queue `name`."""
+        stamp = now_ms()
+        queue = self.queues.get(name)
+        if queue is None:
+            queue = Queue(name, parallelism, paused, created_at=stamp, updated_at=stamp)
+        else:
+            queue.parallelism, queue.paused, queue.updated_at = parallelism, paused, stamp
+        self._apply_queue(queue)
+        return queue
+
+    def delete_queue(self, name: str) -> None:
+        """Forget queue `name`: its pending messages go on at the default parallelism of 1."""
+        if self.queues.pop(name, None) is None:
+            raise ApiError(404, errors.QUEUE_NOT_FOUND.format(name=name))
+        key = self.scheduler.key(queue_key(name))
+        key.pinned_parallelism, key.paused = None, False
+        self.scheduler.release(key.key)
+        self.store.delete_object(QUEUE_KIND, name)
+
+    def _apply_queue(self, queue: Queue) -> None:
+        self.queues[queue.name] = queue
+        key = self.scheduler.key(queue_key(queue.name))
+        key.pinned_parallelism, key.paused = queue.parallelism, queue.paused
+        self.scheduler.release(key.key)
+        self.store.put_object(QUEUE_KIND, queue.name, queue.to_dict())
 
     def _register(self, message: Message) -> None:
         self.messages[message.id] = message
@@ -538,8 +607,8 @@ class Engine:
             if flow is None:
                 raise ApiError(400, errors.INVALID_FLOW_CONTROL.format(value=raw))
         elif queue is not None:
-            # A queue delivers one message at a time, like a key with parallelism 1.
-            flow_key, flow = f"queue:{queue}", FlowSpec(parallelism=1)
+            # A queue's limits live on a key of its own; the queue's record pins them.
+            flow_key, flow = queue_key(queue), FlowSpec(parallelism=1)
 
         for name in ("upstash-callback", "upstash-failure-callback"):
             if (value := lower.get(name)) is not None and not value.startswith(
@@ -647,6 +716,8 @@ class Engine:
         content_type = message.content_type
         if content_type is not None:
             system["content-type"] = ("Content-Type", content_type)
+        if message.schedule_id is not None:
+            system["upstash-schedule-id"] = ("Upstash-Schedule-Id", message.schedule_id)
         if run is not None and message.call_type != TO_CALLBACK:
             system["upstash-workflow-runid"] = ("Upstash-Workflow-RunId", run.id)
             system["upstash-workflow-createdat"] = (
@@ -774,6 +845,8 @@ class Engine:
         self._pending -= 1
         self.scheduler.untrack(message)
         self.store.delete_message(message.id)
+        if message.schedule_id is not None:
+            self.schedules.on_final(message)
         if message.run_id is not None:
             run = self.runs_by_id.get(message.run_id)
             if run is not None:
@@ -1038,6 +1111,11 @@ def destination_headers(message: Message) -> dict[str, list[str]]:
     if content_type is not None:
         out["Content-Type"] = [content_type]
     return out
+
+
+def queue_key(name: str) -> str:
+    """The flow-control key that carries the limits of queue `name`."""
+    return f"queue:{name}"
 
 
 def step_identity(body: bytes) -> tuple[int, int] | None:

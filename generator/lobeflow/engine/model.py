@@ -59,6 +59,7 @@ class Message:
     no_delete: bool = False
     dedup_id: str | None = None
     caller_ip: str = "127.0.0.1"
+    schedule_id: str | None = None
     state: str = CREATED
     # Scheduling bookkeeping: bumped whenever the message is re-queued so that stale heap
     # entries are recognised and skipped instead of searched for and removed.
@@ -87,6 +88,55 @@ class Message:
         flow = data.get("flow")
         values["flow"] = None if flow is None else FlowSpec(*flow)
         return cls(**values)
+
+
+@dataclass(slots=True, eq=False)
+class Schedule:
+    """A cron schedule: the publish request it repeats, and its firing bookkeeping."""
+
+    id: str
+    destination: str
+    cron: str
+    # The publish headers applied to every message it creates (`Upstash-*`, Content-Type).
+    headers: dict[str, str]
+    body: bytes
+    created_at: int
+    queue: str | None = None
+    paused: bool = False
+    caller_ip: str = "127.0.0.1"
+    last_time: int | None = None
+    next_time: int | None = None
+    # Message id -> IN_PROGRESS, SUCCESS or FAIL, for the messages of the last firing.
+    last_states: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form, for the SQLite store."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["body"] = base64.b64encode(self.body).decode()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Schedule:
+        """Inverse of `to_dict`."""
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        values["body"] = base64.b64decode(data["body"])
+        return cls(**values)
+
+
+@dataclass(slots=True, eq=False)
+class Queue:
+    """A named queue: how many of its messages may be delivered at once, and whether paused."""
+
+    name: str
+    parallelism: int
+    paused: bool
+    created_at: int
+    updated_at: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form, for the SQLite store."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(slots=True, frozen=True)

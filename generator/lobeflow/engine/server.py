@@ -6,13 +6,13 @@ import asyncio
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING
 
-import httpx
-import uvicorn
-
-from lobeflow.engine.app import build_app
 from lobeflow.engine.config import EngineConfig
-from lobeflow.engine.core import Engine
+
+if TYPE_CHECKING:
+    import uvicorn
+
 
 _START_TIMEOUT_S = 30.0
 _STOP_TIMEOUT_S = 30.0
@@ -30,6 +30,9 @@ class EngineServer:
 
     def __init__(self, config: EngineConfig, host: str = "127.0.0.1", port: int = 0) -> None:
         """Create a stopped server."""
+        # Imported here: `lobeflow --help` imports this module and must stay quick to start.
+        from lobeflow.engine.core import Engine
+
         self.config = config
         self.host = host
         self.port = port
@@ -59,6 +62,10 @@ class EngineServer:
             sock.close()
             raise RuntimeError(f"cannot listen on {self.host}:{self.port}: {exc}") from exc
         self.port = sock.getsockname()[1]
+        import uvicorn
+
+        from lobeflow.engine.app import build_app
+
         config = uvicorn.Config(
             build_app(self.engine),
             log_level="warning",
@@ -83,6 +90,8 @@ class EngineServer:
             sock.close()
 
     def _wait_live(self) -> None:
+        import httpx
+
         deadline = time.monotonic() + _START_TIMEOUT_S
         headers = {"Authorization": f"Bearer {self.config.token}"}
         with httpx.Client(trust_env=False, timeout=2.0) as client:

@@ -27,6 +27,8 @@ class StoredState:
     messages: list[Message] = field(default_factory=list)
     runs: list[Run] = field(default_factory=list)
     dlq: list[dict[str, Any]] = field(default_factory=list)
+    # Schedules, queues, waiters...: kind -> JSON records, in insertion order.
+    objects: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 class MemoryStore:
@@ -57,6 +59,12 @@ class MemoryStore:
     def delete_dlq(self, dlq_id: str) -> None:
         """Forget a dead-letter entry."""
 
+    def put_object(self, kind: str, object_id: str, data: dict[str, Any]) -> None:
+        """Record a new or changed schedule, queue, waiter... (`kind` names the family)."""
+
+    def delete_object(self, kind: str, object_id: str) -> None:
+        """Forget a record of `put_object`."""
+
     async def commit(self) -> None:
         """Return once everything recorded so far is durable."""
 
@@ -72,6 +80,8 @@ CREATE TABLE IF NOT EXISTS entries (
     body TEXT NOT NULL, call_type TEXT NOT NULL, created_at INTEGER NOT NULL,
     PRIMARY KEY (run_id, idx));
 CREATE TABLE IF NOT EXISTS dlq (id TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS objects (
+    kind TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (kind, id));
 """
 
 _Batch = list[tuple[str, tuple[Any, ...]]]
@@ -99,6 +109,7 @@ class SqliteStore(MemoryStore):
         self._entries: list[tuple[str, int, HistoryEntry]] = []
         self._resets: list[str] = []
         self._dlq: dict[str, dict[str, Any] | None] = {}
+        self._objects: dict[tuple[str, str], dict[str, Any] | None] = {}
         self._queue: queue.SimpleQueue[tuple[_Batch, asyncio.Future[None] | None] | None] = (
             queue.SimpleQueue()
         )
@@ -128,6 +139,8 @@ class SqliteStore(MemoryStore):
             state.messages.append(Message.from_dict(json.loads(data)))
         for (data,) in self._conn.execute("SELECT data FROM dlq ORDER BY rowid"):
             state.dlq.append(json.loads(data))
+        for kind, data in self._conn.execute("SELECT kind, data FROM objects ORDER BY rowid"):
+            state.objects.setdefault(kind, []).append(json.loads(data))
         return state
 
     def put_message(self, message: Message) -> None:
@@ -166,6 +179,16 @@ class SqliteStore(MemoryStore):
         self._dlq[dlq_id] = None
         self._want_flush()
 
+    def put_object(self, kind: str, object_id: str, data: dict[str, Any]) -> None:
+        """Record a new or changed schedule, queue, waiter... (written at the next flush)."""
+        self._objects[(kind, object_id)] = data
+        self._want_flush()
+
+    def delete_object(self, kind: str, object_id: str) -> None:
+        """Forget a record of `put_object`."""
+        self._objects[(kind, object_id)] = None
+        self._want_flush()
+
     async def commit(self) -> None:
         """Flush now and wait until the writer thread has committed everything so far."""
         self._flush()
@@ -192,7 +215,14 @@ class SqliteStore(MemoryStore):
 
     def _flush(self, wait: bool = True) -> None:
         self._flush_scheduled = False
-        if not (self._messages or self._runs or self._entries or self._dlq or self._resets):
+        if not (
+            self._messages
+            or self._runs
+            or self._entries
+            or self._dlq
+            or self._resets
+            or self._objects
+        ):
             return
         batch: _Batch = [("DELETE FROM entries WHERE run_id = ?", (r,)) for r in self._resets]
         self._resets = []
@@ -234,7 +264,18 @@ class SqliteStore(MemoryStore):
                 batch.append(
                     ("INSERT OR REPLACE INTO dlq (id, data) VALUES (?, ?)", (dlq_id, _dump(item)))
                 )
+        for (kind, object_id), data in self._objects.items():
+            if data is None:
+                batch.append(("DELETE FROM objects WHERE kind = ? AND id = ?", (kind, object_id)))
+            else:
+                batch.append(
+                    (
+                        "INSERT OR REPLACE INTO objects (kind, id, data) VALUES (?, ?, ?)",
+                        (kind, object_id, _dump(data)),
+                    )
+                )
         self._messages, self._runs, self._entries, self._dlq = {}, {}, [], {}
+        self._objects = {}
         future: asyncio.Future[None] | None = None
         if wait and self._loop is not None:
             future = self._loop.create_future()
