@@ -1,25 +1,25 @@
 """Benchmark `lobeflow check` on a generated project with 20 workflows.
 
-Usage: python bench/check_bench.py [--workflows 20] [--repeat 15] [--dest DIR]
+    python bench/check_bench.py [--workflows 20] [--repeat 15] [--dest DIR] [--json PATH]
+    python bench/check_bench.py --smoke
+
 Prints min/median/max of the in-process check and of the check command in a new
-interpreter each time (start-up included), and writes them to bench/results/check.json.
+interpreter each time (start-up included).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from benchlib import BIN, emit, load_average, parser, spread
 from lobeflow.check import run_check
 
-BIN = Path(sys.executable).parent
-RESULTS = Path(__file__).resolve().parent / "results" / "check.json"
 ENTITIES = ["user", "agent", "document", "KnowledgeBase", "person", "invoice", "order"]
 
 
@@ -39,26 +39,26 @@ def generate(root: Path, count: int) -> None:
         subprocess.run(command, check=True, capture_output=True)
 
 
-def timings(run: object, repeat: int) -> dict[str, float]:
-    assert callable(run)
+def timings(run: Callable[[], object], repeat: int) -> dict[str, Any]:
+    """Seconds per call of `run`: min / median / max over `repeat` calls."""
     samples = []
     for _ in range(repeat):
         start = time.perf_counter()
         run()
         samples.append(time.perf_counter() - start)
-    return {
-        "min_s": round(min(samples), 4),
-        "median_s": round(statistics.median(samples), 4),
-        "max_s": round(max(samples), 4),
-    }
+    return spread(samples)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--workflows", type=int, default=20)
-    parser.add_argument("--repeat", type=int, default=15)
-    parser.add_argument("--dest", type=Path, default=None)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark and return (and print) its results."""
+    options = parser(__doc__.splitlines()[0])
+    options.add_argument("--workflows", type=int, default=20)
+    options.add_argument("--repeat", type=int, default=15)
+    options.add_argument("--dest", type=Path, default=None)
+    args = options.parse_args(argv)
+    if args.smoke:
+        args.workflows, args.repeat = 2, 1
+    load_before = load_average()
     with tempfile.TemporaryDirectory() as scratch:
         root = args.dest or Path(scratch) / "project"
         if not (root / ".lobeflow").is_dir():
@@ -69,7 +69,9 @@ def main() -> None:
         # The command function itself, so the figure does not depend on CLI registration.
         script = "import typer; from lobeflow.check.command import check; typer.run(check)"
         command = [sys.executable, "-c", script, str(root)]
-        cli = timings(lambda: subprocess.run(command, check=True, capture_output=True), 5)
+        cli = timings(
+            lambda: subprocess.run(command, check=True, capture_output=True), min(5, args.repeat)
+        )
     report = {
         "workflows": args.workflows,
         "files": result.files,
@@ -78,11 +80,12 @@ def main() -> None:
         "in_process": in_process,
         "command_new_process": cli,
         "python": sys.version.split()[0],
+        "load_before": load_before,
+        "load_after": load_average(),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(report, indent=2))
+    emit(report, args.json)
+    return report
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

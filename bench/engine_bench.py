@@ -1,7 +1,7 @@
 """Engine benchmark: deliveries per second (in memory and with SQLite) and RSS when queued.
 
-    python bench/engine_bench.py            # full run, writes bench/results/engine.json
-    python bench/engine_bench.py --smoke    # seconds-long sanity run, prints JSON only
+    python bench/engine_bench.py [--repeat 3] [--json PATH]
+    python bench/engine_bench.py --smoke    # seconds-long sanity run
 
 Deliveries go to a trivial ASGI endpoint served by uvicorn in the same process, so the CPU
 figure is engine + endpoint together. Queued messages are held by a paused flow-control key.
@@ -9,8 +9,6 @@ figure is engine + endpoint together. Queued messages are held by a paused flow-
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -19,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from benchlib import emit, load_average, parser, spread
 from lobeflow.engine import EngineConfig, EngineServer
 from lobeflow.testing import serve_app
 
-RESULTS = Path(__file__).resolve().parent / "results" / "engine.json"
 BATCH = 1000
 
 
@@ -124,28 +122,45 @@ def queued_rss(count: int) -> dict[str, float]:
     }
 
 
+def repeated(count: int, db: Path | None, repeat: int) -> dict[str, Any]:
+    """`throughput` `repeat` times (alternating with nothing else): each figure's spread."""
+    runs = []
+    for number in range(repeat):
+        runs.append(throughput(count, None if db is None else db.with_suffix(f".{number}.db")))
+    summary: dict[str, Any] = {
+        "messages": count,
+        "deliveries": min(run["deliveries"] for run in runs),
+        "deliveries_per_s": spread([run["deliveries_per_s"] for run in runs], 1),
+        "cpu_ms_per_delivery": spread([run["cpu_ms_per_delivery"] for run in runs], 3),
+        "runs": runs,
+    }
+    return summary
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run the benchmark, print the JSON results and (full run) write them to RESULTS."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, no results file")
-    parser.add_argument("--messages", type=int, default=5000, help="messages per throughput run")
-    args = parser.parse_args(argv)
+    """Run the benchmark and return (and print) its results."""
+    options = parser(__doc__.splitlines()[0])
+    options.add_argument("--messages", type=int, default=5000, help="messages per throughput run")
+    options.add_argument("--repeat", type=int, default=3, help="throughput runs per mode")
+    args = options.parse_args(argv)
     messages = 200 if args.smoke else args.messages
+    repeat = 1 if args.smoke else args.repeat
     queued = (1000,) if args.smoke else (10_000, 100_000)
+    load_before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         # Memory first, so freed memory of the throughput runs does not hide the growth.
         held = {str(n): queued_rss(n) for n in queued}
         results: dict[str, Any] = {
             "python": platform.python_version(),
             "machine": platform.machine(),
-            "in_memory": throughput(messages, None),
-            "sqlite": throughput(messages, Path(tmp) / "bench.sqlite3"),
+            "repeat": repeat,
+            "in_memory": repeated(messages, None, repeat),
+            "sqlite": repeated(messages, Path(tmp) / "bench.sqlite3", repeat),
             "queued": held,
+            "load_before": load_before,
+            "load_after": load_average(),
         }
-    print(json.dumps(results, indent=2))
-    if not args.smoke:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    emit(results, args.json)
     return results
 
 

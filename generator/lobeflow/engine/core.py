@@ -163,6 +163,8 @@ class Engine:
         self._client = HttpClient()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle = threading.Condition()
+        # Threads in `wait_for_run`: only they need a wake-up for every run that ends.
+        self._run_waiters = 0
         self._pending = 0
         self._active_runs = 0
         self._reset_counters()
@@ -203,7 +205,7 @@ class Engine:
         await self._client.close()
         await self.store.commit()
         self.store.close()
-        self._notify()
+        self._wake()
 
     # ------------------------------------------------------------- thread bridge
 
@@ -224,6 +226,12 @@ class Engine:
         return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout)
 
     def _notify(self) -> None:
+        # Waking the waiting threads on every delivery would make them fight the engine's
+        # loop for the GIL; `wait_until_idle` only cares once the engine is idle.
+        if self._run_waiters or self.is_idle():
+            self._wake()
+
+    def _wake(self) -> None:
         with self._idle:
             self._idle.notify_all()
 
@@ -340,15 +348,21 @@ class Engine:
         """
         deadline = time.monotonic() + timeout
         with self._idle:
-            while True:
-                run = self.runs_by_id.get(run_id)
-                if run is not None and run.state != RUN_STARTED:
-                    break
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    state = "unknown" if run is None else run.state
-                    raise TimeoutError(f"run {run_id} did not end in {timeout}s (state: {state})")
-                self._idle.wait(min(left, 0.5))
+            self._run_waiters += 1
+            try:
+                while True:
+                    run = self.runs_by_id.get(run_id)
+                    if run is not None and run.state != RUN_STARTED:
+                        break
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        state = "unknown" if run is None else run.state
+                        raise TimeoutError(
+                            f"run {run_id} did not end in {timeout}s (state: {state})"
+                        )
+                    self._idle.wait(min(left, 0.5))
+            finally:
+                self._run_waiters -= 1
         # Outside the lock: the snapshot runs on the engine loop, which may need the lock.
         return self.run(run_id) or self._run_info(run)
 
