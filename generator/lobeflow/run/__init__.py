@@ -4,9 +4,23 @@ The library behind `lobeflow run` and `lobeflow runs`; it talks HTTP only, to th
 to QStash (the local engine or Upstash).
 """
 
-from lobeflow.run.client import AppClient, QStashClient
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from lobeflow.run.model import ItemError, Progress, RunError, RunLog, Statistics, Summary
-from lobeflow.run.runner import Runner, RunRow, WorkflowTarget, find_workflow, list_runs, show_run
+
+if TYPE_CHECKING:
+    from lobeflow.run.client import AppClient, QStashClient
+    from lobeflow.run.runner import (
+        Runner,
+        RunRow,
+        WorkflowTarget,
+        find_workflow,
+        list_runs,
+        show_run,
+    )
 
 __all__ = [
     "AppClient",
@@ -24,3 +38,24 @@ __all__ = [
     "list_runs",
     "show_run",
 ]
+
+# The HTTP clients (httpx) load on first use, so `lobeflow --help` and `lobeflow new` start fast.
+_LAZY = {
+    "AppClient": "lobeflow.run.client",
+    "QStashClient": "lobeflow.run.client",
+    "Runner": "lobeflow.run.runner",
+    "RunRow": "lobeflow.run.runner",
+    "WorkflowTarget": "lobeflow.run.runner",
+    "find_workflow": "lobeflow.run.runner",
+    "list_runs": "lobeflow.run.runner",
+    "show_run": "lobeflow.run.runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

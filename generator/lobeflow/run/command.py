@@ -6,14 +6,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 from lobeflow.engine.config import DEV_TOKEN
 from lobeflow.project import ProjectError, find_project_root, list_workflows
-from lobeflow.run.client import AppClient, QStashClient
 from lobeflow.run.model import (
     COMPLETED,
     INTERRUPTED,
@@ -21,7 +20,9 @@ from lobeflow.run.model import (
     RUN_STATES,
     RunError,
 )
-from lobeflow.run.runner import Runner, WorkflowTarget, find_workflow, list_runs, show_run
+
+if TYPE_CHECKING:
+    from lobeflow.run.runner import WorkflowTarget
 
 DEFAULT_APP_URL = "http://127.0.0.1:8000"
 DEFAULT_QSTASH_URL = "http://127.0.0.1:8080"
@@ -56,6 +57,8 @@ JsonOpt = Annotated[
 
 
 def _targets(project: Path, app_url: str) -> list[WorkflowTarget]:
+    from lobeflow.run.runner import WorkflowTarget
+
     root = find_project_root(project)
     return [
         WorkflowTarget.from_workflow(info, app_url, os.environ) for info in list_workflows(root)
@@ -63,6 +66,8 @@ def _targets(project: Path, app_url: str) -> list[WorkflowTarget]:
 
 
 def _target(project: Path, app_url: str, workflow: str) -> WorkflowTarget:
+    from lobeflow.run.runner import WorkflowTarget, find_workflow
+
     root = find_project_root(project)
     info = find_workflow(list_workflows(root), workflow)
     return WorkflowTarget.from_workflow(info, app_url, os.environ)
@@ -107,12 +112,14 @@ def run(
     token: TokenOpt = DEV_TOKEN,
 ) -> None:
     """Run a workflow: a dry run, or a pass watched to the end with a progress bar."""
+    from lobeflow.run.client import AppClient, QStashClient
     from lobeflow.run.progress import (
         ProgressView,
         interrupted_hint,
         statistics_table,
         summary_view,
     )
+    from lobeflow.run.runner import Runner
 
     if sum(map(bool, (dry_run, watch, cancel))) > 1:
         raise RunError("Give at most one of --dry-run, --watch and --cancel.")
@@ -223,7 +230,9 @@ def list_command(
     token: TokenOpt = DEV_TOKEN,
 ) -> None:
     """Recent runs of the project's workflows: layer, item, state, steps, duration, errors."""
+    from lobeflow.run.client import QStashClient
     from lobeflow.run.progress import runs_table
+    from lobeflow.run.runner import list_runs
 
     wanted_state = _state_filter(state)
     if limit < 1:
@@ -255,7 +264,9 @@ def show_command(
     token: TokenOpt = DEV_TOKEN,
 ) -> None:
     """The steps of one run, with their outputs and errors."""
+    from lobeflow.run.client import QStashClient
     from lobeflow.run.progress import run_view
+    from lobeflow.run.runner import show_run
 
     try:
         targets = _targets(project, app_url)
