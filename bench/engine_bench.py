@@ -57,18 +57,23 @@ def publish(client: httpx.Client, url: str, count: int, headers: dict[str, str])
         response.raise_for_status()
 
 
+def api_client(server: EngineServer) -> httpx.Client:
+    """An authenticated client of the engine's API (no proxies from the environment)."""
+    return httpx.Client(
+        base_url=server.url,
+        headers={"Authorization": f"Bearer {server.config.token}"},
+        trust_env=False,
+        timeout=60,
+    )
+
+
 def throughput(count: int, db: Path | None) -> dict[str, float]:
     """Deliver `count` messages to a trivial endpoint; deliveries/s and CPU ms per delivery."""
     app = serve_app(trivial_app)
     server = EngineServer(EngineConfig(db_path=db), port=0)
     server.start()
     try:
-        with httpx.Client(
-            base_url=server.url,
-            headers={"Authorization": f"Bearer {server.config.token}"},
-            trust_env=False,
-            timeout=60,
-        ) as client:
+        with api_client(server) as client:
             wall, cpu = time.perf_counter(), time.process_time()
             publish(client, f"{app.url}/hit", count, {"Content-Type": "application/json"})
             server.engine.wait_until_idle(timeout=600)
@@ -91,12 +96,7 @@ def queued_rss(count: int) -> dict[str, float]:
     server = EngineServer(EngineConfig(), port=0)
     server.start()
     try:
-        with httpx.Client(
-            base_url=server.url,
-            headers={"Authorization": f"Bearer {server.config.token}"},
-            trust_env=False,
-            timeout=60,
-        ) as client:
+        with api_client(server) as client:
             client.post("/v2/flowControl/bench-held/pause").raise_for_status()
             before = rss_mib()
             publish(
