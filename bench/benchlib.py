@@ -42,11 +42,29 @@ def load_average() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its live descendants (Linux /proc): a server with worker processes."""
+    pids = [pid]
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            for child in children.read_text().split():
+                pids += process_tree(int(child))
+        except OSError:
+            pass  # exited meanwhile
+    return pids
+
+
 def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of another process, all threads (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    # After the command name: state is field 3; utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+    """User + system CPU seconds of another process and its live descendants, all threads."""
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        # After the command name: state is field 3; utime and stime are fields 14 and 15.
+        total += (int(fields[11]) + int(fields[12])) / _TICKS
+    return total
 
 
 def rss_mib(pid: int | None = None) -> float:

@@ -5,9 +5,10 @@
 
 One project is generated (user / welcome-placeholder / generate, rate limits off) whose
 per-item work is `benchwork:work` (`--logic`): it sleeps BENCH_WORK_MS milliseconds, a
-stand-in for an I/O call. Each pass seeds N items in the SQLite store of `logic.py`,
-starts Layer 1 with the generated trigger and waits until the engine is idle, then checks
-that every item has exactly one result and that nothing was retried or failed.
+stand-in for an I/O call; everything else is as `lobeflow new` generates it. Each pass
+seeds N items in the SQLite store of `logic.py`, starts Layer 1 with the generated
+trigger and waits until the engine is idle, then checks that every item has exactly one
+result and that nothing was retried or failed.
 
 Two processes: the engine (and this script, idle while it waits) in this one, the app
 under uvicorn in a child, as QStash and an app are in production. CPU per item is both
@@ -16,8 +17,6 @@ processes together. Signature checks are on and the app logs at INFO, its defaul
 - cost: messages published and HTTP deliveries per item, by layer, for N items of
   instant work; compared with the guide's literal pattern (computed, see `guide_messages`).
 - efficiency: N items of 100 ms work, Layer-3 parallelism P; ideal time is N x 100 ms / P.
-  Once with one pooled connection to the store, once with the example store as generated
-  (see `store_variants`).
 - scaling: the cost run at a larger N.
 
 `--profile DIR` records py-spy profiles (py-spy installed separately) of both processes.
@@ -29,7 +28,6 @@ import asyncio
 import importlib
 import math
 import os
-import re
 import socket
 import sqlite3
 import statistics
@@ -44,7 +42,15 @@ from types import ModuleType
 from typing import Any
 
 import httpx
-from benchlib import emit, load_average, parser, process_cpu_s, rss_mib, spread
+from benchlib import (
+    emit,
+    load_average,
+    parser,
+    process_cpu_s,
+    process_tree,
+    rss_mib,
+    spread,
+)
 from lobeflow.engine import DeliveryRecord, EngineConfig, EngineServer
 from lobeflow.scaffold import FlowControlAnswer, add_workflow, build_answers
 
@@ -52,7 +58,6 @@ WORKFLOW = "welcome-placeholder"
 PACKAGE = "app"
 MODULE = f"{PACKAGE}.workflows.welcome_placeholder"
 ENV_PREFIX = "WELCOME_PLACEHOLDER"
-LOGIC_FILE = f"{MODULE.replace('.', '/')}/logic.py"
 ROUTES = {"process-users": "layer1", "paginate-users": "layer2", "generate-user": "layer3"}
 PAGE_SIZE = 50
 CHUNK_SIZE = 20
@@ -74,41 +79,6 @@ async def work(item: dict[str, Any]) -> dict[str, Any]:
         await asyncio.sleep(_DELAY_S)
     return {"id": item["id"], "ok": True}
 '''
-
-
-POOLED_CONNECT = """_CONNECTIONS: dict[Path, sqlite3.Connection] = {}
-
-
-@contextmanager
-def _connect() -> Iterator[sqlite3.Connection]:
-    # One connection per database for the process, as a real app's pool gives, in WAL mode.
-    path = database_path()
-    connection = _CONNECTIONS.get(path)
-    if connection is None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(path, timeout=30, check_same_thread=False)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
-        connection.executescript(_SCHEMA)
-        _CONNECTIONS[path] = connection
-    with connection:
-        yield connection
-"""
-_CONNECT = re.compile(r"@contextmanager\ndef _connect\(\).*?(?=\n\n\n)", re.DOTALL)
-
-
-def store_variants(root: Path) -> dict[str, str]:
-    """The generated `logic.py` ("example": a connection per call) and a pooled variant.
-
-    `logic.py` is the user's module; the example store in it opens a connection, creates
-    the schema and commits with a full sync on every call, which is the example's cost,
-    not the orchestration's. The pooled variant keeps everything else as generated.
-    """
-    example = (root / LOGIC_FILE).read_text(encoding="utf-8")
-    pooled, count = _CONNECT.subn(POOLED_CONNECT.rstrip("\n"), example)
-    if count != 1:
-        raise RuntimeError(f"`_connect` not found in the generated {LOGIC_FILE}")
-    return {"example": example, "pooled": pooled}
 
 
 def generate(root: Path) -> None:
@@ -176,8 +146,8 @@ def guide_messages(
 class App:
     """The generated app under uvicorn in a child process."""
 
-    def __init__(self, root: Path, env: dict[str, str], log: Path) -> None:
-        """Start it on a free port and wait until it serves requests."""
+    def __init__(self, root: Path, env: dict[str, str], log: Path, workers: int = 1) -> None:
+        """Start it on a free port with `workers` processes; wait until they serve requests."""
         # Not `--fd`: uvicorn labels an inherited socket AF_UNIX, so asyncio leaves Nagle's
         # algorithm on and every response waits ~40 ms for a delayed ACK.
         with socket.socket() as probe:
@@ -186,8 +156,10 @@ class App:
         self.url = f"http://127.0.0.1:{port}"
         command = [sys.executable, "-m", "uvicorn", "--factory", f"{PACKAGE}.main:create_app"]
         command += ["--host", "127.0.0.1", "--port", str(port)]
-        command += ["--log-level", "warning", "--no-access-log"]
+        # uvicorn's INFO lines tell when every worker has started (no access log).
+        command += ["--log-level", "info", "--no-access-log", "--workers", str(workers)]
         full_env = {**os.environ, **env, "APP_URL": self.url, "PYTHONPATH": str(root)}
+        offset = log.stat().st_size if log.exists() else 0
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
                 command, cwd=root, env=full_env, stdout=out, stderr=subprocess.STDOUT
@@ -198,11 +170,14 @@ class App:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
                     raise RuntimeError(f"the app did not start:\n{log.read_text()[-3000:]}")
+                started = log.read_bytes()[offset:].count(b"Application startup complete.")
                 try:
-                    if client.get(f"{self.url}/openapi.json").status_code == 200:
-                        break
+                    serving = client.get(f"{self.url}/openapi.json").status_code == 200
                 except httpx.HTTPError:
-                    time.sleep(0.05)
+                    serving = False
+                if serving and started >= workers:
+                    break
+                time.sleep(0.05)
 
     def cpu_s(self) -> float:
         """CPU seconds the app has used so far."""
@@ -274,7 +249,7 @@ def one_pass(
     work_ms: int,
     parallelism: int,
     timeout: float,
-    store: str,
+    app_workers: int = 1,
 ) -> dict[str, Any]:
     """Seed `items`, run one pass through engine + app, and return its figures."""
     db = scratch / f"store-{items}-{work_ms}-{time.monotonic_ns()}.sqlite3"
@@ -286,14 +261,10 @@ def one_pass(
     }
     os.environ.update(settings)
     asyncio.run(logic.seed_items(items))
-    for connection in getattr(logic, "_CONNECTIONS", {}).values():
-        connection.close()
-    getattr(logic, "_CONNECTIONS", {}).clear()
-    (root / LOGIC_FILE).write_text(STORES[store], encoding="utf-8")
     records: list[DeliveryRecord] = []
     with engine_and_env(records) as (server, env):
         os.environ.update(env)
-        app = App(root, {**settings, **env}, scratch / "app.log")
+        app = App(root, {**settings, **env}, scratch / "app.log", app_workers)
         os.environ["APP_URL"] = app.url
         try:
             engine = server.engine
@@ -305,7 +276,7 @@ def one_pass(
             engine.wait_until_idle(timeout=timeout)
             wall = time.perf_counter() - start
             app_cpu, own_cpu = app.cpu_s() - app_cpu, time.process_time() - own_cpu
-            app_rss = rss_mib(app.proc.pid)
+            app_rss = sum(rss_mib(pid) for pid in process_tree(app.proc.pid))
             stop_profilers(profilers)
             counters = engine.counters()
             runs = engine.runs()
@@ -330,7 +301,7 @@ def one_pass(
         "items": items,
         "work_ms": work_ms,
         "parallelism": parallelism,
-        "store": store,
+        "app_workers": app_workers,
         "wall_s": round(wall, 3),
         "ms_per_item": round(wall * 1000 / items, 3),
         "cpu_ms_per_item": round((app_cpu + own_cpu) * 1000 / items, 3),
@@ -349,7 +320,6 @@ def one_pass(
 
 
 PROFILE_DIR: Path | None = None
-STORES: dict[str, str] = {}
 
 
 def start_profilers(scratch: Path, app_pid: int) -> list[subprocess.Popen[bytes]]:
@@ -396,9 +366,7 @@ def summarise(passes: list[dict[str, Any]]) -> dict[str, Any]:
     def each(key: str) -> dict[str, Any]:
         return spread([p[key] for p in passes], 3)
 
-    summary: dict[str, Any] = {
-        key: first[key] for key in ("items", "work_ms", "parallelism", "store")
-    }
+    summary: dict[str, Any] = {key: first[key] for key in ("items", "work_ms", "parallelism")}
     for key in (
         "wall_s",
         "ms_per_item",
@@ -436,6 +404,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     options.add_argument("--parallelism", type=int, default=10, help="Layer-3 parallelism P")
     options.add_argument(
+        "--app-workers",
+        type=int,
+        action="append",
+        default=None,
+        help="uvicorn worker processes of the app in the efficiency run (repeatable; 1 and 2)",
+    )
+    options.add_argument(
         "--only", choices=("cost", "efficiency", "scaling"), action="append", default=None
     )
     options.add_argument("--profile", type=Path, default=None, help="py-spy profiles go here")
@@ -452,11 +427,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         scratch = Path(tmp)
         root = scratch / "shop"
         generate(root)
-        STORES.update(store_variants(root))
-        (root / LOGIC_FILE).write_text(STORES["pooled"], encoding="utf-8")
         logic, workflow = import_project(root)
 
-        def passes(items: int, work_ms: int, repeat: int, store: str = "pooled") -> dict[str, Any]:
+        def passes(items: int, work_ms: int, repeat: int, workers: int = 1) -> dict[str, Any]:
             timeout = 120 + items * (work_ms / 1000 / args.parallelism + 0.05)
             return summarise(
                 [
@@ -469,7 +442,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         work_ms=work_ms,
                         parallelism=args.parallelism,
                         timeout=timeout,
-                        store=store,
+                        app_workers=workers,
                     )
                     for _ in range(repeat)
                 ]
@@ -481,15 +454,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             median = cost["messages_per_item"]["median"]
             cost["guide_ratio_to_measured"] = round(cost["guide"]["guide_per_item"] / median, 3)
             results["cost"] = cost
-        if "efficiency" in only:
+        # One app process, as `lobeflow dev` runs it; then as many as this machine has cores.
+        for workers in (args.app_workers or [1, 2]) if "efficiency" in only else []:
             ideal = args.items * args.work_ms / 1000 / args.parallelism
-            for store, key in (("pooled", "efficiency"), ("example", "efficiency_example_store")):
-                efficiency = passes(args.items, args.work_ms, args.repeat, store)
-                efficiency["ideal_s"] = round(ideal, 3)
-                efficiency["efficiency"] = spread(
-                    [ideal / p["wall_s"] for p in efficiency["passes"]], 3
-                )
-                results[key] = efficiency
+            efficiency = passes(args.items, args.work_ms, args.repeat, workers)
+            efficiency["app_workers"] = workers
+            efficiency["ideal_s"] = round(ideal, 3)
+            efficiency["efficiency"] = spread(
+                [ideal / p["wall_s"] for p in efficiency["passes"]], 3
+            )
+            results["efficiency" if workers == 1 else f"efficiency_{workers}_workers"] = efficiency
         if "scaling" in only:
             large = passes(args.large, 0, args.large_repeat)
             large["guide"] = guide_messages(args.large)

@@ -37,7 +37,7 @@ def test_run_all_smoke(tmp_path: Path) -> None:
     assert generation["wall_s"]["lobeflow"]["runs"] == 1
 
     workflow = suite["results"]["workflow"]
-    for name in ("cost", "efficiency", "scaling"):
+    for name in ("cost", "efficiency", "efficiency_2_workers", "scaling"):
         block = workflow[name]
         # Exact message counts: anything else means a retry, a lost or a duplicated run.
         assert block["messages_per_item"]["median"] == pytest.approx(
@@ -50,7 +50,9 @@ def test_run_all_smoke(tmp_path: Path) -> None:
         assert workflow[name]["guide"]["generated_per_item"] == pytest.approx(
             workflow[name]["messages_per_item"]["median"], abs=1e-3
         )
-    assert 0 < workflow["efficiency"]["efficiency"]["median"] <= 1
+    for name, workers in (("efficiency", 1), ("efficiency_2_workers", 2)):
+        assert workflow[name]["app_workers"] == workers
+        assert 0 < workflow[name]["efficiency"]["median"] <= 1
 
     engine = suite["results"]["engine"]
     for mode in ("in_memory", "sqlite"):

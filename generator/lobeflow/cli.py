@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -132,17 +132,17 @@ def new(
     )
     result = add_workflow(dest, data, names, pretend=pretend, overwrite=force, template=template)
 
-    console = _console()
     for planned in result.files:
         fate = planned.fate.value
-        console.print(f"[{_FATE_STYLE[fate]}]{fate:>10}[/] {planned.path}")
+        _say(f"{_styled(f'{fate:>10}', _FATE_STYLE[fate])} {planned.path}")
     process_route, paginate_route, execute_route = names.routes
     base = f"/api/workflows/{names.workflow.kebab}"
     if pretend:
-        console.print("\n[bold]Pretend:[/] nothing was written.")
+        _say(f"\n{_styled('Pretend:', bold=True)} nothing was written.")
         return
-    console.print(
-        f"\n[bold green]Workflow `{names.workflow.kebab}`[/] added to {result.destination}\n"
+    _say(
+        f"\n{_styled(f'Workflow `{names.workflow.kebab}`', 'green', bold=True)} added to "
+        f"{result.destination}\n"
         f"  Layer 1  {base}/{process_route}\n"
         f"  Layer 2  {base}/{paginate_route}\n"
         f"  Layer 3  {base}/{execute_route}\n"
@@ -151,8 +151,9 @@ def new(
     )
     main_module = result.destination / app_package / "main.py"
     if main_module.is_file() and "build_router" not in main_module.read_text(encoding="utf-8"):
-        console.print(
-            f"[yellow]Note:[/] {main_module} is yours and does not mount the workflows yet; add\n"
+        _say(
+            f"{_styled('Note:', 'yellow')} {main_module} is yours and does not mount the "
+            f"workflows yet; add\n"
             f"  from {app_package}.workflows import build_router\n"
             "  app.include_router(build_router())"
         )
@@ -191,7 +192,6 @@ def update(
         data=_parse_data(data or []),
         template=template,
     )
-    console = _console()
     style = {
         Change.CONFLICT: "red",
         Change.MERGE: "magenta",
@@ -202,15 +202,15 @@ def update(
     }
     for item in result.files:
         if item.change is not Change.UNCHANGED:
-            color = style.get(item.change, "cyan")
-            console.print(f"[{color}]{item.change.value:>10}[/] {item.path}")
+            label = f"{item.change.value:>10}"
+            _say(f"{_styled(label, style.get(item.change, 'cyan'))} {item.path}")
     verb = "Would update" if pretend else "Updated"
-    console.print(f"\n{verb} {', '.join(result.workflows) or 'no workflows'} in {result.root}.")
+    _say(f"\n{verb} {', '.join(result.workflows) or 'no workflows'} in {result.root}.")
     if result.conflicts:
         where = "inline markers" if conflict == "inline" else "`.rej` files"
-        console.print(
-            f"[red]{len(result.conflicts)} conflict(s)[/] left as {where}; resolve them, "
-            "then run `lobeflow update` again to check."
+        _say(
+            f"{_styled(f'{len(result.conflicts)} conflict(s)', 'red')} left as {where}; "
+            "resolve them, then run `lobeflow update` again to check."
         )
         raise typer.Exit(1)
 
@@ -259,10 +259,14 @@ def _parse_data(pairs: list[str]) -> dict[str, object]:
     return parsed
 
 
-def _console() -> Any:
-    from rich.console import Console
+def _styled(text: str, color: str | None = None, *, bold: bool = False) -> str:
+    return typer.style(text, fg=color, bold=bold)
 
-    return Console(stderr=True, highlight=False)
+
+def _say(message: str) -> None:
+    """A line for the user on stderr (stdout stays free for machine output); colour on a
+    terminal only, and never re-wrapped, so paths and commands stay copyable."""
+    typer.echo(message, err=True)
 
 
 def _register_commands() -> None:

@@ -1,7 +1,8 @@
 """Render the template with copier into a staging directory.
 
-The bundled template is rendered from a plain copy (no git): copier would otherwise
-clone the checkout and record a throw-away commit. A `template` source given by the
+The bundled template is rendered in place when installed, and from a plain copy (no git)
+when it is a git checkout: copier would otherwise clone the checkout and record a
+throw-away commit. A `template` source given by the
 user (a git repository with tags, a `gh:` URL...) goes to copier untouched, so copier
 records `_src_path` and `_commit` and plain `copier update` works on the result.
 """
@@ -95,9 +96,11 @@ def render(
             )
         if src is None:
             bundled = bundled_template()
-            src = str(Path(tmp) / "template")
-            shutil.copytree(bundled / "template", Path(src) / "template")
-            shutil.copy2(bundled / "copier.yml", Path(src) / "copier.yml")
+            src = str(bundled)
+            if (bundled / ".git").exists():  # a checkout: copier would clone it
+                src = str(Path(tmp) / "template")
+                shutil.copytree(bundled / "template", Path(src) / "template")
+                shutil.copy2(bundled / "copier.yml", Path(src) / "copier.yml")
         try:
             with (
                 warnings.catch_warnings(),

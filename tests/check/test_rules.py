@@ -226,6 +226,9 @@ CASES: list[tuple[str, str, str]] = [
     (
         "LF401-guide-promise-all",
         f"""
+        import anyio
+
+
         {EXECUTE}
         async def execute_item(context: AsyncWorkflowContext[Item]) -> None:
             ids = await context.run("demo:ids", load_ids)
@@ -234,6 +237,8 @@ CASES: list[tuple[str, str, str]] = [
             )
             async with asyncio.TaskGroup() as group:
                 group.create_task(context.run("demo:one", work))  # expect: LF401
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(context.run, "demo:two", work)  # expect: LF401
         """,
         f"""
         {EXECUTE}

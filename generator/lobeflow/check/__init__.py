@@ -2,7 +2,30 @@
 
 from __future__ import annotations
 
-from lobeflow.check.model import RULES, Finding, Rule
-from lobeflow.check.runner import CheckError, CheckResult, run_check
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lobeflow.check.model import RULES, Finding, Rule
+    from lobeflow.check.runner import CheckError, CheckResult, run_check
 
 __all__ = ["RULES", "CheckError", "CheckResult", "Finding", "Rule", "run_check"]
+
+# The rules load on first use, so other commands (`lobeflow --help`, `new`) start quickly.
+_LAZY = {
+    "RULES": "lobeflow.check.runner",  # the runner registers every rule
+    "CheckError": "lobeflow.check.runner",
+    "CheckResult": "lobeflow.check.runner",
+    "Finding": "lobeflow.check.model",
+    "Rule": "lobeflow.check.model",
+    "run_check": "lobeflow.check.runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -11,10 +11,12 @@ from __future__ import annotations
 import ast
 import builtins
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
 ScopeNode = ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef
@@ -44,15 +46,53 @@ class Module:
     path: Path
     display: str
     tree: ast.Module
-    # Every node of the tree, walked once: the rules iterate this list.
-    nodes: list[ast.AST] = field(default_factory=list)
-    # Whether the text can use the SDK's serve API at all (saves a tree visit when not).
+    # Filled by the one walk of the tree in `parse_module`, each list in `ast.walk` order:
+    # the rules iterate these instead of walking the tree again.
+    calls: list[ast.Call] = field(default_factory=list)
+    defs: list[FunctionNode] = field(default_factory=list)  # functions at any depth
+    classes: list[ast.ClassDef] = field(default_factory=list)
+    assigns: list[ast.Assign] = field(default_factory=list)
+    # Names whose step methods are used (`x` of `x.run`): a module can define step helpers.
+    step_receivers: set[str] = field(default_factory=set)
+    # Whether a string looks like a `[workflow:layer]` prefix: it can define a logger class.
+    has_log_prefix: bool = False
+    # Whether the text can use the SDK's serve API at all (saves work when not).
     may_serve: bool = True
+    # Its uses of the SDK's serve API, in the tree's depth-first order (see `_served`).
+    served: list[_Served] = field(default_factory=list)
     imports: dict[str, str] = field(default_factory=dict)
     functions: dict[str, FunctionNode] = field(default_factory=dict)
     constants: dict[str, ast.expr] = field(default_factory=dict)
     serve_instances: set[str] = field(default_factory=set)
     noqa: dict[int, frozenset[str] | None] = field(default_factory=dict)
+    # The calls and functions directly inside each function (key: its id; 0: module level),
+    # and each function's position in `defs`: per-function views without another walk.
+    direct_calls: dict[int, list[ast.Call]] = field(default_factory=dict)
+    direct_defs: dict[int, list[FunctionNode]] = field(default_factory=dict)
+    def_rank: dict[int, int] = field(default_factory=dict)
+    _calls_within: dict[int, list[ast.Call]] = field(default_factory=dict, init=False, repr=False)
+
+    def calls_within(self, func: FunctionNode) -> list[ast.Call]:
+        """The calls `ast.walk(func)` finds (nested functions included), in no set order."""
+        found = self._calls_within.get(id(func))
+        if found is None:
+            found = list(self.direct_calls.get(id(func), ()))
+            for inner in self.direct_defs.get(id(func), ()):
+                found.extend(self.calls_within(inner))
+            self._calls_within[id(func)] = found
+        return found
+
+    def nested_functions(self, func: FunctionNode) -> dict[str, FunctionNode]:
+        """Functions defined (at any depth) inside `func`, by name; the last found wins."""
+        inner: list[FunctionNode] = []
+        pending = list(self.direct_defs.get(id(func), ()))
+        while pending:
+            node = pending.pop()
+            inner.append(node)
+            pending.extend(self.direct_defs.get(id(node), ()))
+        # `ast.walk` order, so a repeated name resolves as it did with a walk of `func`.
+        inner.sort(key=lambda node: self.def_rank[id(node)])
+        return {node.name: node for node in inner}
 
     def qualified(self, expr: ast.expr) -> str | None:
         """The dotted name of `expr` with its import resolved (`dt.now` → `datetime.datetime.now`)."""
@@ -109,7 +149,7 @@ class Route:
         """Identifiers and literal path segments of the route path expression."""
         return identifier_words(self.registration.path) if self.registration.path else []
 
-    @property
+    @cached_property
     def keys(self) -> frozenset[str]:
         """Normalised names a trigger may use to address this route (function, path segment)."""
         keys = {normalise(self.func.name)}
@@ -151,9 +191,11 @@ class Project:
     # Every function of every module: by id (to find its module) and by name per module.
     owners: dict[int, Module] = field(default_factory=dict)
     local_functions: dict[int, dict[str, FunctionNode]] = field(default_factory=dict)
-    # Memoised by the accessors below: step scopes by function id, functions with steps.
+    # Memoised by the accessors below: step scopes by function id, functions with steps,
+    # and what several rules compute alike (see `shared`).
     scopes: dict[int, StepScope] = field(default_factory=dict)
     with_steps: list[tuple[Module, StepScope]] | None = None
+    memo: dict[tuple[str, int], Any] = field(default_factory=dict)
 
     def route_modules(self) -> list[Module]:
         """Modules that define at least one route, in input order."""
@@ -172,7 +214,7 @@ def normalise(word: str) -> str:
 def identifier_words(expr: ast.AST) -> list[str]:
     """Identifiers, attribute names and literal segments inside `expr`, normalised."""
     words: list[str] = []
-    for node in ast.walk(expr):
+    for node in walk(expr):
         if isinstance(node, ast.Name):
             words.append(normalise(node.id))
         elif isinstance(node, ast.Attribute):
@@ -184,7 +226,7 @@ def identifier_words(expr: ast.AST) -> list[str]:
 
 def mentions_flow_control(expr: ast.AST) -> bool:
     """Whether `expr` names flow control (an identifier, keyword, dict key or header)."""
-    for node in ast.walk(expr):
+    for node in walk(expr):
         text: str | None = None
         if isinstance(node, ast.Name):
             text = node.id
@@ -208,29 +250,71 @@ def callee_name(call: ast.Call) -> str | None:
     return None
 
 
-def walk_local(node: ast.AST) -> Iterator[ast.AST]:
-    """`ast.walk` that does not enter nested functions, lambdas or classes."""
-    stack: list[ast.AST] = [node]
+# The walks below skip fields holding names, flags or the leaf context and operator nodes
+# (`Load`, `Add`, ...): no check looks at those, and they are a third of all nodes.
+_SKIPPED_FIELDS = frozenset(
+    {"ctx", "op", "ops", "id", "attr", "name", "arg", "asname", "module", "level", "kind"}
+    | {"conversion", "is_async", "simple", "type_comment", "tag"}
+)
+_CHILD_FIELDS: dict[type[ast.AST], tuple[str, ...]] = {}
+
+
+def _child_fields(kind: type[ast.AST]) -> tuple[str, ...]:
+    fields = _CHILD_FIELDS.get(kind)
+    if fields is None:
+        fields = tuple(name for name in kind._fields if name not in _SKIPPED_FIELDS)
+        _CHILD_FIELDS[kind] = fields
+    return fields
+
+
+def child_nodes(node: ast.AST) -> list[ast.AST]:
+    """`ast.iter_child_nodes` without the context and operator leaves."""
+    children: list[ast.AST] = []
+    fields = _CHILD_FIELDS.get(type(node))
+    for name in _child_fields(type(node)) if fields is None else fields:
+        child = getattr(node, name, None)
+        if type(child) is list:
+            children.extend([item for item in child if isinstance(item, ast.AST)])
+        elif isinstance(child, ast.AST):
+            children.append(child)
+    return children
+
+
+def walk(node: ast.AST) -> list[ast.AST]:
+    """`ast.walk` (same order) without the context and operator leaves."""
+    found = [node]
+    for current in found:
+        found.extend(child_nodes(current))
+    return found
+
+
+def walk_local(node: ast.AST) -> list[ast.AST]:
+    """`node` and the nodes under it, not entering nested functions, lambdas or classes.
+
+    Depth first, each node's children in reverse order.
+    """
+    found: list[ast.AST] = []
+    stack = [node]
     while stack:
         current = stack.pop()
-        yield current
-        for child in ast.iter_child_nodes(current):
-            if not isinstance(child, ScopeNode):
+        found.append(current)
+        fields = _CHILD_FIELDS.get(type(current))
+        for name in _child_fields(type(current)) if fields is None else fields:
+            child = getattr(current, name, None)
+            if type(child) is list:
+                for item in child:
+                    if isinstance(item, ast.AST) and not isinstance(item, ScopeNode):
+                        stack.append(item)
+            elif isinstance(child, ast.AST) and not isinstance(child, ScopeNode):
                 stack.append(child)
+    return found
 
 
-def body_nodes(func: FunctionNode) -> Iterator[ast.AST]:
+def body_nodes(func: FunctionNode) -> list[ast.AST]:
     """Every node of a function body, without nested scopes."""
+    found: list[ast.AST] = []
     for stmt in func.body:
-        yield from walk_local(stmt)
-
-
-def nested_functions(func: FunctionNode) -> dict[str, FunctionNode]:
-    """Functions defined (at any depth) inside `func`, by name."""
-    found: dict[str, FunctionNode] = {}
-    for node in ast.walk(func):
-        if node is not func and isinstance(node, FunctionNode):
-            found[node.name] = node
+        found.extend(walk_local(stmt))
     return found
 
 
@@ -282,28 +366,15 @@ def call_argument(call: ast.Call, index: int | None, name: str) -> ast.expr | No
 
 
 def parse_module(path: Path, display: str, source: str) -> Module:
-    """Parse one file and index its imports, functions, constants and `# noqa` comments.
+    """Parse one file and index its nodes, imports, functions, constants and `# noqa` comments.
 
     Raises:
         SyntaxError: the file is not valid Python.
     """
     tree = ast.parse(source, filename=display)
-    module = Module(path=path, display=display, tree=tree, nodes=list(ast.walk(tree)))
+    module = Module(path=path, display=display, tree=tree)
     module.may_serve = "Serve" in source or "serve(" in source
-    for node in module.nodes:
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                local = alias.asname or alias.name.split(".")[0]
-                module.imports[local] = alias.name if alias.asname else local
-        elif isinstance(node, ast.ImportFrom):
-            base = "." * node.level + (node.module or "")
-            for alias in node.names:
-                module.imports[alias.asname or alias.name] = f"{base}.{alias.name}".lstrip(".")
-        elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
-            if _is_serve_constructor(module, node.value):
-                module.serve_instances.update(
-                    target.id for target in node.targets if isinstance(target, ast.Name)
-                )
+    _index(module)
     for stmt in tree.body:
         if isinstance(stmt, FunctionNode):
             module.functions[stmt.name] = stmt
@@ -324,7 +395,94 @@ def parse_module(path: Path, display: str, source: str) -> Module:
     return module
 
 
+def _index(module: Module) -> None:
+    """Walk the tree once, breadth first like `ast.walk`, filling the module's node indexes.
+
+    This walk is a large part of the checker's time, so it is one flat loop that tells
+    nodes apart by exact type and notes each node's parent and innermost enclosing
+    function; the per-function views and the serve registrations are derived from those.
+    """
+    # `Any`: mypy does not narrow on `type(node) is ...`, which is faster than `isinstance`.
+    queue: list[Any] = [module.tree]
+    parents = [-1]
+    owners: list[FunctionNode | None] = [None]
+    call_positions: list[int] = []
+    def_positions: list[int] = []
+    call_owners: list[FunctionNode | None] = []
+    def_owners: list[FunctionNode | None] = []
+    for position, node in enumerate(queue):
+        kind = type(node)
+        owner = owners[position]
+        if kind is ast.Call:
+            module.calls.append(node)
+            call_positions.append(position)
+            call_owners.append(owner)
+        elif kind is ast.Attribute:
+            if node.attr in STEP_METHODS and type(node.value) is ast.Name:
+                module.step_receivers.add(node.value.id)
+        elif kind is ast.Constant:
+            text = node.value
+            if type(text) is str and text[:1] == "[" and LOG_PREFIX.match(text):
+                module.has_log_prefix = True
+        elif kind is ast.FunctionDef or kind is ast.AsyncFunctionDef:
+            module.defs.append(node)
+            def_positions.append(position)
+            def_owners.append(owner)
+            owner = node
+        elif kind is ast.ClassDef:
+            module.classes.append(node)
+        elif kind is ast.Assign:
+            module.assigns.append(node)
+            _note_serve_instance(module, node)
+        elif kind is ast.Import or kind is ast.ImportFrom:
+            _note_import(module, node)
+        fields = _CHILD_FIELDS.get(kind)
+        for name in _child_fields(kind) if fields is None else fields:
+            child = getattr(node, name, None)
+            # A `Name` has nothing below it that is indexed: not queueing it saves time.
+            if type(child) is list:
+                for item in child:
+                    if isinstance(item, ast.AST) and type(item) is not ast.Name:
+                        queue.append(item)
+                        parents.append(position)
+                        owners.append(owner)
+            elif isinstance(child, ast.AST) and type(child) is not ast.Name:
+                queue.append(child)
+                parents.append(position)
+                owners.append(owner)
+    for call, owner in zip(module.calls, call_owners, strict=True):
+        module.direct_calls.setdefault(0 if owner is None else id(owner), []).append(call)
+    for rank, (func, owner) in enumerate(zip(module.defs, def_owners, strict=True)):
+        module.direct_defs.setdefault(0 if owner is None else id(owner), []).append(func)
+        module.def_rank[id(func)] = rank
+    if module.may_serve:
+        module.served = _served(
+            module, parents, call_positions, call_owners, def_positions, def_owners
+        )
+
+
+def _note_import(module: Module, node: ast.Import | ast.ImportFrom) -> None:
+    if isinstance(node, ast.Import):
+        for alias in node.names:
+            local = alias.asname or alias.name.split(".")[0]
+            module.imports[local] = alias.name if alias.asname else local
+    else:
+        base = "." * node.level + (node.module or "")
+        for alias in node.names:
+            module.imports[alias.asname or alias.name] = f"{base}.{alias.name}".lstrip(".")
+
+
+def _note_serve_instance(module: Module, node: ast.Assign) -> None:
+    # Resolved with the imports found so far in walk order, like the rest of this walk.
+    if isinstance(node.value, ast.Call) and _is_serve_constructor(module, node.value):
+        module.serve_instances.update(
+            target.id for target in node.targets if isinstance(target, ast.Name)
+        )
+
+
 def _is_serve_constructor(module: Module, call: ast.Call) -> bool:
+    if isinstance(call.func, ast.Attribute) and call.func.attr != "Serve":
+        return False  # cheap test first: this runs on every assignment of a call
     name = module.qualified(call.func)
     return name is not None and name.rsplit(".", 1)[-1] == "Serve"
 
@@ -345,7 +503,13 @@ def _is_serve_method(module: Module, expr: ast.expr) -> bool:
 
 def _is_serve_function(module: Module, call: ast.Call) -> bool:
     """`serve(fn, ...)` / `async_serve(fn, ...)` imported from upstash_workflow."""
-    name = module.qualified(call.func)
+    # Cheap tests first: this runs on every call of a module that mentions serving.
+    func = call.func
+    if isinstance(func, ast.Attribute) and func.attr not in ("serve", "async_serve"):
+        return False
+    if isinstance(func, ast.Name) and func.id not in module.imports:
+        return False
+    name = module.qualified(func)
     return (
         name is not None
         and name.startswith("upstash_workflow")
@@ -378,32 +542,45 @@ class _Served:
     spread: tuple[ast.expr, ...]
 
 
-def _served(module: Module) -> Iterator[_Served]:
-    """Every decorator, `Serve(...).post(...)(fn)` and `serve(fn)` in a module."""
+def _served(
+    module: Module,
+    parents: list[int],
+    call_positions: list[int],
+    call_owners: list[FunctionNode | None],
+    def_positions: list[int],
+    def_owners: list[FunctionNode | None],
+) -> list[_Served]:
+    """Every decorator, `Serve(...).post(...)(fn)` and `serve(fn)` in a module, depth first.
 
-    def visit(node: ast.AST, enclosing: FunctionNode | None) -> Iterator[_Served]:
-        if isinstance(node, FunctionNode):
-            for decorator in node.decorator_list:
-                if isinstance(decorator, ast.Call) and _is_serve_method(module, decorator):
-                    yield _served_call(decorator, node, decorator, enclosing)
-            enclosing = node
-        if isinstance(node, ast.Call):
-            if _is_serve_method(module, node.func) and node.args:
-                assert isinstance(node.func, ast.Call)
-                yield _served_call(node.func, node.args[0], node, enclosing)
-            elif _is_serve_function(module, node) and node.args:
-                yield _Served(
-                    node,
-                    node.args[0],
-                    _keywords(node),
-                    None,
-                    enclosing,
-                    _spread(node),
-                )
-        for child in ast.iter_child_nodes(node):
-            yield from visit(child, enclosing)
+    `enclosing` is the innermost function around each one; the order is the tree's
+    depth-first order (a function's serve decorators before anything inside it).
+    """
+    found: list[tuple[tuple[int, ...], _Served]] = []
+    for func, position, enclosing in zip(module.defs, def_positions, def_owners, strict=True):
+        for index, decorator in enumerate(func.decorator_list):
+            if isinstance(decorator, ast.Call) and _is_serve_method(module, decorator):
+                served = _served_call(decorator, func, decorator, enclosing)
+                found.append(((*_tree_path(parents, position), -1, index), served))
+    for call, position, enclosing in zip(module.calls, call_positions, call_owners, strict=True):
+        if _is_serve_method(module, call.func) and call.args:
+            assert isinstance(call.func, ast.Call)
+            served = _served_call(call.func, call.args[0], call, enclosing)
+        elif _is_serve_function(module, call) and call.args:
+            served = _Served(call, call.args[0], _keywords(call), None, enclosing, _spread(call))
+        else:
+            continue
+        found.append((_tree_path(parents, position), served))
+    found.sort(key=lambda item: item[0])
+    return [served for _, served in found]
 
-    yield from visit(module.tree, None)
+
+def _tree_path(parents: list[int], position: int) -> tuple[int, ...]:
+    """Walk positions from the root down to a node: sorting these gives depth-first order."""
+    path: list[int] = []
+    while position >= 0:
+        path.append(position)
+        position = parents[position]
+    return tuple(reversed(path))
 
 
 def _spread(call: ast.Call) -> tuple[ast.expr, ...]:
@@ -429,21 +606,19 @@ def build_project(modules: Sequence[Module]) -> Project:
     project = Project(list(modules))
     for module in modules:
         local = project.local_functions.setdefault(id(module), {})
-        prefixed = any(_is_prefix(node) for node in module.nodes)
-        for node in module.nodes:
-            if isinstance(node, FunctionNode):
-                project.function_names.add(node.name)
-                project.owners[id(node)] = module
-                local.setdefault(node.name, node)
-            elif isinstance(node, ast.ClassDef) and prefixed and _formats_log_prefix(node):
-                project.logger_classes.add(node.name)
+        for node in module.defs:
+            project.function_names.add(node.name)
+            project.owners[id(node)] = module
+            local.setdefault(node.name, node)
+        if module.has_log_prefix:
+            for cls in module.classes:
+                if _formats_log_prefix(cls):
+                    project.logger_classes.add(cls.name)
     project.helpers = _step_helpers(modules)
     wrappers: dict[str, _Wrapper] = {}
     direct: list[tuple[Module, _Served]] = []
     for module in modules:
-        if not module.may_serve:
-            continue
-        for served in _served(module):
+        for served in module.served:
             wrapper = _as_wrapper(served)
             if wrapper is not None:
                 wrappers[wrapper.name] = wrapper
@@ -462,11 +637,10 @@ def build_project(modules: Sequence[Module]) -> Project:
             _add_route(project, module, func, registration)
     if wrappers:
         for module in modules:
-            for node in module.nodes:
-                if isinstance(node, ast.Call):
-                    wrapper = wrappers.get(callee_name(node) or "")
-                    if wrapper is not None:
-                        _wrapped_route(project, module, node, wrapper)
+            for call in module.calls:
+                wrapper = wrappers.get(callee_name(call) or "")
+                if wrapper is not None:
+                    _wrapped_route(project, module, call, wrapper)
     return project
 
 
@@ -479,7 +653,7 @@ def _is_prefix(node: ast.AST) -> bool:
 
 
 def _formats_log_prefix(cls: ast.ClassDef) -> bool:
-    return any(_is_prefix(node) for node in ast.walk(cls))
+    return any(_is_prefix(node) for node in walk(cls))
 
 
 def _as_wrapper(served: _Served) -> _Wrapper | None:
@@ -579,12 +753,10 @@ class _Summary:
     passes: tuple[tuple[str, int | None, str | None, str], ...]
 
 
-def _summarise(func: FunctionNode, bound_method: bool) -> _Summary:
+def _summarise(module: Module, func: FunctionNode, bound_method: bool) -> _Summary:
     receivers: set[str] = set()
     passes: list[tuple[str, int | None, str | None, str]] = []
-    for node in ast.walk(func):
-        if not isinstance(node, ast.Call):
-            continue
+    for node in module.calls_within(func):
         target = node.func
         if (
             isinstance(target, ast.Attribute)
@@ -606,10 +778,30 @@ def _summarise(func: FunctionNode, bound_method: bool) -> _Summary:
 
 def _takes_context(func: FunctionNode) -> bool:
     for arg in _parameters(func):
-        annotation = ast.unparse(arg.annotation) if arg.annotation is not None else ""
-        if "Context" in annotation or "context" in arg.arg or arg.arg == "ctx":
+        if "context" in arg.arg or arg.arg == "ctx":
+            return True
+        if arg.annotation is not None and _unparsed_contains(arg.annotation, "Context"):
             return True
     return False
+
+
+def _unparsed_contains(expr: ast.expr, word: str) -> bool:
+    """`word in ast.unparse(expr)` for a word of letters, without unparsing common annotations.
+
+    `unparse` joins the parts of these nodes with punctuation and spaces, which a word of
+    letters cannot span, so each part can be tested on its own.
+    """
+    if isinstance(expr, ast.Name):
+        return word in expr.id
+    if isinstance(expr, ast.Attribute):
+        return word in expr.attr or _unparsed_contains(expr.value, word)
+    if isinstance(expr, ast.Subscript):
+        return _unparsed_contains(expr.value, word) or _unparsed_contains(expr.slice, word)
+    if isinstance(expr, ast.BinOp):
+        return _unparsed_contains(expr.left, word) or _unparsed_contains(expr.right, word)
+    if isinstance(expr, ast.Tuple | ast.List):
+        return any(_unparsed_contains(element, word) for element in expr.elts)
+    return word in ast.unparse(expr)
 
 
 def _step_helpers(modules: Sequence[Module]) -> dict[str, list[StepHelper]]:
@@ -617,21 +809,15 @@ def _step_helpers(modules: Sequence[Module]) -> dict[str, list[StepHelper]]:
     summaries: list[_Summary] = []
     for module in modules:
         # Only modules that call a step method, or functions taking a context, can qualify.
-        steps_here = any(
-            isinstance(node, ast.Attribute)
-            and node.attr in STEP_METHODS
-            and isinstance(node.value, ast.Name)
-            and node.value.id not in module.imports  # `asyncio.run` is no step
-            for node in module.nodes
-        )
-        for node in module.nodes:
-            if isinstance(node, ast.ClassDef):
-                for item in node.body:
-                    if isinstance(item, FunctionNode) and (steps_here or _takes_context(item)):
-                        summaries.append(_summarise(item, not is_static_method(item)))
+        # (`asyncio.run` is no step: imported names are not contexts.)
+        steps_here = any(name not in module.imports for name in module.step_receivers)
+        for cls in module.classes:
+            for item in cls.body:
+                if isinstance(item, FunctionNode) and (steps_here or _takes_context(item)):
+                    summaries.append(_summarise(module, item, not is_static_method(item)))
         for func in module.functions.values():
             if steps_here or _takes_context(func):
-                summaries.append(_summarise(func, False))
+                summaries.append(_summarise(module, func, False))
     helpers: dict[str, list[StepHelper]] = {}
 
     def runs_steps(summary: _Summary, param: str) -> bool:
@@ -679,24 +865,34 @@ class StepScope:
 
     def __init__(
         self,
+        module: Module,
         func: FunctionNode,
         context: str,
         helpers: dict[str, list[StepHelper]],
         project_functions: set[str],
     ) -> None:
+        self.module = module
         self.func = func
         self.context = context
         self._helpers = helpers
         self._project_functions = project_functions
         self._nested: dict[str, FunctionNode] | None = None
+        self._body: list[ast.AST] | None = None
         self._closures: dict[str, bool] = {}
 
     @property
     def nested(self) -> dict[str, FunctionNode]:
         """Functions defined inside this one, by name (computed on first use)."""
         if self._nested is None:
-            self._nested = nested_functions(self.func)
+            self._nested = self.module.nested_functions(self.func)
         return self._nested
+
+    @property
+    def body(self) -> list[ast.AST]:
+        """`body_nodes` of the function, computed once for every rule that looks at them."""
+        if self._body is None:
+            self._body = body_nodes(self.func)
+        return self._body
 
     def is_direct(self, call: ast.Call) -> bool:
         """`context.run(...)` and the other step methods."""
@@ -746,7 +942,7 @@ class StepScope:
 
     def step_bodies(self) -> Iterator[tuple[ast.Call, FunctionNode | ast.Lambda]]:
         """The callables passed to direct `context.run` calls that are defined here."""
-        for node in body_nodes(self.func):
+        for node in self.body:
             if isinstance(node, ast.Call) and self.is_direct(node) and len(node.args) > 1:
                 body = node.args[1]
                 if isinstance(body, ast.Lambda):
@@ -764,7 +960,9 @@ def scope_for(project: Project, route: Route) -> StepScope:
     """The step scope of a route function (one per route, shared by every rule)."""
     scope = project.scopes.get(id(route.func))
     if scope is None:
-        scope = StepScope(route.func, route.context, project.helpers, project.function_names)
+        scope = StepScope(
+            route.module, route.func, route.context, project.helpers, project.function_names
+        )
         project.scopes[id(route.func)] = scope
     return scope
 
@@ -776,18 +974,29 @@ def functions_with_steps(project: Project) -> list[tuple[Module, StepScope]]:
     found = [(route.module, scope_for(project, route)) for route in project.routes]
     seen = {id(route.func) for route in project.routes}
     for module in project.modules:
-        for node in module.nodes:
-            if not isinstance(node, FunctionNode) or id(node) in seen:
+        for func in module.defs:
+            if id(func) in seen or func.name not in project.helpers:
                 continue
-            params = {arg.arg for arg in _parameters(node)}
-            helper = next(
-                (h for h in project.helpers.get(node.name, []) if h.param in params), None
-            )
+            params = {arg.arg for arg in _parameters(func)}
+            helper = next((h for h in project.helpers[func.name] if h.param in params), None)
             if helper is not None:
-                scope = StepScope(node, helper.param, project.helpers, project.function_names)
+                scope = StepScope(
+                    module, func, helper.param, project.helpers, project.function_names
+                )
                 found.append((module, scope))
     project.with_steps = found
     return found
+
+
+_T = TypeVar("_T")
+
+
+def shared(project: Project, what: str, node: object, compute: Callable[[], _T]) -> _T:
+    """`compute()` once per project for `what` about `node`, for the rules that all need it."""
+    key = (what, id(node))  # `node` lives as long as the project, so its id stays unique
+    if key not in project.memo:
+        project.memo[key] = compute()
+    return cast(_T, project.memo[key])
 
 
 def assigned_names(nodes: Iterable[ast.AST]) -> set[str]:
@@ -805,5 +1014,5 @@ def assigned_names(nodes: Iterable[ast.AST]) -> set[str]:
             elif isinstance(node, ast.withitem) and node.optional_vars is not None:
                 targets = [node.optional_vars]
             for target in targets:
-                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+                names.update(n.id for n in walk(target) if isinstance(n, ast.Name))
     return names

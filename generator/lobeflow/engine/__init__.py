@@ -11,10 +11,10 @@ from lobeflow.engine.config import (
     DEV_TOKEN,
     EngineConfig,
 )
-from lobeflow.engine.model import Counters, DeliveryRecord, RunInfo
 
 if TYPE_CHECKING:
     from lobeflow.engine.core import Engine
+    from lobeflow.engine.model import Counters, DeliveryRecord, RunInfo
     from lobeflow.engine.server import EngineServer
 
 __all__ = [
@@ -29,9 +29,15 @@ __all__ = [
     "RunInfo",
 ]
 
-# The engine proper (httpx, uvicorn, starlette) loads on first use, so commands that only
-# touch the configuration (`lobeflow --help`, `lobeflow new`) start quickly.
-_LAZY = {"Engine": "lobeflow.engine.core", "EngineServer": "lobeflow.engine.server"}
+# The engine proper (asyncio, httpx, uvicorn, starlette) loads on first use, so commands
+# that only touch the configuration (`lobeflow --help`, `lobeflow new`) start quickly.
+_LAZY = {
+    "Counters": "lobeflow.engine.model",
+    "DeliveryRecord": "lobeflow.engine.model",
+    "Engine": "lobeflow.engine.core",
+    "EngineServer": "lobeflow.engine.server",
+    "RunInfo": "lobeflow.engine.model",
+}
 
 
 def __getattr__(name: str) -> Any:

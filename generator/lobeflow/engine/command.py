@@ -22,11 +22,10 @@ from lobeflow.engine.config import (
     DEV_TOKEN,
     EngineConfig,
 )
-from lobeflow.engine.model import DeliveryRecord
-from lobeflow.engine.server import EngineServer
 from lobeflow.errors import LobeflowError
 
 if TYPE_CHECKING:
+    from lobeflow.engine.model import DeliveryRecord
     from lobeflow.run.app_process import AppProcess
 
 
@@ -117,6 +116,8 @@ def dev(
             lines.append(f"export APP_URL=http://{host}:{app_port}")
         print("\n".join(lines))
         return
+    from lobeflow.engine.server import EngineServer  # the engine proper loads on use
+
     server = EngineServer(config, host=host, port=port)
     try:
         server.start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 
-from lobeflow.check.analysis import Project, StepScope, functions_with_steps
+from lobeflow.check.analysis import Project, StepScope, child_nodes, functions_with_steps
 from lobeflow.check.model import Finding, rule
 
 _CALLS = frozenset(
@@ -33,8 +33,8 @@ _MODULES = ("random.", "secrets.")
 def _step_bodies(scope: StepScope) -> set[int]:
     """Lambdas and local functions handed to a step: they run once, inside the step."""
     bodies: set[int] = set()
-    for node in ast.walk(scope.func):
-        if isinstance(node, ast.Call) and scope.step_call(node) is not None:
+    for node in scope.module.calls_within(scope.func):
+        if scope.step_call(node) is not None:
             for argument in [*node.args, *(keyword.value for keyword in node.keywords)]:
                 if isinstance(argument, ast.Lambda):
                     bodies.add(id(argument))
@@ -51,7 +51,7 @@ def _outside_steps(scope: StepScope) -> Iterator[ast.AST]:
         if id(node) in skipped:
             continue
         yield node
-        stack.extend(ast.iter_child_nodes(node))
+        stack.extend(child_nodes(node))
 
 
 @rule(

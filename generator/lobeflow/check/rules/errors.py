@@ -96,18 +96,17 @@ def _suppresses_broadly(item: ast.withitem) -> bool:
 def swallowed_workflow_abort(project: Project) -> Iterator[Finding]:
     """Broad handlers around steps must let `WorkflowAbort` through."""
     for module, scope in functions_with_steps(project):
-        for stmt in scope.func.body:
-            for node in walk_local(stmt):
-                if isinstance(node, ast.Try | ast.TryStar) and _runs_step(scope, node.body):
-                    yield from _try_findings(module, scope, node)
-                elif isinstance(node, ast.With | ast.AsyncWith) and _runs_step(scope, node.body):
-                    if any(_suppresses_broadly(item) for item in node.items):
-                        yield Finding(
-                            module.display,
-                            node.lineno,
-                            node.col_offset + 1,
-                            "LF201",
-                            "`suppress(...)` around a step swallows `WorkflowAbort`, which the "
-                            "SDK raises after every step: the run stops after one step",
-                            scope.func.name,
-                        )
+        for node in scope.body:
+            if isinstance(node, ast.Try | ast.TryStar) and _runs_step(scope, node.body):
+                yield from _try_findings(module, scope, node)
+            elif isinstance(node, ast.With | ast.AsyncWith) and _runs_step(scope, node.body):
+                if any(_suppresses_broadly(item) for item in node.items):
+                    yield Finding(
+                        module.display,
+                        node.lineno,
+                        node.col_offset + 1,
+                        "LF201",
+                        "`suppress(...)` around a step swallows `WorkflowAbort`, which the "
+                        "SDK raises after every step: the run stops after one step",
+                        scope.func.name,
+                    )

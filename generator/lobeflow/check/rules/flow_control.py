@@ -14,6 +14,7 @@ from lobeflow.check.analysis import (
     identifier_words,
     mentions_flow_control,
     normalise,
+    shared,
 )
 from lobeflow.check.model import Finding, rule
 
@@ -33,13 +34,17 @@ class Trigger:
     flow_controlled: bool
 
 
-def triggers(project: Project) -> Iterator[Trigger]:
+def triggers(project: Project) -> list[Trigger]:
     """Publish/enqueue/batch/trigger calls whose arguments name a route of the project."""
+    return shared(project, "triggers", project, lambda: list(_find_triggers(project)))
+
+
+def _find_triggers(project: Project) -> Iterator[Trigger]:
     if not project.routes:
         return
     for module in project.modules:
-        for node in module.nodes:
-            if not (isinstance(node, ast.Call) and callee_name(node) in TRIGGER_CALLS):
+        for node in module.calls:
+            if callee_name(node) not in TRIGGER_CALLS:
                 continue
             words: set[str] = set()
             for argument in [*node.args, *(keyword.value for keyword in node.keywords)]:

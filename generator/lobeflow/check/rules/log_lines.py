@@ -13,11 +13,10 @@ LEVELS = frozenset({"debug", "info", "warning", "warn", "error", "exception", "c
 
 def _bindings(module: Module) -> dict[str, list[ast.expr]]:
     found: dict[str, list[ast.expr]] = {}
-    for node in module.nodes:
-        if isinstance(node, ast.Assign):
-            for target in node.targets:
-                if isinstance(target, ast.Name):
-                    found.setdefault(target.id, []).append(node.value)
+    for node in module.assigns:
+        for target in node.targets:
+            if isinstance(target, ast.Name):
+                found.setdefault(target.id, []).append(node.value)
     return found
 
 
@@ -69,11 +68,9 @@ def log_prefix(project: Project) -> Iterator[Finding]:
             id(node): route.name
             for route in project.routes
             if route.module is module
-            for node in ast.walk(route.func)
+            for node in module.calls_within(route.func)
         }
-        for node in module.nodes:
-            if not isinstance(node, ast.Call):
-                continue
+        for node in module.calls:
             message = _message(project, module, node, bindings)
             template = None if message is None else string_template(message)
             if template is None or LOG_PREFIX.match(template):

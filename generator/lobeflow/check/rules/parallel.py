@@ -10,7 +10,6 @@ from lobeflow.check.analysis import (
     Project,
     StepKind,
     StepScope,
-    body_nodes,
     callee_name,
     functions_with_steps,
     walk_local,
@@ -20,6 +19,7 @@ from lobeflow.check.model import Finding, rule
 _ASYNCIO = frozenset({"gather", "wait", "as_completed", "create_task", "ensure_future"})
 # Task-group and event-loop methods that schedule concurrent work (asyncio, anyio, trio).
 _SPAWN = frozenset({"create_task", "start_soon"})
+_CONCURRENT = _ASYNCIO | _SPAWN
 
 
 def _concurrent(call: ast.Call, qualified: str | None) -> bool:
@@ -53,8 +53,9 @@ def _schedules_step(scope: StepScope, call: ast.Call) -> bool:
 def parallel_steps(project: Project) -> Iterator[Finding]:
     """Await each step on its own; fan out by triggering runs in one step instead."""
     for module, scope in functions_with_steps(project):
-        for node in body_nodes(scope.func):
-            if not isinstance(node, ast.Call):
+        for node in scope.body:
+            # Only these names can start concurrent work: skip resolving the rest.
+            if not isinstance(node, ast.Call) or callee_name(node) not in _CONCURRENT:
                 continue
             qualified = module.qualified(node.func)
             if _concurrent(node, qualified) and _schedules_step(scope, node):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 
-from lobeflow.check.analysis import Project, Route, body_nodes, callee_name, walk_local
+from lobeflow.check.analysis import Project, Route, callee_name, scope_for, walk_local
 from lobeflow.check.model import Finding, rule
 
 _NOT_VALIDATING = frozenset({"json.loads", "loads", "orjson.loads", "str"})
@@ -41,10 +41,10 @@ def _validates(call: ast.Call) -> bool:
     return "valid" in name or name.startswith("parse") or name[:1].isupper()
 
 
-def _aliases(route: Route) -> set[str]:
+def _aliases(project: Project, route: Route) -> set[str]:
     """Local names bound to the raw payload (`payload = context.request_payload or {}`)."""
     names: set[str] = set()
-    for node in body_nodes(route.func):
+    for node in scope_for(project, route).body:
         if not isinstance(node, ast.Assign):
             continue
         raw = any(_is_payload(part, route.context) for part in walk_local(node.value))
@@ -66,7 +66,7 @@ def unvalidated_payload(project: Project) -> Iterator[Finding]:
     for route in project.routes:
         if validating_parser(route) is not None:
             continue
-        aliases = _aliases(route)
+        aliases = _aliases(project, route)
 
         def raw(node: ast.AST, aliases: set[str] = aliases, route: Route = route) -> bool:
             if isinstance(node, ast.BoolOp):  # `(context.request_payload or {}).get(...)`
@@ -74,7 +74,7 @@ def unvalidated_payload(project: Project) -> Iterator[Finding]:
             named = isinstance(node, ast.Name) and node.id in aliases
             return named or _is_payload(node, route.context)
 
-        for node in body_nodes(route.func):
+        for node in scope_for(project, route).body:
             read: ast.expr | None = None
             if isinstance(node, ast.Subscript) and raw(node.value):
                 read = node

@@ -11,9 +11,12 @@ from lobeflow.check.analysis import (
     Project,
     StepScope,
     assigned_names,
+    child_nodes,
     functions_with_steps,
     scope_for,
+    shared,
     step_name,
+    walk,
     walk_local,
 )
 from lobeflow.check.model import Finding, rule
@@ -69,7 +72,7 @@ class _Collector:
                 for index, case in enumerate(stmt.cases):
                     self.block(case.body, (*branches, (id(stmt), index)), varying)
             elif isinstance(stmt, ast.Try | ast.TryStar | ast.With | ast.AsyncWith):
-                for child in ast.iter_child_nodes(stmt):
+                for child in child_nodes(stmt):
                     if isinstance(child, ast.withitem):
                         self.expr(child.context_expr, branches, varying)
                     elif isinstance(child, ast.ExceptHandler):
@@ -94,15 +97,20 @@ class _Collector:
             return
         if isinstance(node, ast.Call) and self.scope.is_direct(node):
             self.steps.append(_Step(node, branches, varying))
-        for child in ast.iter_child_nodes(node):
+        for child in child_nodes(node):
             if not isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
                 self.expr(child, branches, varying)
 
 
-def _collect(scope: StepScope) -> list[_Step]:
-    collector = _Collector(scope)
-    collector.block(scope.func.body, (), None)
-    return collector.steps
+def _collect(project: Project, scope: StepScope) -> list[_Step]:
+    """The direct steps of a function (computed once: LF101 and LF102 both need them)."""
+
+    def collect() -> list[_Step]:
+        collector = _Collector(scope)
+        collector.block(scope.func.body, (), None)
+        return collector.steps
+
+    return shared(project, "steps", scope, collect)
 
 
 def _varies(name: ast.expr, varying: frozenset[str]) -> bool:
@@ -122,7 +130,7 @@ def _varies(name: ast.expr, varying: frozenset[str]) -> bool:
 def constant_step_name_in_loop(project: Project) -> Iterator[Finding]:
     """Steps in a loop need a name that changes per iteration (e.g. the item id)."""
     for module, scope in functions_with_steps(project):
-        for step in _collect(scope):
+        for step in _collect(project, scope):
             name = step_name(step.call)
             if step.varying is None or name is None or _varies(name, step.varying):
                 continue
@@ -180,7 +188,7 @@ def duplicate_step_name(project: Project) -> Iterator[Finding]:
     """Two steps that can both run in one run must not share a name."""
     for route in project.routes:
         seen: list[tuple[str, _Step]] = []
-        for step in _collect(scope_for(project, route)):
+        for step in _collect(project, scope_for(project, route)):
             name = step_name(step.call)
             key = None if name is None or step.varying else _static_key(name, route.module)
             if key is None:
@@ -209,7 +217,8 @@ def nested_step(project: Project) -> Iterator[Finding]:
     """`context.run` inside a step body: the SDK has no nested steps; keep them flat."""
     for module, scope in functions_with_steps(project):
         for outer, body in scope.step_bodies():
-            for node in ast.walk(body):
+            calls = walk(body) if isinstance(body, ast.Lambda) else module.calls_within(body)
+            for node in calls:
                 if isinstance(node, ast.Call) and scope.is_direct(node):
                     yield Finding(
                         module.display,

@@ -22,11 +22,12 @@ from typing import Any, TypeVar, cast
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
+from httpx_aiohttp import HttpxAiohttpClient
 from pydantic import BaseModel, ValidationError
 from qstash import AsyncQStash, Receiver
 from qstash.asyncio.http import AsyncHttpClient
 from qstash.errors import QStashError, SignatureError
-from qstash.http import HttpMethod
+from qstash.http import DEFAULT_TIMEOUT, HttpMethod
 from upstash_workflow import AsyncWorkflowContext
 from upstash_workflow.asyncio.serve import authorization as _sdk_authorization
 from upstash_workflow.error import WorkflowAbort
@@ -215,11 +216,23 @@ class RunAlreadyEnded(Exception):
 
 
 class _FlowControlledHttp(AsyncHttpClient):
-    """Adds the route's flow-control headers to every step message the SDK publishes."""
+    """The HTTP client of one workflow route's QStash calls.
+
+    Adds the route's flow-control headers to every step message the SDK publishes. Every
+    delivery publishes its next step or ends its run through it, so it runs on aiohttp
+    (httpx-aiohttp keeps the httpx API qstash-py uses; proxies, TLS, timeouts and errors
+    stay httpx's): httpx's own transport costs about three times the CPU per call here
+    (BENCHMARKS.md). Close it with `aclose` when the app stops.
+    """
 
     def __init__(self, token: str, base_url: str | None, flow_control: FlowControl) -> None:
         super().__init__(token, None, base_url)
+        self._client = HttpxAiohttpClient(timeout=DEFAULT_TIMEOUT)
         self._flow_control = flow_control
+
+    async def aclose(self) -> None:
+        """Close the connections (an aiohttp session must be closed in its event loop)."""
+        await self._client.aclose()
 
     def _controlled(self, message: dict[str, Any]) -> dict[str, Any]:
         headers = dict(message.get("headers") or {})
@@ -269,11 +282,16 @@ class _FlowControlledHttp(AsyncHttpClient):
             raise
 
 
-def flow_controlled_client(flow_control: FlowControl) -> AsyncQStash:
-    """The QStash client of one workflow route: its step messages carry `flow_control`."""
+def flow_controlled_client(router: APIRouter, flow_control: FlowControl) -> AsyncQStash:
+    """The QStash client of one workflow route: its step messages carry `flow_control`.
+
+    The app closes it on shutdown (`router`'s shutdown handlers pass to the app).
+    """
     token, base_url = _qstash_settings()
+    http = _FlowControlledHttp(token, base_url, flow_control)
+    router.on_shutdown.append(http.aclose)
     client = AsyncQStash(token, base_url=base_url)
-    client.http = _FlowControlledHttp(token, base_url, flow_control)
+    client.http = http
     return client
 
 
@@ -504,20 +522,40 @@ def _ended_runs_end_cleanly(
     return guarded
 
 
+# The SDK's failure function: (context, status, message, headers), awaited by QStash's
+# failure callback once a run has exhausted its retries.
+FailureFunction = Callable[[AsyncWorkflowContext[P], int, str, dict[str, str]], Awaitable[None]]
+
+
+def _logged_failure(log: WorkflowLog, then: FailureFunction[P] | None) -> FailureFunction[P]:
+    """A failure function that logs `[workflow:layer:error] Run failed`, then calls `then`."""
+
+    async def failure(
+        context: AsyncWorkflowContext[P], status: int, message: str, headers: dict[str, str]
+    ) -> None:
+        log.error("Run failed", runId=context.workflow_run_id, status=status, message=message)
+        if then is not None:
+            await then(context, status, message, headers)
+
+    return failure
+
+
 def serve_workflow(
     router: APIRouter,
     path: str,
     route: Callable[[AsyncWorkflowContext[P]], Awaitable[None]],
     *,
     parser: Callable[[str], P],
-    failure: Callable[[AsyncWorkflowContext[P], int, str, dict[str, str]], Awaitable[None]],
+    log: WorkflowLog,
     flow_control: FlowControl,
     retries: int,
+    on_failure: FailureFunction[P] | None = None,
 ) -> None:
     """Mount `route` as an Upstash Workflow endpoint (POST `path`) on `router`.
 
     With a signing key set, requests without a valid QStash signature are refused first;
-    plain QStash messages (schedules) start a run like the triggers do.
+    plain QStash messages (schedules) start a run like the triggers do. A run that has
+    exhausted its retries is logged as failed with `log`, then given to `on_failure`.
     """
     route = _ended_runs_end_cleanly(route)
     routes = _WorkflowRoutes(
@@ -526,8 +564,8 @@ def serve_workflow(
     # Serve only calls `add_api_route`.
     Serve(cast(FastAPI, routes)).post(
         path,
-        qstash_client=flow_controlled_client(flow_control),
+        qstash_client=flow_controlled_client(router, flow_control),
         initial_payload_parser=parser,
         retries=retries,
-        failure_function=failure,
+        failure_function=_logged_failure(log, on_failure),
     )(route)

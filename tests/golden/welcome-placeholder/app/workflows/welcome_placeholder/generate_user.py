@@ -78,8 +78,7 @@ async def on_failure(
     message: str,
     _headers: dict[str, str],
 ) -> None:
-    """Called by QStash once a delivery has exhausted its retries: log and record it."""
-    log.error("Run failed", runId=context.workflow_run_id, status=status, message=message)
+    """Called once a run has exhausted its retries (and been logged): record the failure."""
     request = context.request_payload
     if not isinstance(request, _runtime.InvalidPayload):
         await logic.record_failure(request.user_id, f"{status}: {message}")
@@ -92,7 +91,8 @@ def register(router: APIRouter) -> None:
         WORKFLOW_PATHS.generate_user,
         generate_user,
         parser=_runtime.payload_parser(GenerateUserPayload),
-        failure=on_failure,
+        log=log,
         flow_control=flow_control.execute(),
         retries=RETRIES,
+        on_failure=on_failure,
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,17 +49,46 @@ def database_path() -> Path:
     return Path(os.environ.get(DB_PATH_ENV, "").strip() or DEFAULT_DB_PATH)
 
 
+# One connection for every call: a new connection, the schema script and a full sync on
+# each call cost milliseconds per item, with the event loop blocked. It follows
+# DB_PATH_ENV: a new path closes the old connection, so tests that repoint it per test
+# keep one file open, not one per test. The lock lets threads share it (tests call these
+# functions while the app serves in another thread) and keeps each call one transaction.
+_lock = threading.Lock()
+_open: tuple[Path, sqlite3.Connection] | None = None
+
+
+def _open_connection(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None: no implicit transactions, `_connect` begins and ends its own.
+    db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    # WAL: readers and the writer do not block each other. NORMAL: no sync per commit in
+    # WAL mode (a power cut may lose the last commits; an app crash loses nothing).
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(_SCHEMA)
+    return db
+
+
 @contextmanager
 def _connect() -> Iterator[sqlite3.Connection]:
+    """The store in one transaction: committed at the end, rolled back on an error.
+
+    Never `await` inside it: another call on the same event loop would then wait for the
+    lock with the loop blocked, forever.
+    """
+    global _open
     path = database_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(path, timeout=30)
-    try:
-        connection.executescript(_SCHEMA)
-        with connection:
-            yield connection
-    finally:
-        connection.close()
+    with _lock:
+        if _open is not None and _open[0] != path:
+            _open[1].close()
+            _open = None
+        if _open is None:
+            _open = (path, _open_connection(path))
+        db = _open[1]
+        with db:  # COMMIT, or ROLLBACK when the block raises
+            db.execute("BEGIN")
+            yield db
 
 
 def _now() -> str:

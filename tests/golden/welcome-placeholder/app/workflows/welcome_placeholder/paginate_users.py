@@ -136,16 +136,6 @@ async def paginate_users(context: AsyncWorkflowContext[Payload]) -> None:
     await context.run(f"{WORKFLOW_NAME}:next-page", _next_page)
 
 
-async def on_failure(
-    context: AsyncWorkflowContext[Payload],
-    status: int,
-    message: str,
-    _headers: dict[str, str],
-) -> None:
-    """Called by QStash once a delivery has exhausted its retries."""
-    log.error("Run failed", runId=context.workflow_run_id, status=status, message=message)
-
-
 def register(router: APIRouter) -> None:
     """Mount the Layer-2 workflow route."""
     _runtime.serve_workflow(
@@ -153,7 +143,7 @@ def register(router: APIRouter) -> None:
         WORKFLOW_PATHS.paginate_users,
         paginate_users,
         parser=_runtime.payload_parser(PaginateUsersPayload),
-        failure=on_failure,
+        log=log,
         flow_control=flow_control.paginate(),
         retries=RETRIES,
     )

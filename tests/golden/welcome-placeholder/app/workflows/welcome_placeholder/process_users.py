@@ -68,16 +68,6 @@ async def process_users(context: AsyncWorkflowContext[Payload]) -> None:
     await context.run(f"{WORKFLOW_NAME}:trigger-paginate", _trigger_paginate)
 
 
-async def on_failure(
-    context: AsyncWorkflowContext[Payload],
-    status: int,
-    message: str,
-    _headers: dict[str, str],
-) -> None:
-    """Called by QStash once a delivery has exhausted its retries."""
-    log.error("Run failed", runId=context.workflow_run_id, status=status, message=message)
-
-
 async def dry_run(force: bool = False) -> DryRunResult:
     """Dry-run statistics: the counts the `count-and-filter` step computes; starts nothing."""
     return await WelcomePlaceholderWorkflow.dry_run(force=force)
@@ -90,7 +80,7 @@ def register(router: APIRouter) -> None:
         WORKFLOW_PATHS.process_users,
         process_users,
         parser=_runtime.payload_parser(ProcessUsersPayload),
-        failure=on_failure,
+        log=log,
         flow_control=flow_control.process(),
         retries=RETRIES,
     )
