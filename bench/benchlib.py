@@ -88,7 +88,8 @@ def machine() -> dict[str, Any]:
         if line.startswith("MemTotal:"):
             memory_kib = int(line.split()[1])
     versions = {}
-    for package in ("lobeflow", "copier", "uvicorn", "fastapi", "upstash-workflow", "qstash"):
+    packages = ("lobeflow", "copier", "typer", "uvicorn", "uvloop", "httptools", "fastapi")
+    for package in (*packages, "httpx", "aiohttp", "httpx-aiohttp", "upstash-workflow", "qstash"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
