@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lobeflow._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from lobeflow.check.model import RULES, Finding, Rule
@@ -21,11 +22,4 @@ _LAZY = {
     "run_check": "lobeflow.check.runner",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(globals(), _LAZY)

@@ -6,9 +6,9 @@ to QStash (the local engine or Upstash).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from lobeflow._lazy import lazy_attributes
 from lobeflow.run.model import ItemError, Progress, RunError, RunLog, Statistics, Summary
 
 if TYPE_CHECKING:
@@ -51,11 +51,4 @@ _LAZY = {
     "show_run": "lobeflow.run.runner",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(globals(), _LAZY)
