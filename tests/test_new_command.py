@@ -123,6 +123,10 @@ BAD_INPUTS: list[tuple[list[str], str]] = [
     (["new", "order", "--logic", "mylogic.broken:enrich"], "syntax error"),
     (["new", "--defaults"], "Missing ENTITY"),
     (["new", "order", "--page-size", "many"], "page-size"),
+    (
+        ["new", "KnowledgeBaseDocumentChunk", "--workflow", "regenerate-every-chunk-embedding"],
+        "names are too long",
+    ),
 ]
 
 

@@ -28,6 +28,8 @@ from lobeflow.render import render
 _LOGIC_REF = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 _FLOW_KEY = re.compile(r"^[A-Za-z0-9\-_.]+$")
 _LAYERS = ("process", "paginate", "execute")
+# `line-length` of the generated project's ruff configuration (template/pyproject.toml).
+MAX_LINE_LENGTH = 100
 
 
 class Fate(StrEnum):
@@ -254,6 +256,7 @@ def add_workflow(
 
     result = ScaffoldResult(destination, names, data)
     with render(data, answers_file, source=template) as rendering:
+        check_line_lengths(rendering.root)
         write_baseline(rendering)
         for rel in sorted(_files_under(rendering.root)):
             fate = _fate(
@@ -273,6 +276,26 @@ def add_workflow(
             write_files(destination, {rel: (rendering.root / rel).read_bytes() for rel in to_write})
             result.written = True
     return result
+
+
+def check_line_lengths(root: Path) -> None:
+    """Refuse names so long that generated code would break the project's line limit.
+
+    Long names meet in a few lines (`<Workflow>Workflow.trigger_<verb>_<entities>(`), which
+    ruff can neither wrap nor accept, so the generated project would fail its own checks.
+
+    Raises:
+        InvalidAnswerError: naming the first line over `MAX_LINE_LENGTH`.
+    """
+    for path in sorted(root.rglob("*.py")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if len(line) > MAX_LINE_LENGTH:
+                raise InvalidAnswerError(
+                    f"The names are too long for the generated code: line {number} of "
+                    f"{path.relative_to(root)} would be {len(line)} characters (the project's "
+                    f"ruff limit is {MAX_LINE_LENGTH}):\n  {line.strip()}\nShorten the "
+                    "workflow name (--workflow), the entity or its plural, or the verb."
+                )
 
 
 def _check_destination(destination: Path) -> None:
