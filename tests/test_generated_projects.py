@@ -75,8 +75,17 @@ def test_plain_copier_copy_renders_the_same_project(tmp_path: Path) -> None:
 
 SCENARIOS: dict[str, list[list[str]]] = {
     "reference": [REFERENCE],
-    "compound-irregular-two-workflows": [
-        ["KnowledgeBase", "--verb", "sync", "--page-size", "10", "--chunk-size", "4"],
+    # Long compound names: the generated lines still fit ruff's 100 columns.
+    "compound-long-irregular-two-workflows": [
+        [
+            "KnowledgeBaseDocumentChunk",
+            "--verb",
+            "regenerate",
+            "--page-size",
+            "10",
+            "--chunk-size",
+            "4",
+        ],
         ["person", "--execute-parallelism", "3", "--execute-rate", "0"],
     ],
 }

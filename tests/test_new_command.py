@@ -124,7 +124,7 @@ BAD_INPUTS: list[tuple[list[str], str]] = [
     (["new", "--defaults"], "Missing ENTITY"),
     (["new", "order", "--page-size", "many"], "page-size"),
     (
-        ["new", "KnowledgeBaseDocumentChunk", "--workflow", "regenerate-every-chunk-embedding"],
+        ["new", "KnowledgeBaseDocumentChunkEmbeddingVector", "--workflow", "nightly-vectors"],
         "names are too long",
     ),
 ]

@@ -294,7 +294,8 @@ def check_line_lengths(root: Path) -> None:
                     f"The names are too long for the generated code: line {number} of "
                     f"{path.relative_to(root)} would be {len(line)} characters (the project's "
                     f"ruff limit is {MAX_LINE_LENGTH}):\n  {line.strip()}\nShorten the "
-                    "workflow name (--workflow), the entity or its plural, or the verb."
+                    "workflow name (--workflow), the entity or its plural, the verb or "
+                    "the project name."
                 )
 
 

@@ -1,1 +1,4 @@
-"""shop: a FastAPI app running durable Upstash Workflow pipelines."""
+"""FastAPI app running durable Upstash Workflow pipelines.
+
+Project: shop.
+"""

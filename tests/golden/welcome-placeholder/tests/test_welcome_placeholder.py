@@ -40,7 +40,7 @@ IDS = "userIds"
 @pytest.fixture(autouse=True)
 def _store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A fresh SQLite store per test, and no rate limits so runs finish in seconds."""
-    monkeypatch.setenv("WELCOME_PLACEHOLDER_DB_PATH", str(tmp_path / "store.sqlite3"))
+    monkeypatch.setenv(logic.DB_PATH_ENV, str(tmp_path / "store.sqlite3"))
     for layer in ("PROCESS", "PAGINATE", "EXECUTE"):
         monkeypatch.setenv(f"WELCOME_PLACEHOLDER_{layer}_RATE", "0")
 
@@ -117,7 +117,8 @@ def test_second_pass_processes_nothing_and_force_processes_again(
     started = len(qstash_engine.runs(url_prefix=layer3))
 
     second = run(Workflow.trigger_process_users())
-    # Duplicate triggers of done users reuse their run ids: nothing starts twice.
+    # Duplicate triggers of done users reuse their run ids:
+    # nothing starts twice.
     run(Workflow.trigger_generate_user({ID: ids[0]}))
     run(
         Workflow.trigger_generate_users(

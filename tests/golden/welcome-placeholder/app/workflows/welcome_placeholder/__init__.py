@@ -1,7 +1,8 @@
 """The welcome-placeholder workflow, in three layers.
 
 - Layer 1 `process-users`: statistics and dry run; starts Layer 2.
-- Layer 2 `paginate-users`: pages, fans big pages out in chunks, starts Layer 3.
+- Layer 2 `paginate-users`: pages, fans big pages out in chunks,
+  starts Layer 3.
 - Layer 3 `generate-user`: the work for ONE item per run.
 """
 

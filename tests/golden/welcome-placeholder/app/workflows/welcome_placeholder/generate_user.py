@@ -34,7 +34,10 @@ async def generate_user(context: AsyncWorkflowContext[Payload]) -> None:
 
     async def _get() -> dict[str, Any] | None:
         # 👉 A duplicate run for a done item (e.g. after the dedup window) ends here.
-        if not force and not await logic.filter_needing_processing([user_id]):
+        done = not force and not await logic.filter_needing_processing(
+            [user_id],
+        )
+        if done:
             log.info(
                 "Already processed; skipping",
                 userId=user_id,
@@ -56,7 +59,11 @@ async def generate_user(context: AsyncWorkflowContext[Payload]) -> None:
         return
 
     async def _generate() -> dict[str, Any]:
-        log.info("Starting", userId=user_id, runId=run_id)
+        log.info(
+            "Starting",
+            userId=user_id,
+            runId=run_id,
+        )
         return await logic.process(item)
 
     result: dict[str, Any] = await context.run(

@@ -98,8 +98,8 @@ def _now() -> str:
 async def seed_items(count: int) -> list[str]:
     """Insert `count` example users and return their ids.
 
-    Ids are unique across stores (`user-<batch>-000001`...), as real ids are:
-    Layer-3 run ids derive from them.
+    Ids are unique across stores, as real ids are (Layer-3 run ids derive from them):
+    `user-<batch>-000001`...
     """
     batch = uuid.uuid4().hex[:8]
     ids = [f"user-{batch}-{number:06d}" for number in range(1, count + 1)]

@@ -1,7 +1,8 @@
-"""Layer 2, `paginate-users`: pages, fan-out of big pages, Layer-3 triggers.
+"""Layer 2, `paginate-users`: pages, fan-out, Layer-3 triggers.
 
-A run either handles one fan-out chunk (`userIds`) or one page (`cursor`). A page
-run filters its ids, fans out when they exceed CHUNK_SIZE, and starts the next page.
+A run handles either one fan-out chunk (`userIds`)
+or one page (`cursor`). A page run filters its ids, fans out when they exceed CHUNK_SIZE,
+and starts the next page.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from .payloads import Page, PaginateUsersPayload
 from .workflow import WORKFLOW_PATHS, WelcomePlaceholderWorkflow
 
 log = _runtime.WorkflowLog(WORKFLOW_NAME, "paginate")
+# Short name: the trigger and filter methods carry the entity's name already.
+Workflow = WelcomePlaceholderWorkflow
 
 Payload = PaginateUsersPayload | _runtime.InvalidPayload
 
@@ -36,7 +39,7 @@ async def _trigger_generate(
     """ONE step that starts the Layer-3 runs of these ids with one batch request."""
 
     async def _trigger() -> dict[str, int]:
-        run_ids = await WelcomePlaceholderWorkflow.trigger_generate_users(
+        run_ids = await Workflow.trigger_generate_users(
             user_ids,
             force=force,
             root_run_id=root_run_id,
@@ -50,7 +53,10 @@ async def _trigger_generate(
 
 
 async def paginate_users(context: AsyncWorkflowContext[Payload]) -> None:
-    """One fan-out chunk, or one page of users followed by the next page."""
+    """One fan-out chunk, or one page of users.
+
+    A page run starts the next page too.
+    """
     request = context.request_payload
     if isinstance(request, _runtime.InvalidPayload):
         await _runtime.reject_payload(context, log, request)
@@ -79,7 +85,7 @@ async def paginate_users(context: AsyncWorkflowContext[Payload]) -> None:
     async def _filter_existing() -> list[str]:
         if force:
             return page.ids
-        ids = await WelcomePlaceholderWorkflow.filter_users_needing_processing(
+        ids = await Workflow.filter_users_needing_processing(
             page.ids,
         )
         log.info("After filtering", needProcessing=len(ids), skipped=len(page.ids) - len(ids))
@@ -96,7 +102,7 @@ async def paginate_users(context: AsyncWorkflowContext[Payload]) -> None:
         chunks = _chunks(user_ids)
 
         async def _fan_out() -> dict[str, int]:
-            run_ids = await WelcomePlaceholderWorkflow.fan_out(
+            run_ids = await Workflow.fan_out(
                 chunks,
                 force=force,
                 root_run_id=root_run_id,
@@ -125,7 +131,7 @@ async def paginate_users(context: AsyncWorkflowContext[Payload]) -> None:
         return
 
     async def _next_page() -> dict[str, str]:
-        run_id = await WelcomePlaceholderWorkflow.trigger_page(
+        run_id = await Workflow.trigger_page(
             next_cursor,
             force=force,
             root_run_id=root_run_id,

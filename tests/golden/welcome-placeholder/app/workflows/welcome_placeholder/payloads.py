@@ -9,11 +9,17 @@ from pydantic.alias_generators import to_camel
 
 from . import CHUNK_SIZE
 
-UserId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+UserId = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1),
+]
 
 
 class WireModel(BaseModel):
-    """camelCase on the wire (`dryRun`, `userIds`); unknown fields are errors."""
+    """camelCase on the wire (`dryRun`, `userIds`).
+
+    Unknown fields are errors.
+    """
 
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True

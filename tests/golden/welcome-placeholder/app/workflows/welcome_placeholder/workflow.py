@@ -1,8 +1,8 @@
-"""WelcomePlaceholderWorkflow: route paths and typed triggers of the three layers.
+"""Route paths and typed triggers of the three layers.
 
-The business logic lives in `logic.py`; this class only starts runs. Triggers validate
-their payloads first, so a bad payload raises `pydantic.ValidationError` for the caller
-instead of becoming a delivery QStash retries.
+`WelcomePlaceholderWorkflow` only starts runs; the business logic lives in
+`logic.py`. Triggers validate their payloads first, so a bad payload raises
+`pydantic.ValidationError` for the caller instead of becoming a delivery QStash retries.
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ class WorkflowPaths:
 
 
 WORKFLOW_PATHS: Final = WorkflowPaths(
-    process_users=f"{ROUTE_PREFIX}/process-users",
-    paginate_users=f"{ROUTE_PREFIX}/paginate-users",
-    generate_user=f"{ROUTE_PREFIX}/generate-user",
-    stats=f"{ROUTE_PREFIX}/stats",
+    f"{ROUTE_PREFIX}/process-users",
+    f"{ROUTE_PREFIX}/paginate-users",
+    f"{ROUTE_PREFIX}/generate-user",
+    f"{ROUTE_PREFIX}/stats",
 )
 
 
