@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     command = "python bench/run_all.py" + (" --smoke" if args.smoke else "")
     started = datetime.now(UTC)
     load_before = load_average()
+    # Before the scripts write their results, which would make the checkout look modified.
+    machine_info = machine()
     results = {name: run_script(name, out, args.smoke) for name in args.only or SCRIPTS}
     suite: dict[str, Any] = {
         "command": command,
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "duration_s": round((datetime.now(UTC) - started).total_seconds()),
         "load_before": load_before,
         "load_after": load_average(),
-        "machine": machine(),
+        "machine": machine_info,
         "targets": TARGETS,
         "results": results,
     }
