@@ -221,8 +221,8 @@ class _FlowControlledHttp(AsyncHttpClient):
     Adds the route's flow-control headers to every step message the SDK publishes. Every
     delivery publishes its next step or ends its run through it, so it runs on aiohttp
     (httpx-aiohttp keeps the httpx API qstash-py uses; proxies, TLS, timeouts and errors
-    stay httpx's): httpx's own transport costs about three times the CPU per call here
-    (BENCHMARKS.md). Close it with `aclose` when the app stops.
+    stay httpx's): httpx's own transport costs about three times the CPU per call
+    (lobeflow's benchmarks). Close it with `aclose` when the app stops.
     """
 
     def __init__(self, token: str, base_url: str | None, flow_control: FlowControl) -> None:
