@@ -1,6 +1,6 @@
 """Run every benchmark in one go and write BENCHMARKS.md and bench/results/benchmarks.json.
 
-    .venv/bin/python bench/run_all.py            # the full suite (about 10 minutes on 2 cores)
+    .venv/bin/python bench/run_all.py            # the full suite (about 5 minutes on 2 cores)
     .venv/bin/python bench/run_all.py --smoke --out /tmp/bench   # tiny sizes, seconds
 
 The scripts run one after the other, each in its own interpreter, so that one's memory or
