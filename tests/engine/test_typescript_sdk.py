@@ -26,6 +26,7 @@ SCENARIOS = (
     "cancel",
     "context_call",
     "failure_function",
+    "workflow_dlq",
     "non_workflow_trigger",
     "qstash_publish_dlq",
     "wait_notify",
@@ -213,6 +214,11 @@ def test_typescript_sdks_against_engine() -> None:
     assert failure["attempts"] == 2
     assert failure["failStatus"] == 500
     assert engine_run(failure["workflowRunId"]).state == "RUN_FAILED"
+
+    failed_a, resumed, failed_b, restarted = results["workflow_dlq"]["details"]["runIds"]
+    assert [engine_run(run_id).state for run_id in (failed_a, failed_b)] == ["RUN_FAILED"] * 2
+    assert engine_run(resumed).step_names == ["init", "flaky-first", "flaky-second"]
+    assert engine_run(restarted).step_names == ["init", "flaky-first", "flaky-second"]
 
     non_workflow = results["non_workflow_trigger"]["details"]
     assert engine_run(non_workflow["workflowRunId"]).state == "RUN_FAILED"

@@ -50,6 +50,8 @@ const headersSeen = new Map(); // run id -> a trigger header as the route saw it
 const failureCalls = new Map(); // run id -> what the failure function saw
 const stubHits = []; // requests received by the context.call stub
 const errorStepNames = new Map(); // run id -> `Upstash-Error-Step-Name` values the SDK answered with
+const flakyFailing = new Set(); // payload keys whose /wf/flaky run still fails its second step
+const flakyExecutions = new Map(); // `${key}:${stepName}` -> executions, across runs
 
 const statsFor = (path) => {
   if (!routeStats.has(path)) {
@@ -82,7 +84,7 @@ const PARALLEL_SLEEP_S = 30;
 const CANCEL_SLEEP = "1d";
 const FAILURE_MARKER = "ts-sdk-boom";
 // Routes whose error answers are part of the scenario; any other one means the SDK choked on a delivery.
-const EXPECTED_ERROR_ROUTES = new Set(["/wf/failing"]);
+const EXPECTED_ERROR_ROUTES = new Set(["/wf/failing", "/wf/flaky"]);
 const PLAIN_STUB_BODY = "a plain endpoint, not a workflow";
 const NON_WORKFLOW_ERROR =
   "detected a non-workflow destination for trigger/invoke. make sure you are sending the request to the correct endpoint";
@@ -211,6 +213,31 @@ const workflows = {
           url: context.url,
         });
         return "failure handled";
+      },
+    },
+  ),
+
+  // Fails its second step while its payload key is in `flakyFailing` (for the DLQ scenario).
+  "/wf/flaky": serve(
+    async (context) => {
+      const { key } = context.requestPayload;
+      const count = (step) => flakyExecutions.set(`${key}:${step}`, (flakyExecutions.get(`${key}:${step}`) ?? 0) + 1);
+      const one = await context.run("flaky-first", () => {
+        count("flaky-first");
+        return 1;
+      });
+      const two = await context.run("flaky-second", () => {
+        count("flaky-second");
+        if (flakyFailing.has(key)) throw new Error(`${FAILURE_MARKER}: not yet`);
+        return one + 1;
+      });
+      return { key, two };
+    },
+    {
+      receiver,
+      failureFunction: async ({ context }) => {
+        failureCalls.set(context.workflowRunId, { payload: context.requestPayload });
+        return "flaky failure handled";
       },
     },
   ),
@@ -685,6 +712,51 @@ const scenarios = {
       failureFunctionState: run.failureFunction?.state ?? null,
       dlqId: run.dlqId ?? run.failureFunction?.dlqId ?? null,
       run: summarizeRun(run),
+    };
+  },
+
+  // A failed run in the workflow DLQ: resumed (succeeded steps replayed) and restarted.
+  async workflow_dlq({ baseUrl }, checks) {
+    const url = `${baseUrl}/wf/flaky`;
+    const failRun = async (key) => {
+      flakyFailing.add(key);
+      const { workflowRunId } = await workflowClient.trigger({ url, body: { key }, retries: 0 });
+      await waitFor(`the failure function of ${workflowRunId}`, async () => ({
+        done: failureCalls.has(workflowRunId),
+        value: [...failureCalls.keys()],
+      }));
+      const { messages } = await workflowClient.dlq.list({ filter: { workflowRunId } });
+      checks.equal(`one DLQ entry for ${key}`, messages?.length, 1);
+      flakyFailing.delete(key);
+      return { workflowRunId, dlqId: messages?.[0]?.dlqId };
+    };
+    const ran = (key, step) => flakyExecutions.get(`${key}:${step}`) ?? 0;
+
+    const resumeKey = `resume-${randomUUID()}`;
+    const failedA = await failRun(resumeKey);
+    const resumed = await workflowClient.dlq.resume({ dlqId: failedA.dlqId, retries: 0 });
+    checks.that("resume gives a new run id", resumed?.workflowRunId && resumed.workflowRunId !== failedA.workflowRunId, resumed);
+    checks.that("resume gives workflowCreatedAt", typeof resumed?.workflowCreatedAt === "number", resumed);
+    const resumedRun = await waitForFinalState(resumed.workflowRunId);
+    checks.equal("resumed run state", resumedRun.workflowState, "RUN_SUCCESS");
+    checks.equal("resumed run result", parseMaybeJson(resumedRun.workflowRunResponse), { key: resumeKey, two: 2 });
+    checks.equal("resume does not execute the succeeded step again", ran(resumeKey, "flaky-first"), 1);
+    checks.equal("resume executes the failed step again", ran(resumeKey, "flaky-second"), 2);
+
+    const restartKey = `restart-${randomUUID()}`;
+    const failedB = await failRun(restartKey);
+    const restarted = await workflowClient.dlq.restart({ dlqId: [failedB.dlqId] });
+    checks.equal("restart with an id array gives an array", Array.isArray(restarted) && restarted.length, 1);
+    const restartedRun = await waitForFinalState(restarted[0].workflowRunId);
+    checks.equal("restarted run state", restartedRun.workflowState, "RUN_SUCCESS");
+    checks.equal("restart executes every step again", ran(restartKey, "flaky-first"), 2);
+
+    const left = await workflowClient.dlq.list({ filter: { workflowRunId: failedB.workflowRunId } });
+    checks.equal("restarted entry left the DLQ", left.messages ?? [], []);
+    return {
+      runIds: [failedA.workflowRunId, resumed.workflowRunId, failedB.workflowRunId, restarted[0].workflowRunId],
+      resumed: summarizeRun(resumedRun),
+      restarted: summarizeRun(restartedRun),
     };
   },
 

@@ -22,6 +22,7 @@ from lobeflow.engine import (
     api_schedules,
     api_trigger,
     api_waiters,
+    api_workflow_dlq,
     api_workflows,
     errors,
 )
@@ -93,6 +94,7 @@ def build_app(engine: Engine) -> ASGIApp:
     app = Starlette(
         routes=[
             *api_messages.ROUTES,
+            *api_workflow_dlq.ROUTES,
             *api_workflows.ROUTES,
             *api_dlq.ROUTES,
             *api_flow_control.ROUTES,

@@ -11,7 +11,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -72,6 +72,23 @@ T = TypeVar("T")
 
 _SDK_VERSION_HEADER = "upstash-workflow-sdk-version"
 QUEUE_KIND = "queue"
+# The publish headers (and retry count) of a dead-lettered workflow message, kept apart from
+# the DLQ entry (which the API returns as is) so the run can be restarted or resumed.
+WORKFLOW_DLQ_KIND = "workflow_dlq"
+NO_FAILURE_CALLBACK = "dlq message {id} has no failure callback"
+
+# Publish headers of the failed message that must not carry over to a restarted/resumed run.
+_RERUN_DROPPED = frozenset(
+    {
+        "upstash-workflow-runid",
+        "upstash-workflow-init",
+        "upstash-workflow-calltype",
+        "upstash-delay",
+        "upstash-not-before",
+        "upstash-deduplication-id",
+        "upstash-content-based-deduplication",
+    }
+)
 
 
 def new_id(prefix: str) -> str:
@@ -155,6 +172,8 @@ class Engine:
         self.messages: dict[str, Message] = {}
         self.runs_by_id: dict[str, Run] = {}
         self.dlq: dict[str, dict[str, Any]] = {}
+        # DLQ id -> `{"dlqId", "headers", "retried"}` of the failed workflow message.
+        self._dlq_sources: dict[str, dict[str, Any]] = {}
         self.events: deque[LogEvent] = deque(maxlen=config.max_log_events)
         self._dedup: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self.queues: dict[str, Queue] = {}
@@ -186,6 +205,8 @@ class Engine:
                 self._active_runs += 1
         for dead in state.dlq:
             self.dlq[dead["dlqId"]] = dead
+        for source in state.objects.get(WORKFLOW_DLQ_KIND, []):
+            self._dlq_sources[source["dlqId"]] = source
         self.scheduler.start()
         for record in state.objects.get(QUEUE_KIND, []):
             self._apply_queue(Queue(**record))
@@ -407,6 +428,7 @@ class Engine:
         *,
         queue: str | None = None,
         internal: bool = False,
+        history_prefix: Sequence[HistoryEntry] = (),
     ) -> tuple[str, bool]:
         """Accept one message (durable at the next `store.commit()`).
 
@@ -416,6 +438,8 @@ class Engine:
             body: The raw body.
             queue: Queue name for `/v2/enqueue` and batch items.
             internal: The engine itself publishes it (callbacks); skips run-state checks.
+            history_prefix: For a run start: steps the new run inherits before this message's
+                own entry (resuming a dead-lettered run).
 
         Returns:
             `(message_id, deduplicated)`.
@@ -479,7 +503,7 @@ class Engine:
             assert run_id is not None
             if run_id in self.runs_by_id:
                 self.store.reset_run(run_id)
-            run = self._create_run(run_id, message, lower)
+            run = self._create_run(run_id, message, lower, history_prefix)
         if run is not None and call_type in (STEP, TO_CALLBACK, FROM_CALLBACK):
             if not is_start:
                 self._append_entry(run, message.id, body, call_type)
@@ -649,7 +673,13 @@ class Engine:
             queue=queue,
         )
 
-    def _create_run(self, run_id: str, message: Message, lower: dict[str, str]) -> Run:
+    def _create_run(
+        self,
+        run_id: str,
+        message: Message,
+        lower: dict[str, str],
+        history_prefix: Sequence[HistoryEntry] = (),
+    ) -> Run:
         features = _features(lower)
         run = Run(
             id=run_id,
@@ -670,6 +700,13 @@ class Engine:
         )
         self.runs_by_id[run_id] = run
         self._active_runs += 1
+        for inherited in history_prefix:
+            run.history.append(inherited)
+            self.store.add_entry(run.id, len(run.history) - 1, inherited)
+            if len(run.history) > 1 and inherited.call_type == STEP:
+                key = step_identity(base64.b64decode(inherited.body))
+                if key is not None:
+                    run.step_ids[key] = inherited.message_id
         self._append_entry(run, message.id, message.body, STEP)
         self.store.put_run(run)
         return run
@@ -930,6 +967,9 @@ class Engine:
             entry["workflowRunId"] = run.id
             entry["workflowUrl"] = run.url
             entry["workflowCreatedAt"] = run.created_at
+            source = {"dlqId": dlq_id, "headers": dict(message.headers), "retried": message.retried}
+            self._dlq_sources[dlq_id] = source
+            self.store.put_object(WORKFLOW_DLQ_KIND, dlq_id, source)
         self.dlq[dlq_id] = entry
         self._dlq_total += 1
         self.store.put_dlq(dlq_id, entry)
@@ -1065,6 +1105,8 @@ class Engine:
         """Drop a dead-letter entry."""
         if self.dlq.pop(dlq_id, None) is not None:
             self.store.delete_dlq(dlq_id)
+        if self._dlq_sources.pop(dlq_id, None) is not None:
+            self.store.delete_object(WORKFLOW_DLQ_KIND, dlq_id)
 
     def retry_dlq(self, dlq_id: str) -> str:
         """Publish a dead-lettered message again (same URL, headers, body); drop the entry.
@@ -1094,6 +1136,146 @@ class Engine:
         )
         self.delete_dlq(dlq_id)
         return message_id
+
+    # --------------------------------------------------------------- workflow DLQ
+
+    def workflow_dlq_ids(self) -> list[str]:
+        """Ids of the DLQ entries that failed a workflow run (restartable), newest first."""
+        return [dlq_id for dlq_id in reversed(self.dlq) if self._failed_run(dlq_id) is not None]
+
+    def restart_workflow_dlq(self, dlq_id: str, overrides: Mapping[str, str]) -> Run:
+        """Start a dead-lettered run over with its initial payload, under a new run id.
+
+        Args:
+            dlq_id: The DLQ entry of the failed run; dropped once the new run is accepted.
+            overrides: `Upstash-Flow-Control-Key/-Value`, `Upstash-Retries` to use instead of
+                the failed run's.
+
+        Returns:
+            The new run.
+
+        Raises:
+            ApiError: 404 if `dlq_id` is not the DLQ entry of a failed workflow run.
+        """
+        run, entry, source = self._workflow_dlq(dlq_id)
+        run_id = new_id("wfr_")
+        headers = self._rerun_headers(source["headers"], run, run_id, overrides)
+        self.accept(entry["url"], headers, base64.b64decode(run.history[0].body), internal=True)
+        self.delete_dlq(dlq_id)
+        return self.runs_by_id[run_id]
+
+    def resume_workflow_dlq(self, dlq_id: str, overrides: Mapping[str, str]) -> Run:
+        """Continue a dead-lettered run from its failed delivery, under a new run id.
+
+        The new run inherits the history up to the last step delivered before the failure
+        (a failed context.call callback goes back to the step that made the call), and that
+        step is delivered again: the steps that succeeded are replayed, not executed.
+
+        Returns:
+            The new run.
+
+        Raises:
+            ApiError: 404 if `dlq_id` is not the DLQ entry of a failed workflow run.
+        """
+        run, entry, source = self._workflow_dlq(dlq_id)
+        index = self._history_index(run, entry["messageId"])
+        if index is None:
+            raise ApiError(404, errors.DLQ_NOT_FOUND.format(id=dlq_id))
+        while index > 0 and run.history[index].call_type != STEP:
+            index -= 1
+        run_id = new_id("wfr_")
+        headers = self._rerun_headers(source["headers"], run, run_id, overrides)
+        self.accept(
+            entry["url"],
+            headers,
+            base64.b64decode(run.history[index].body),
+            internal=True,
+            history_prefix=run.history[:index],
+        )
+        self.delete_dlq(dlq_id)
+        return self.runs_by_id[run_id]
+
+    def retry_workflow_failure_callback(self, dlq_id: str) -> Run:
+        """Publish the failure callback of a dead-lettered run again (the entry is kept).
+
+        Returns:
+            The failed run.
+
+        Raises:
+            ApiError: 404 if `dlq_id` is not the DLQ entry of a failed workflow run, 400 if
+                that run has no failure callback.
+        """
+        run, entry, source = self._workflow_dlq(dlq_id)
+        if not entry.get("failureCallback"):
+            raise ApiError(400, NO_FAILURE_CALLBACK.format(id=dlq_id))
+        message = Message(
+            id=entry["messageId"],
+            url=entry["url"],
+            method=entry["method"],
+            body=base64.b64decode(entry["bodyBase64"]),
+            headers=dict(source["headers"]),
+            created_at=entry["createdAt"],
+            due=entry["notBefore"] / 1000,
+            max_retries=entry["maxRetries"],
+            retried=source["retried"],
+            failure_callback=entry["failureCallback"],
+            run_id=run.id,
+            caller_ip=entry["callerIP"],
+        )
+        index = self._history_index(run, message.id)
+        body = message.body
+        if index is not None and run.history[index].call_type == STEP:
+            body = run.body_upto(index)
+        outcome = _Outcome(
+            entry["responseStatus"] or None,
+            [(name, value) for name, values in entry["responseHeader"].items() for value in values],
+            base64.b64decode(entry["responseBodyBase64"]),
+            None,
+        )
+        self._publish_failure_callback(message, run, body, outcome, dlq_id)
+        return run
+
+    def _failed_run(self, dlq_id: str) -> Run | None:
+        """The run that DLQ entry `dlq_id` failed, if it is one and its source is known."""
+        entry = self.dlq.get(dlq_id)
+        if entry is None or dlq_id not in self._dlq_sources:
+            return None
+        run = self.runs_by_id.get(entry.get("workflowRunId") or "")
+        if run is None or run.dlq_id != dlq_id or not run.history:
+            return None
+        return run
+
+    def _workflow_dlq(self, dlq_id: str) -> tuple[Run, dict[str, Any], dict[str, Any]]:
+        run = self._failed_run(dlq_id)
+        if run is None:
+            raise ApiError(404, errors.DLQ_NOT_FOUND.format(id=dlq_id))
+        return run, self.dlq[dlq_id], self._dlq_sources[dlq_id]
+
+    @staticmethod
+    def _history_index(run: Run, message_id: str) -> int | None:
+        return next(
+            (i for i, entry in enumerate(run.history) if entry.message_id == message_id), None
+        )
+
+    @staticmethod
+    def _rerun_headers(
+        source: Mapping[str, str], run: Run, run_id: str, overrides: Mapping[str, str]
+    ) -> dict[str, str]:
+        """Run-start publish headers for a new run made from a failed run's message."""
+        headers = {n: v for n, v in source.items() if n.lower() not in _RERUN_DROPPED}
+        headers = merge_missing(headers, run.config_headers)
+        headers = merge_missing(
+            headers, {"Upstash-Forward-" + n: v for n, v in run.initial_headers.items()}
+        )
+        replaced = {name.lower() for name in overrides}
+        headers = {n: v for n, v in headers.items() if n.lower() not in replaced}
+        headers.update(overrides)
+        for name in headers:
+            if name.lower() == "upstash-failure-callback-workflow-runid":
+                headers[name] = run_id
+        headers["Upstash-Workflow-RunId"] = run_id
+        headers["Upstash-Workflow-Init"] = "true"
+        return headers
 
     def cancel_runs(self, run_ids: list[str]) -> int:
         """Cancel the given active runs; returns how many were cancelled."""

@@ -1,0 +1,148 @@
+"""Workflow DLQ endpoints: restart, resume, re-run the failure callback, delete.
+
+A run that failed lands in the DLQ with the message whose delivery failed; these endpoints act
+on such entries (listing them is `GET /v2/dlq?source=workflow`, served by `api_dlq`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from lobeflow.engine import errors
+from lobeflow.engine.api_common import (
+    engine_of,
+    in_date_range,
+    int_param,
+    json_response,
+    query_list,
+)
+from lobeflow.engine.core import Engine
+from lobeflow.engine.errors import ApiError
+from lobeflow.engine.model import Run
+
+# Query parameter -> DLQ entry field, for selecting entries by filter instead of by id.
+_FILTERS = {
+    "url": "url",
+    "label": "label",
+    "workflowRunId": "workflowRunId",
+    "workflowUrl": "workflowUrl",
+    "workflowCreatedAt": "workflowCreatedAt",
+    "flowControlKey": "flowControlKey",
+    "responseStatus": "responseStatus",
+    "callerIp": "callerIP",
+}
+
+# Request headers that override the failed run's settings on restart/resume.
+_OVERRIDES = {
+    "upstash-flow-control-key": "Upstash-Flow-Control-Key",
+    "upstash-flow-control-value": "Upstash-Flow-Control-Value",
+    "upstash-retries": "Upstash-Retries",
+}
+
+
+def _matches(request: Request, entry: dict[str, Any]) -> bool:
+    for param, field in _FILTERS.items():
+        wanted = request.query_params.get(param)
+        if wanted and str(entry.get(field, "")) != wanted:
+            return False
+    return in_date_range(request, int(entry.get("createdAt", 0)))
+
+
+def _select(request: Request, domain: list[str], strict: bool) -> tuple[list[str], bool]:
+    """The DLQ ids a request targets, and whether more matching entries are left.
+
+    Ids come from the path, from `dlqIds`, or else from the filters (first `count` matches;
+    the processed entries leave the DLQ, so the next call simply starts over).
+
+    Raises:
+        ApiError: 404 when `strict` and an explicitly named id is not in `domain`.
+    """
+    if "dlq_id" in request.path_params:
+        ids = [request.path_params["dlq_id"]]
+    else:
+        ids = query_list(request, "dlqIds")
+    if ids:
+        known = set(domain)
+        missing = [dlq_id for dlq_id in ids if dlq_id not in known]
+        if missing and (strict or "dlq_id" in request.path_params):
+            raise ApiError(404, errors.DLQ_NOT_FOUND.format(id=missing[0]))
+        return [dlq_id for dlq_id in dict.fromkeys(ids) if dlq_id in known], False
+    engine = engine_of(request)
+    matching = [dlq_id for dlq_id in domain if _matches(request, engine.dlq[dlq_id])]
+    count = max(1, int_param(request, "count", 100))
+    return matching[:count], len(matching) > count
+
+
+def _overrides(request: Request) -> dict[str, str]:
+    return {
+        canonical: request.headers[name]
+        for name, canonical in _OVERRIDES.items()
+        if name in request.headers
+    }
+
+
+async def _rerun(
+    request: Request, action: Callable[[Engine, str, Mapping[str, str]], Run]
+) -> Response:
+    engine = engine_of(request)
+    ids, more = _select(request, engine.workflow_dlq_ids(), strict=True)
+    overrides = _overrides(request)
+    runs = []
+    for dlq_id in ids:
+        run = action(engine, dlq_id, overrides)
+        runs.append({"workflowRunId": run.id, "workflowCreatedAt": run.created_at})
+    await engine.store.commit()
+    answer: dict[str, Any] = {"workflowRuns": runs}
+    if more:
+        answer["cursor"] = "next"
+    return json_response(answer)
+
+
+async def restart(request: Request) -> Response:
+    """`POST /v2/workflows/dlq/restart[/{dlqId}]`: start the failed runs over, new run ids."""
+    return await _rerun(request, Engine.restart_workflow_dlq)
+
+
+async def resume(request: Request) -> Response:
+    """`POST /v2/workflows/dlq/resume[/{dlqId}]`: continue from the failed step, new run ids."""
+    return await _rerun(request, Engine.resume_workflow_dlq)
+
+
+async def callback(request: Request) -> Response:
+    """`POST /v2/workflows/dlq/callback/{dlqId}`: publish the failure callback again."""
+    engine = engine_of(request)
+    run = engine.retry_workflow_failure_callback(request.path_params["dlq_id"])
+    await engine.store.commit()
+    return json_response({"workflowRunId": run.id, "workflowCreatedAt": run.created_at})
+
+
+async def delete(request: Request) -> Response:
+    """`DELETE /v2/workflows/dlq[/{dlqId}]`: `{"deleted": N}` (unknown ids in a list skipped)."""
+    engine = engine_of(request)
+    domain = [
+        dlq_id for dlq_id, entry in reversed(engine.dlq.items()) if entry.get("workflowRunId")
+    ]
+    ids, more = _select(request, domain, strict=False)
+    for dlq_id in ids:
+        engine.delete_dlq(dlq_id)
+    await engine.store.commit()
+    answer: dict[str, Any] = {"deleted": len(ids)}
+    if more:
+        answer["cursor"] = "next"
+    return json_response(answer)
+
+
+ROUTES = [
+    Route("/v2/workflows/dlq/restart", restart, methods=["POST"]),
+    Route("/v2/workflows/dlq/restart/{dlq_id}", restart, methods=["POST"]),
+    Route("/v2/workflows/dlq/resume", resume, methods=["POST"]),
+    Route("/v2/workflows/dlq/resume/{dlq_id}", resume, methods=["POST"]),
+    Route("/v2/workflows/dlq/callback/{dlq_id}", callback, methods=["POST"]),
+    Route("/v2/workflows/dlq", delete, methods=["DELETE"]),
+    Route("/v2/workflows/dlq/{dlq_id}", delete, methods=["DELETE"]),
+]
