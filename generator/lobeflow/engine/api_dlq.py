@@ -34,7 +34,8 @@ _FILTERS = {
 }
 
 
-def _matches(request: Request, entry: dict[str, Any]) -> bool:
+def matches_filters(request: Request, entry: dict[str, Any]) -> bool:
+    """Whether a DLQ entry passes the request's list/delete filters (fields and dates)."""
     for param, field in _FILTERS.items():
         wanted = request.query_params.get(param)
         if wanted and str(entry.get(field, "")) != wanted:
@@ -46,7 +47,7 @@ def _selected(request: Request, ids: list[str]) -> list[dict[str, Any]]:
     engine = engine_of(request)
     if ids:
         return [engine.dlq[i] for i in ids if i in engine.dlq]
-    return [entry for entry in reversed(engine.dlq.values()) if _matches(request, entry)]
+    return [entry for entry in reversed(engine.dlq.values()) if matches_filters(request, entry)]
 
 
 async def list_dlq(request: Request) -> Response:

@@ -14,28 +14,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lobeflow.engine import errors
-from lobeflow.engine.api_common import (
-    engine_of,
-    in_date_range,
-    int_param,
-    json_response,
-    query_list,
-)
+from lobeflow.engine.api_common import engine_of, int_param, json_response, query_list
+from lobeflow.engine.api_dlq import matches_filters
 from lobeflow.engine.core import Engine
 from lobeflow.engine.errors import ApiError
 from lobeflow.engine.model import Run
-
-# Query parameter -> DLQ entry field, for selecting entries by filter instead of by id.
-_FILTERS = {
-    "url": "url",
-    "label": "label",
-    "workflowRunId": "workflowRunId",
-    "workflowUrl": "workflowUrl",
-    "workflowCreatedAt": "workflowCreatedAt",
-    "flowControlKey": "flowControlKey",
-    "responseStatus": "responseStatus",
-    "callerIp": "callerIP",
-}
 
 # Request headers that override the failed run's settings on restart/resume.
 _OVERRIDES = {
@@ -43,14 +26,6 @@ _OVERRIDES = {
     "upstash-flow-control-value": "Upstash-Flow-Control-Value",
     "upstash-retries": "Upstash-Retries",
 }
-
-
-def _matches(request: Request, entry: dict[str, Any]) -> bool:
-    for param, field in _FILTERS.items():
-        wanted = request.query_params.get(param)
-        if wanted and str(entry.get(field, "")) != wanted:
-            return False
-    return in_date_range(request, int(entry.get("createdAt", 0)))
 
 
 def _select(request: Request, domain: list[str], strict: bool) -> tuple[list[str], bool]:
@@ -73,7 +48,7 @@ def _select(request: Request, domain: list[str], strict: bool) -> tuple[list[str
             raise ApiError(404, errors.DLQ_NOT_FOUND.format(id=missing[0]))
         return [dlq_id for dlq_id in dict.fromkeys(ids) if dlq_id in known], False
     engine = engine_of(request)
-    matching = [dlq_id for dlq_id in domain if _matches(request, engine.dlq[dlq_id])]
+    matching = [dlq_id for dlq_id in domain if matches_filters(request, engine.dlq[dlq_id])]
     count = max(1, int_param(request, "count", 100))
     return matching[:count], len(matching) > count
 
