@@ -193,7 +193,7 @@ def _cost(cost: dict[str, Any]) -> list[str]:
 
 def efficiency_blocks(workflow: dict[str, Any]) -> list[dict[str, Any]]:
     """The efficiency runs, one app process first, then with more worker processes."""
-    keys = sorted(key for key in workflow if key.startswith("efficiency"))
+    keys = [key for key in workflow if key.startswith("efficiency")]
     return [workflow[key] for key in sorted(keys, key=lambda key: (key != "efficiency", key))]
 
 

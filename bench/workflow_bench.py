@@ -455,7 +455,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             cost["guide_ratio_to_measured"] = round(cost["guide"]["guide_per_item"] / median, 3)
             results["cost"] = cost
         # One app process, as `lobeflow dev` runs it; then as many as this machine has cores.
-        for workers in (args.app_workers or [1, 2]) if "efficiency" in only else []:
+        worker_counts = (args.app_workers or [1, 2]) if "efficiency" in only else []
+        for workers in worker_counts:
             ideal = args.items * args.work_ms / 1000 / args.parallelism
             efficiency = passes(args.items, args.work_ms, args.repeat, workers)
             efficiency["app_workers"] = workers

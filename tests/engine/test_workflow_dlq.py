@@ -120,9 +120,9 @@ def _failed_run(
     run_id = started[0]
     assert engine.wait_for_run(run_id, timeout=20).state == "RUN_FAILED"
     _wait(lambda: len(state.failures) == 1, "the failure function")
-    messages = api.get("/v2/dlq", params={"workflowRunId": run_id}).json()["messages"]
-    assert len(messages) == 1, messages
-    return run_id, messages[0]["dlqId"]
+    dlq_ids = _dlq_ids(api, run_id)
+    assert len(dlq_ids) == 1, dlq_ids
+    return run_id, dlq_ids[0]
 
 
 def _dlq_ids(api: httpx.Client, run_id: str) -> list[str]:

@@ -75,7 +75,6 @@ QUEUE_KIND = "queue"
 # The publish headers (and retry count) of a dead-lettered workflow message, kept apart from
 # the DLQ entry (which the API returns as is) so the run can be restarted or resumed.
 WORKFLOW_DLQ_KIND = "workflow_dlq"
-NO_FAILURE_CALLBACK = "dlq message {id} has no failure callback"
 
 # Publish headers of the failed message that must not carry over to a restarted/resumed run.
 _RERUN_DROPPED = frozenset(
@@ -1207,7 +1206,7 @@ class Engine:
         """
         run, entry, source = self._workflow_dlq(dlq_id)
         if not entry.get("failureCallback"):
-            raise ApiError(400, NO_FAILURE_CALLBACK.format(id=dlq_id))
+            raise ApiError(400, errors.NO_FAILURE_CALLBACK.format(id=dlq_id))
         message = Message(
             id=entry["messageId"],
             url=entry["url"],
