@@ -52,7 +52,8 @@ from benchlib import (
     spread,
 )
 from lobeflow.engine import DeliveryRecord, EngineConfig, EngineServer
-from lobeflow.scaffold import FlowControlAnswer, add_workflow, build_answers
+from lobeflow.scaffold import add_workflow
+from lobeflow.spec import FlowControlAnswer, WorkflowSpec
 
 WORKFLOW = "welcome-placeholder"
 PACKAGE = "app"
@@ -86,7 +87,7 @@ def generate(root: Path) -> None:
     root.mkdir(parents=True)
     (root / "benchwork.py").write_text(WORK_MODULE, encoding="utf-8")
     no_rate = FlowControlAnswer(rate=0)
-    names, data = build_answers(
+    spec = WorkflowSpec.build(
         "user",
         workflow=WORKFLOW,
         verb="generate",
@@ -95,7 +96,7 @@ def generate(root: Path) -> None:
         logic="benchwork:work",
         flow_control={"process": no_rate, "paginate": no_rate, "execute": no_rate},
     )
-    add_workflow(root, data, names)
+    add_workflow(root, spec)
 
 
 def import_project(root: Path) -> tuple[ModuleType, ModuleType]:

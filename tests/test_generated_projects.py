@@ -56,6 +56,7 @@ def test_plain_copier_copy_renders_the_same_project(tmp_path: Path) -> None:
         [
             str(Path(sys.executable).parent / "copier"),
             "copy",
+            "--trust",
             "--defaults",
             "--vcs-ref",
             "HEAD",

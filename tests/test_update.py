@@ -219,6 +219,7 @@ def test_plain_copier_update_from_the_tagged_repository(
             [
                 str(copier),
                 "update",
+                "--trust",
                 "--defaults",
                 "--conflict",
                 "inline",

@@ -100,7 +100,8 @@ def new(
     ] = False,
 ) -> None:
     """Add a three-layer workflow for ENTITY to a FastAPI project (new or existing)."""
-    from lobeflow.scaffold import FlowControlAnswer, add_workflow, build_answers
+    from lobeflow.scaffold import add_workflow
+    from lobeflow.spec import FlowControlAnswer, WorkflowSpec
 
     if entity is None:
         if defaults or not sys.stdin.isatty():
@@ -117,7 +118,7 @@ def new(
             execute_key, execute_parallelism, execute_rate, execute_period
         ),
     }
-    names, data = build_answers(
+    spec = WorkflowSpec.build(
         entity,
         plural=plural,
         workflow=workflow,
@@ -130,23 +131,23 @@ def new(
         logic=logic,
         flow_control=layers,
     )
-    result = add_workflow(dest, data, names, pretend=pretend, overwrite=force, template=template)
+    try:
+        result = add_workflow(dest, spec, pretend=pretend, overwrite=force, template=template)
+    except KeyboardInterrupt:
+        _say(_styled("Interrupted; nothing was written.", "red"))
+        raise SystemExit(130) from None
 
     for planned in result.files:
         fate = planned.fate.value
         _say(f"{_styled(f'{fate:>10}', _FATE_STYLE[fate])} {planned.path}")
-    process_route, paginate_route, execute_route = names.routes
-    base = f"/api/workflows/{names.workflow.kebab}"
     if pretend:
         _say(f"\n{_styled('Pretend:', bold=True)} nothing was written.")
         return
     _say(
-        f"\n{_styled(f'Workflow `{names.workflow.kebab}`', 'green', bold=True)} added to "
+        f"\n{_styled(f'Workflow `{spec.name}`', 'green', bold=True)} added to "
         f"{result.destination}\n"
-        f"  Layer 1  {base}/{process_route}\n"
-        f"  Layer 2  {base}/{paginate_route}\n"
-        f"  Layer 3  {base}/{execute_route}\n"
-        f"Next: `lobeflow dev` (engine + app), then `lobeflow run {names.workflow.kebab} "
+        + "".join(f"  Layer {n}  {path}\n" for n, path in enumerate(spec.route_paths, 1))
+        + f"Next: `lobeflow dev` (engine + app), then `lobeflow run {spec.name} "
         "--dry-run`, and `pytest`."
     )
     main_module = result.destination / app_package / "main.py"
@@ -237,8 +238,8 @@ def list_command(
         behind = "behind " + installed if version != installed else "up to date"
         table.add_row(
             info.name,
-            f"{info.names.entity.snake} / {info.names.entities.snake}",
-            "\n".join(info.names.routes),
+            f"{info.spec.entity.snake} / {info.spec.entities.snake}",
+            "\n".join(info.spec.routes),
             version,
             behind,
             "\n".join(map(str, edited)) or "-",
@@ -297,6 +298,9 @@ def main() -> None:
     except typer.Abort:
         typer.secho("Aborted.", fg=typer.colors.RED, err=True)
         raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        typer.secho("Interrupted.", fg=typer.colors.RED, err=True)
+        raise SystemExit(130) from None
     except Exception as exc:
         # Usage errors (bad option values...) know how to print themselves; typer may
         # vendor its own click, so recognise them by shape rather than by class.

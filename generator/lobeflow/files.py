@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Collection, Mapping
+import signal
+import threading
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from lobeflow.errors import DestinationError
@@ -41,29 +44,59 @@ def write_files(
                 directory.mkdir()
                 created_dirs.append(directory)
             temp = target.with_name(f".{target.name}.lobeflow-tmp")
+            temps[rel] = temp
             temp.write_bytes(content)
             if target.exists():
                 shutil.copymode(target, temp)
-            temps[rel] = temp
-        for rel in [*contents, *deletions]:
-            target = root / rel
-            backup = None
-            if target.exists():
-                backup = target.with_name(f".{target.name}.lobeflow-bak")
-                os.replace(target, backup)
-            if rel in temps:
-                os.replace(temps.pop(rel), target)
-            placed.append((target, backup))
-    except OSError as exc:
-        for target, backup in reversed(placed):
-            target.unlink(missing_ok=True)
-            if backup is not None:
-                os.replace(backup, target)
-        for temp in temps.values():
-            temp.unlink(missing_ok=True)
-        for directory in reversed(created_dirs):
-            shutil.rmtree(directory, ignore_errors=True)
-        raise DestinationError(f"Writing to {root} failed ({exc}); nothing was changed.") from exc
+        # The swap is short; an interrupt arriving during it waits until it is done or
+        # undone, so the tree is never left half-swapped.
+        with _signals_deferred():
+            for rel in sorted([*contents, *deletions], key=_last_for_answers):
+                target = root / rel
+                backup = None
+                if target.exists():
+                    backup = target.with_name(f".{target.name}.lobeflow-bak")
+                    os.replace(target, backup)
+                placed.append((target, backup))
+                if rel in temps:
+                    os.replace(temps.pop(rel), target)
+    except BaseException as exc:  # an interrupt, too, must leave the tree as it was
+        with _signals_deferred():
+            for target, backup in reversed(placed):
+                if backup is not None:
+                    os.replace(backup, target)
+                elif target.exists():
+                    target.unlink()
+            for temp in temps.values():
+                temp.unlink(missing_ok=True)
+            for directory in reversed(created_dirs):
+                shutil.rmtree(directory, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise DestinationError(
+                f"Writing to {root} failed ({exc}); nothing was changed."
+            ) from exc
+        raise
     for _target, backup in placed:
         if backup is not None:
             backup.unlink()
+
+
+def _last_for_answers(rel: Path) -> tuple[bool, str]:
+    """Answers files (`.lobeflow/`) go in last: they mark a workflow as generated."""
+    return (rel.parts[:1] == (".lobeflow",), rel.as_posix())
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends (main thread of a POSIX process)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not (
+        threading.main_thread()
+    ):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

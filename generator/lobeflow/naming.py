@@ -2,9 +2,10 @@
 
 Every identifier, module, class and route of a generated workflow is derived from
 three words the user types (entity, verb, workflow name), in whatever case they
-typed them. This module is the single place that decides how. The template's
-`copier.yml` computes the same defaults in Jinja so plain `copier copy` agrees;
-`tests/test_naming.py` checks the two stay in step.
+typed them. This module decides how one word becomes a name; `lobeflow.spec` derives
+a whole workflow's names from them. Plurals come from the `inflect` library; the
+template's copier.yml calls this same module (through `lobeflow.template_extension`),
+so plain `copier copy` and `lobeflow new` agree.
 """
 
 from __future__ import annotations
@@ -12,41 +13,27 @@ from __future__ import annotations
 import keyword
 import re
 from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from lobeflow.errors import InvalidNameError
 
-# Irregular plurals of a compound's last word; uncountables map to themselves.
-IRREGULAR_PLURALS: dict[str, str] = {
-    "person": "people",
-    "child": "children",
-    "man": "men",
-    "woman": "women",
-    "mouse": "mice",
-    "goose": "geese",
-    "foot": "feet",
-    "tooth": "teeth",
-    "datum": "data",
-    "criterion": "criteria",
-    "index": "indexes",
-    "analysis": "analyses",
-    "data": "data",
-    "news": "news",
-    "series": "series",
-    "species": "species",
-    "info": "info",
-    "information": "information",
-    "equipment": "equipment",
-    "feedback": "feedback",
-    "metadata": "metadata",
-}
-_F_TO_VES = {"leaf", "knife", "life", "wife", "half", "shelf", "wolf", "thief"}
+if TYPE_CHECKING:
+    import inflect
 
-_ALLOWED = re.compile(r"^[A-Za-z0-9_\- ]+$")
+_ALLOWED = re.compile(r"[A-Za-z0-9_\- ]+")
 _CAMEL_BOUNDARY = re.compile(r"([a-z0-9])([A-Z])")
 _ACRONYM_BOUNDARY = re.compile(r"([A-Z]+)([A-Z][a-z])")
 _SEPARATORS = re.compile(r"[-_\s]+")
-# Names that would shadow modules every generated workflow package already has.
-_RESERVED = {"workflow", "payloads", "flow_control", "logic", "runtime", "test", "tests"}
+# Modules every generated workflow package already has.
+RESERVED_MODULES = frozenset(
+    {"workflow", "payloads", "flow_control", "logic", "runtime", "test", "tests"}
+)
+# Mass nouns of software vocabulary that inflect gives an invented plural (`datas`): the
+# plural is the same word, so the user is asked for a distinct one.
+_MASS_NOUNS = frozenset(
+    {"data", "metadata", "info", "feedback", "software", "hardware", "advice", "evidence"}
+)
 
 
 @dataclass(frozen=True)
@@ -101,8 +88,8 @@ def parse_name(raw: str, what: str) -> Name:
             f"The {what} name {raw!r} contains a path separator; "
             "names become modules and routes, not paths."
         )
-    if not _ALLOWED.match(text):
-        bad = sorted({c for c in text if not re.match(r"[A-Za-z0-9_\- ]", c)})
+    if not _ALLOWED.fullmatch(text):
+        bad = sorted({c for c in text if not _ALLOWED.fullmatch(c)})
         raise InvalidNameError(
             f"The {what} name {raw!r} contains {' '.join(repr(c) for c in bad)}; "
             "use ASCII letters, digits, '-' or '_'."
@@ -122,7 +109,7 @@ def parse_name(raw: str, what: str) -> Name:
             f"The {what} name {raw!r} is the Python keyword `{name.snake}`; "
             f"choose another word (e.g. `{name.snake}_item`)."
         )
-    if name.snake in _RESERVED:
+    if name.snake in RESERVED_MODULES:
         raise InvalidNameError(
             f"The {what} name {raw!r} clashes with the generated module `{name.snake}.py`; "
             "choose another word."
@@ -130,65 +117,44 @@ def parse_name(raw: str, what: str) -> Name:
     return name
 
 
+@cache
+def _engine() -> inflect.engine:
+    """inflect's engine, imported on first use.
+
+    inflect decorates its methods with typeguard's `@typechecked`, which re-parses and
+    recompiles inflect's 4,000-line module once per method at import: 1 to 4 s on every
+    `lobeflow new`. Its runtime argument checks add nothing here (the words are validated
+    first), so the decorator is a no-op while inflect is imported.
+    """
+    import sys
+
+    if "inflect" not in sys.modules:
+        import typeguard
+
+        original = typeguard.typechecked
+        typeguard.typechecked = _no_typecheck
+        try:
+            import inflect
+        finally:
+            typeguard.typechecked = original
+    import inflect
+
+    return inflect.engine()
+
+
+def _no_typecheck(target: Any = None, **_options: Any) -> Any:
+    """`typeguard.typechecked` that returns the function unchanged (bare or called)."""
+    return target if target is not None else (lambda function: function)
+
+
 def pluralize_word(word: str) -> str:
-    """English plural of one lower-case word."""
-    if word in IRREGULAR_PLURALS:
-        return IRREGULAR_PLURALS[word]
-    if word in _F_TO_VES:
-        return word[:-2] + "ves" if word.endswith("fe") else word[:-1] + "ves"
-    if len(word) > 1 and word.endswith("y") and word[-2] not in "aeiou":
-        return word[:-1] + "ies"
-    if word.endswith(("s", "x", "z", "ch", "sh")):
-        return word + "es"
-    return word + "s"
+    """English plural of one lower-case word (inflect, except for software mass nouns)."""
+    if word in _MASS_NOUNS:
+        return word
+    plural: str = _engine().plural_noun(word)
+    return plural.lower()
 
 
 def pluralize(name: Name) -> Name:
     """Plural of a compound name: only the last word inflects (`test_case` → `test_cases`)."""
     return Name((*name.words[:-1], pluralize_word(name.words[-1])))
-
-
-@dataclass(frozen=True)
-class WorkflowNames:
-    """The four names a workflow is built from; every other identifier derives from them."""
-
-    entity: Name
-    entities: Name
-    workflow: Name
-    verb: Name
-
-    @property
-    def routes(self) -> tuple[str, str, str]:
-        """The three layer route slugs, in the guide's convention."""
-        return (
-            f"process-{self.entities.kebab}",
-            f"paginate-{self.entities.kebab}",
-            f"{self.verb.kebab}-{self.entity.kebab}",
-        )
-
-
-def derive_names(
-    entity: str, *, plural: str | None = None, workflow: str | None = None, verb: str = "execute"
-) -> WorkflowNames:
-    """Validate the user's words and derive the workflow's names.
-
-    Args:
-        entity: singular entity name in any case (`user`, `KnowledgeBase`, `test-case`).
-        plural: plural override (`person` → `people` is known; `staff` → `staff` is not).
-        workflow: workflow name; defaults to the plural in kebab case.
-        verb: the Layer-3 verb (`execute`, `generate`, `sync`...).
-
-    Raises:
-        InvalidNameError: if any name cannot be turned into identifiers, or the plural
-            equals the singular (routes and modules of layers 1-2 and 3 would collide).
-    """
-    entity_name = parse_name(entity, "entity")
-    entities = parse_name(plural, "plural") if plural else pluralize(entity_name)
-    if entities.snake == entity_name.snake:
-        raise InvalidNameError(
-            f"The plural of {entity!r} is the same word; give a distinct plural with "
-            f"--plural (e.g. `{entity_name.snake}_items`) so the layer routes differ."
-        )
-    verb_name = parse_name(verb, "verb")
-    workflow_name = parse_name(workflow, "workflow") if workflow else entities
-    return WorkflowNames(entity_name, entities, workflow_name, verb_name)

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from lobeflow.errors import LobeflowError
-from lobeflow.naming import WorkflowNames, derive_names
+from lobeflow.spec import ANSWERS_DIR, WorkflowSpec
 
-ANSWERS_DIR = ".lobeflow"
+__all__ = ["ANSWERS_DIR", "ProjectError", "WorkflowInfo", "find_project_root", "list_workflows"]
 
 
 class ProjectError(LobeflowError):
@@ -22,29 +22,27 @@ class WorkflowInfo:
 
     answers_file: Path
     answers: dict[str, Any]
-    names: WorkflowNames
+    spec: WorkflowSpec
 
     @property
     def name(self) -> str:
         """The workflow's kebab-case name (`welcome-placeholder`)."""
-        return self.names.workflow.kebab
+        return self.spec.name
 
     @property
     def app_package(self) -> str:
         """The Python package of the FastAPI app (`app`)."""
-        return str(self.answers.get("app_package", "app"))
+        return self.spec.app_package
 
     @property
     def package_dir(self) -> Path:
         """Directory of the workflow's generated package, relative to the project root."""
-        return Path(self.app_package) / "workflows" / self.names.workflow.snake
+        return Path(self.spec.package_dir)
 
     @property
     def route_paths(self) -> tuple[str, str, str]:
         """The three layer routes, as served by the app."""
-        base = f"/api/workflows/{self.name}"
-        process, paginate, execute = self.names.routes
-        return (f"{base}/{process}", f"{base}/{paginate}", f"{base}/{execute}")
+        return self.spec.route_paths
 
 
 def find_project_root(start: Path) -> Path:
@@ -95,13 +93,8 @@ def list_workflows(root: Path) -> list[WorkflowInfo]:
     for path in sorted((root / ANSWERS_DIR).glob("*.yml")):
         answers = load_answers(path)
         try:
-            names = derive_names(
-                str(answers["entity"]),
-                plural=str(answers["entity_plural"]),
-                workflow=str(answers["workflow_name"]),
-                verb=str(answers["verb"]),
-            )
+            spec = WorkflowSpec.from_answers(answers)
         except LobeflowError as exc:
-            raise ProjectError(f"The answers file {path} holds an invalid name: {exc}") from exc
-        infos.append(WorkflowInfo(path, answers, names))
+            raise ProjectError(f"The answers file {path} holds an invalid answer: {exc}") from exc
+        infos.append(WorkflowInfo(path, answers, spec))
     return infos

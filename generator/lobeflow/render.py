@@ -9,6 +9,7 @@ records `_src_path` and `_commit` and plain `copier update` works on the result.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import warnings
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lobeflow.errors import TemplateError
+from lobeflow.template_extension import EXTENSION
 
 VERSION_KEY = "_lobeflow_template_version"
 
@@ -115,18 +117,81 @@ def render(
                     overwrite=True,
                     quiet=True,
                     unsafe=False,
+                    skip_tasks=True,  # lobeflow never runs a template's commands
                 ) as worker,
             ):
                 warnings.simplefilter("ignore")
+                _allow_only_lobeflow_extension(worker)
+                refuse_symlinks_out_of(Path(worker.template.local_abspath), "The template")
                 worker.run_copy()
                 matcher = worker.match_skip
-        except Exception as exc:
-            if type(exc).__module__.startswith(("copier", "plumbum", "pydantic")):
-                raise TemplateError(f"The template could not be rendered: {exc}") from exc
+        except TemplateError:
             raise
+        except Exception as exc:
+            # copier reports a validator's refusal as a bare ValueError.
+            if isinstance(exc, ValueError) or type(exc).__module__.startswith(
+                ("copier", "plumbum", "pydantic", "jinja2")
+            ):
+                raise TemplateError(
+                    f"The template could not be rendered: {_one_line(exc)}"
+                ) from exc
+            raise
+        refuse_symlinks_out_of(staging, "The rendered project")
         if source is None:
             _point_answers_at(staging / answers_file, bundled_template())
         yield Rendering(staging, matcher, answers_file)
+
+
+def _allow_only_lobeflow_extension(worker: Any) -> None:
+    """copier refuses any Jinja extension without `unsafe`; allow lobeflow's own one only.
+
+    Raises:
+        TemplateError: the template loads other extensions or reads external data.
+    """
+    template = worker.template
+    extensions = set(template.jinja_extensions)
+    if not extensions:
+        return
+    if extensions != {EXTENSION} or template.external_data:
+        foreign = sorted(extensions - {EXTENSION}) or ["_external_data"]
+        raise TemplateError(
+            f"The template uses {', '.join(foreign)}, which would run code or read files "
+            "outside it; lobeflow only renders templates whose one extension is its own."
+        )
+    worker.unsafe = True
+
+
+def refuse_symlinks_out_of(root: Path, what: str) -> None:
+    """Refuse a tree holding a symbolic link that leads out of it (or nowhere).
+
+    A template's symlink to `/etc/passwd` would otherwise be read into the project, and
+    its baseline, by copier or by lobeflow.
+
+    Raises:
+        TemplateError: naming the first such link.
+    """
+    real_root = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root):
+        if ".git" in dirnames:
+            dirnames.remove(".git")
+        for name in (*dirnames, *filenames):
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                target = Path(os.path.realpath(path))
+                if not target.is_relative_to(real_root) or not target.exists():
+                    raise TemplateError(
+                        f"{what} holds a symbolic link leading out of it: "
+                        f"{path.relative_to(root)} -> {os.readlink(path)}; nothing was written."
+                    )
+
+
+def _one_line(exc: BaseException) -> str:
+    """copier's message without its `Validation error for question 'x':` wrapping."""
+    text = " ".join(str(exc).split())
+    prefix = "Validation error for question "
+    if text.startswith(prefix) and ": " in text:
+        text = text.split(": ", 1)[1]
+    return text
 
 
 def _is_local(source: str) -> bool:

@@ -10,24 +10,19 @@ a full disk never leaves a half-generated workflow behind.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import os
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from lobeflow.baseline import write_baseline
 from lobeflow.errors import DestinationError, InvalidAnswerError
 from lobeflow.files import write_files
-from lobeflow.naming import WorkflowNames, derive_names, parse_name
-from lobeflow.project import ANSWERS_DIR
 from lobeflow.render import render
+from lobeflow.spec import WorkflowSpec
 
-_LOGIC_REF = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
-_FLOW_KEY = re.compile(r"^[A-Za-z0-9\-_.]+$")
-_LAYERS = ("process", "paginate", "execute")
 # `line-length` of the generated project's ruff configuration (template/pyproject.toml).
 MAX_LINE_LENGTH = 100
 
@@ -55,111 +50,13 @@ class ScaffoldResult:
     """The outcome of `add_workflow`: the plan, and whether it was written."""
 
     destination: Path
-    names: WorkflowNames
-    answers: dict[str, Any]
+    spec: WorkflowSpec
     files: list[PlannedFile] = field(default_factory=list)
     written: bool = False
 
     def paths(self, fate: Fate) -> list[Path]:
         """Paths of the files with this fate."""
         return [f.path for f in self.files if f.fate is fate]
-
-
-@dataclass(frozen=True)
-class FlowControlAnswer:
-    """Flow control of one layer, as answered."""
-
-    key: str | None = None
-    parallelism: int | None = None
-    rate: int | None = None
-    period: int | None = None
-
-
-def build_answers(
-    entity: str,
-    *,
-    plural: str | None = None,
-    workflow: str | None = None,
-    verb: str = "execute",
-    app_package: str = "app",
-    project_name: str | None = None,
-    page_size: int = 50,
-    chunk_size: int = 20,
-    retries: int = 3,
-    logic: str = "",
-    flow_control: Mapping[str, FlowControlAnswer] | None = None,
-) -> tuple[WorkflowNames, dict[str, Any]]:
-    """Validate every answer and return the names plus the data copier receives.
-
-    Raises:
-        InvalidNameError: for names that cannot become identifiers.
-        InvalidAnswerError: for sizes, retries, flow control or logic references out of range.
-    """
-    names = derive_names(entity, plural=plural, workflow=workflow, verb=verb)
-    package = parse_name(app_package, "app package")
-    if package.snake != app_package:
-        raise InvalidAnswerError(
-            f"The app package {app_package!r} is not a snake_case Python package name "
-            f"(did you mean `{package.snake}`?)."
-        )
-    if page_size < 1:
-        raise InvalidAnswerError(f"--page-size must be at least 1 (got {page_size}).")
-    if not 1 <= chunk_size <= page_size:
-        raise InvalidAnswerError(
-            f"--chunk-size must be between 1 and the page size {page_size} (got {chunk_size})."
-        )
-    if not 0 <= retries <= 10:
-        raise InvalidAnswerError(f"--retries must be between 0 and 10 (got {retries}).")
-    if logic and not _LOGIC_REF.match(logic):
-        raise InvalidAnswerError(f"--logic {logic!r} is not a `package.module:function` reference.")
-    data: dict[str, Any] = {
-        "entity": names.entity.snake,
-        "entity_plural": names.entities.snake,
-        "workflow_name": names.workflow.kebab,
-        "verb": names.verb.snake,
-        "app_package": app_package,
-        "page_size": page_size,
-        "chunk_size": chunk_size,
-        "retries": retries,
-        "logic": logic,
-    }
-    if project_name:
-        data["project_name"] = project_name
-    defaults = {
-        "process": FlowControlAnswer(parallelism=1, rate=1, period=1),
-        "paginate": FlowControlAnswer(parallelism=20, rate=5, period=1),
-        "execute": FlowControlAnswer(parallelism=10, rate=5, period=1),
-    }
-    given = dict(flow_control or {})
-    unknown = set(given) - set(_LAYERS)
-    if unknown:
-        raise InvalidAnswerError(f"Unknown layer(s) {sorted(unknown)}; use {list(_LAYERS)}.")
-    for layer in _LAYERS:
-        answer, default = given.get(layer, FlowControlAnswer()), defaults[layer]
-        key = answer.key or f"{names.workflow.kebab}.{layer}"
-        if not _FLOW_KEY.match(key):
-            raise InvalidAnswerError(
-                f"The {layer} flow-control key {key!r} may only contain letters, digits, '-', '_', '.'."
-            )
-        parallelism = default.parallelism if answer.parallelism is None else answer.parallelism
-        rate = default.rate if answer.rate is None else answer.rate
-        period = default.period if answer.period is None else answer.period
-        assert parallelism is not None and rate is not None and period is not None
-        if parallelism < 1:
-            raise InvalidAnswerError(
-                f"The {layer} parallelism must be at least 1 (got {parallelism})."
-            )
-        if rate < 0:
-            raise InvalidAnswerError(f"The {layer} rate must be 0 (no limit) or more (got {rate}).")
-        if not 1 <= period <= 7 * 24 * 3600:
-            raise InvalidAnswerError(
-                f"The {layer} period must be between 1 s and one week (got {period})."
-            )
-        data[f"{layer}_flow_key"] = key
-        data[f"{layer}_parallelism"] = parallelism
-        data[f"{layer}_rate"] = rate
-        data[f"{layer}_period"] = period
-    return names, data
 
 
 def check_logic_reference(reference: str, destination: Path) -> None:
@@ -217,8 +114,7 @@ def _module_source(module: str, destination: Path) -> Path | None:
 
 def add_workflow(
     destination: Path,
-    data: dict[str, Any],
-    names: WorkflowNames,
+    spec: WorkflowSpec,
     *,
     pretend: bool = False,
     overwrite: bool = False,
@@ -228,34 +124,33 @@ def add_workflow(
 
     Args:
         destination: project root; created if missing.
-        data: validated answers from `build_answers`.
-        names: the names `build_answers` derived.
+        spec: the workflow (its project name defaults to the destination's folder name).
         pretend: plan only; write nothing.
         overwrite: replace generated files that differ (user-owned files stay skipped).
         template: a copier template source (git repository, path); None = bundled.
 
     Raises:
-        DestinationError: unusable destination, clash with an existing workflow, or
-            conflicts without `overwrite`. Nothing has been written.
+        DestinationError: unusable destination, clash with an existing workflow or module,
+            or conflicts without `overwrite`. Nothing has been written.
     """
     destination = destination.resolve()
     _check_destination(destination)
-    answers_file = Path(ANSWERS_DIR) / f"{names.workflow.kebab}.yml"
-    existing_answers = destination / answers_file
-    existing_package = destination / data["app_package"] / "workflows" / names.workflow.snake
+    if spec.project_name is None:
+        spec = dataclasses.replace(spec, project_name=destination.name)
+    existing_answers = destination / spec.answers_file
+    existing_package = destination / spec.package_dir
     if not overwrite and (existing_answers.exists() or existing_package.exists()):
         raise DestinationError(
-            f"A workflow named `{names.workflow.kebab}` already exists in {destination} "
+            f"A workflow named `{spec.name}` already exists in {destination} "
             f"({existing_answers if existing_answers.exists() else existing_package}); "
             "choose another --workflow name, or pass --force to regenerate it."
         )
-    if data.get("logic"):
-        check_logic_reference(str(data["logic"]), destination)
-    if "project_name" not in data:
-        data = {**data, "project_name": destination.name}
+    _check_app_module(destination, spec.app_package)
+    if spec.logic:
+        check_logic_reference(spec.logic, destination)
 
-    result = ScaffoldResult(destination, names, data)
-    with render(data, answers_file, source=template) as rendering:
+    result = ScaffoldResult(destination, spec)
+    with render(spec.copier_data(), Path(spec.answers_file), source=template) as rendering:
         check_line_lengths(rendering.root)
         write_baseline(rendering)
         for rel in sorted(_files_under(rendering.root)):
@@ -276,6 +171,18 @@ def add_workflow(
             write_files(destination, {rel: (rendering.root / rel).read_bytes() for rel in to_write})
             result.written = True
     return result
+
+
+def _check_app_module(destination: Path, package: str) -> None:
+    """An existing `<package>.py` would be shadowed by the generated `<package>/` package."""
+    module = destination / f"{package}.py"
+    if module.exists() and not (destination / package).is_dir():
+        raise DestinationError(
+            f"{module} exists: the generated package `{package}/` would shadow it (`import "
+            f"{package}` would load the package, not your module). Put the workflows in "
+            f"another package with --app-package (e.g. `--app-package {package}_workflows`), "
+            f"or move {module.name} into a package first. Nothing was written."
+        )
 
 
 def check_line_lengths(root: Path) -> None:

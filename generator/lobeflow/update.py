@@ -111,10 +111,11 @@ def update_project(
     planned: dict[Path, FileUpdate] = {}
     side_files: dict[Path, bytes] = {}
     for info in selected:
-        answers = _answers_for_render(info, data or {})
+        spec = info.spec.replace(data or {}) if data else info.spec
         source = template or _git_source(info)
         base = _baseline_of(root, info, source)
-        with render(answers, info.answers_file.relative_to(root), source=source) as rendering:
+        answers_file = info.answers_file.relative_to(root)
+        with render(spec.copier_data(), answers_file, source=source) as rendering:
             rel_baseline = write_baseline(rendering)
             new_files = rendering.files()
             for rel in (rel_baseline, rendering.answers_file):
@@ -148,17 +149,6 @@ def update_project(
     write_files(root, contents, [f.path for f in result.files if f.change is Change.DELETE])
     result.written = True
     return result
-
-
-def _answers_for_render(info: WorkflowInfo, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    answers = {k: v for k, v in info.answers.items() if not k.startswith("_")}
-    unknown = sorted(set(overrides) - set(answers))
-    if unknown:
-        raise UpdateError(
-            f"Cannot change {', '.join(unknown)}: not an answer of `{info.name}` "
-            f"(answers: {', '.join(sorted(answers))})."
-        )
-    return {**answers, **overrides}
 
 
 def _git_source(info: WorkflowInfo) -> str | None:

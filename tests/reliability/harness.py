@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import signal
@@ -17,24 +18,27 @@ from types import ModuleType
 from typing import Any
 
 import httpx
-from lobeflow.scaffold import add_workflow, build_answers
+from lobeflow.scaffold import add_workflow
+from lobeflow.spec import WorkflowSpec
 
 PACKAGE = "relapp"
-WORKFLOW = "welcome-placeholder"
-MODULE = "welcome_placeholder"
-ENV_PREFIX = "WELCOME_PLACEHOLDER"
+# The reference workflow (user / welcome-placeholder / generate); every name the tests use
+# is derived from it as the generator derives it.
+SPEC = WorkflowSpec.build(
+    "user", workflow="welcome-placeholder", verb="generate", app_package=PACKAGE
+)
+WORKFLOW = SPEC.name
+MODULE = SPEC.workflow.snake
+ENV_PREFIX = SPEC.env_prefix
 DB_ENV = f"{ENV_PREFIX}_DB_PATH"
-ROUTES = ("process-users", "paginate-users", "generate-user")
-ROUTE_PREFIX = f"/api/workflows/{WORKFLOW}"
+ROUTES = SPEC.routes
+ROUTE_PREFIX = SPEC.route_prefix
 PYTHON = sys.executable
 
 
 def generate_project(dest: Path, *, retries: int) -> Path:
-    """Render the reference workflow (user / welcome-placeholder / generate) into `dest`."""
-    names, data = build_answers(
-        "user", workflow=WORKFLOW, verb="generate", app_package=PACKAGE, retries=retries
-    )
-    add_workflow(dest, data, names)
+    """Render the reference workflow into `dest`."""
+    add_workflow(dest, dataclasses.replace(SPEC, retries=retries))
     return dest
 
 
@@ -52,7 +56,7 @@ class Project:
     @property
     def workflow_class(self) -> Any:
         """The generated `WelcomePlaceholderWorkflow` (typed triggers)."""
-        return self.workflow.WelcomePlaceholderWorkflow
+        return getattr(self.workflow, SPEC.derived()["workflow_class"])
 
 
 def import_project(root: Path) -> Project:

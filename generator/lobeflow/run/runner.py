@@ -69,7 +69,7 @@ class WorkflowTarget:
         base = app_url.rstrip("/")
         process, paginate, execute = info.route_paths
         answers = info.answers
-        prefix = f"{info.names.workflow.snake.upper()}_PROCESS"
+        prefix = f"{info.spec.env_prefix}_PROCESS"
 
         def setting(name: str, answer: str, default: str) -> str:
             return env.get(f"{prefix}_{name}", "").strip() or str(answers.get(answer, default))
@@ -81,16 +81,11 @@ class WorkflowTarget:
         value = f"parallelism={parallelism}"
         if rate not in ("", "0"):
             value += f", rate={rate}, period={period}s"
-        run_prefix = f"wfr_{info.name}-"
         return cls(
             name=info.name,
             urls=(base + process, base + paginate, base + execute),
             stats_url_path=process.rsplit("/", 1)[0] + "/stats",
-            run_id_prefixes=(
-                run_prefix + "process-",
-                run_prefix + "paginate-",
-                run_prefix + info.names.verb.kebab + "-",
-            ),
+            run_id_prefixes=info.spec.run_id_prefixes,
             flow_control={"Upstash-Flow-Control-Key": key, "Upstash-Flow-Control-Value": value},
             retries=int(answers.get("retries", 3)),
         )
