@@ -1,10 +1,12 @@
 # Two entry points: `make demo` (the main job) and `make test` (every test).
+# `make test-fast`: lint, types, and the in-process unit and golden tests (no suites that
+# start apps, engines or copier processes, no TypeScript SDK tests).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CODE   := generator tests bench $(wildcard scripts)
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test test-fast lint clean
 
 $(BIN)/lobeflow: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +25,12 @@ test: setup
 	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -m "not slow and not node" --ignore=tests/reliability --ignore=tests/run
 
 clean:
 	rm -rf demo $(VENV)

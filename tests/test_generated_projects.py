@@ -19,8 +19,6 @@ REPO = Path(__file__).resolve().parent.parent
 GOLDEN = REPO / "tests" / "golden" / "welcome-placeholder"
 REFERENCE = ["user", "--workflow", "welcome-placeholder", "--verb", "generate"]
 
-pytestmark = pytest.mark.slow
-
 
 def _generated_files(root: Path) -> dict[str, bytes]:
     return {
@@ -48,6 +46,7 @@ def test_reference_scenario_matches_golden_files(tmp_path: Path) -> None:
         )
 
 
+@pytest.mark.slow
 def test_plain_copier_copy_renders_the_same_project(tmp_path: Path) -> None:
     via_cli = tmp_path / "cli" / "shop"
     via_copier = tmp_path / "copier" / "shop"
@@ -92,6 +91,7 @@ SCENARIOS: dict[str, list[list[str]]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_generated_project_passes_its_own_checks(scenario: str, tmp_path: Path) -> None:
     dest = tmp_path / scenario
@@ -101,6 +101,7 @@ def test_generated_project_passes_its_own_checks(scenario: str, tmp_path: Path) 
     project_checks(dest)
 
 
+@pytest.mark.slow
 def test_logic_reference_is_wired_as_the_per_item_work(tmp_path: Path) -> None:
     dest = tmp_path / "crm"
     (dest / "crm_logic").mkdir(parents=True)
