@@ -67,27 +67,28 @@ class WorkflowTarget:
         and `_PERIOD` from `env`.
         """
         base = app_url.rstrip("/")
-        process, paginate, execute = info.route_paths
-        answers = info.answers
-        prefix = f"{info.spec.env_prefix}_PROCESS"
+        spec = info.spec
+        prefix = f"{spec.env_prefix}_PROCESS"
+        control = spec.layer("process")
+        process, paginate, execute = spec.route_paths
 
-        def setting(name: str, answer: str, default: str) -> str:
-            return env.get(f"{prefix}_{name}", "").strip() or str(answers.get(answer, default))
+        def setting(name: str, default: object) -> str:
+            return env.get(f"{prefix}_{name}", "").strip() or str(default)
 
-        key = setting("FLOW_KEY", "process_flow_key", f"{info.name}.process")
-        parallelism = setting("PARALLELISM", "process_parallelism", "1")
-        rate = setting("RATE", "process_rate", "0")
-        period = setting("PERIOD", "process_period", "1")
+        key = setting("FLOW_KEY", control.key)
+        parallelism = setting("PARALLELISM", control.parallelism)
+        rate = setting("RATE", control.rate)
+        period = setting("PERIOD", control.period)
         value = f"parallelism={parallelism}"
         if rate not in ("", "0"):
             value += f", rate={rate}, period={period}s"
         return cls(
-            name=info.name,
+            name=spec.name,
             urls=(base + process, base + paginate, base + execute),
-            stats_url_path=process.rsplit("/", 1)[0] + "/stats",
-            run_id_prefixes=info.spec.run_id_prefixes,
+            stats_url_path=spec.stats_path,
+            run_id_prefixes=spec.run_id_prefixes,
             flow_control={"Upstash-Flow-Control-Key": key, "Upstash-Flow-Control-Value": value},
-            retries=int(answers.get("retries", 3)),
+            retries=spec.retries,
         )
 
     def layer_of(self, url: str) -> str | None:
