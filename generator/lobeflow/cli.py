@@ -10,6 +10,8 @@ import typer
 
 from lobeflow import __version__
 from lobeflow.errors import LobeflowError
+from lobeflow.spec import DEFAULT_FLOW_CONTROL as _FLOW
+from lobeflow.spec import DEFAULTS, MAX_PAGE_SIZE, MAX_PARALLELISM, MAX_RETRIES
 
 app = typer.Typer(
     name="lobeflow",
@@ -63,33 +65,62 @@ def new(
     ] = Path("."),
     plural: Annotated[str | None, Opt(help="Plural of the entity (default: inflected).")] = None,
     workflow: Annotated[str | None, Opt(help="Workflow name (default: the plural).")] = None,
-    verb: Annotated[str, Opt(help="Layer-3 verb: execute, generate, sync...")] = "execute",
-    app_package: Annotated[str, Opt(help="Python package of the FastAPI app.")] = "app",
+    verb: Annotated[str, Opt(help="Layer-3 verb: execute, generate, sync...")] = DEFAULTS["verb"],
+    app_package: Annotated[str, Opt(help="Python package of the FastAPI app.")] = DEFAULTS[
+        "app_package"
+    ],
     project_name: Annotated[str | None, Opt(help="Project name (default: directory name).")] = None,
-    page_size: Annotated[int, Opt(help="Items per pagination page (PAGE_SIZE).")] = 50,
-    chunk_size: Annotated[int, Opt(help="Items per fan-out chunk (CHUNK_SIZE).")] = 20,
-    retries: Annotated[int, Opt(help="QStash retries per step delivery (0-10).")] = 3,
+    page_size: Annotated[
+        int, Opt(help=f"Items per pagination page (PAGE_SIZE, at most {MAX_PAGE_SIZE}).")
+    ] = DEFAULTS["page_size"],
+    chunk_size: Annotated[
+        int, Opt(help="Items per fan-out chunk (CHUNK_SIZE, at most the page size).")
+    ] = DEFAULTS["chunk_size"],
+    retries: Annotated[
+        int, Opt(help=f"QStash retries per step delivery (0-{MAX_RETRIES}).")
+    ] = DEFAULTS["retries"],
     logic: Annotated[
         str, Opt(help="Existing per-item function `package.module:function` (default: generated).")
     ] = "",
     process_key: Annotated[str | None, Opt(help="Layer-1 flow-control key.")] = None,
-    process_parallelism: Annotated[int | None, Opt(help="Layer-1 parallelism [1].")] = None,
+    process_parallelism: Annotated[
+        int | None,
+        Opt(
+            help=f"Layer-1 parallelism, at most {MAX_PARALLELISM} [{_FLOW['process'].parallelism}]."
+        ),
+    ] = None,
     process_rate: Annotated[
-        int | None, Opt(help="Layer-1 starts per period, 0 = no limit [1].")
+        int | None, Opt(help=f"Layer-1 starts per period, 0 = no limit [{_FLOW['process'].rate}].")
     ] = None,
-    process_period: Annotated[int | None, Opt(help="Layer-1 rate period in seconds [1].")] = None,
+    process_period: Annotated[
+        int | None, Opt(help=f"Layer-1 rate period in seconds [{_FLOW['process'].period}].")
+    ] = None,
     paginate_key: Annotated[str | None, Opt(help="Layer-2 flow-control key.")] = None,
-    paginate_parallelism: Annotated[int | None, Opt(help="Layer-2 parallelism [20].")] = None,
+    paginate_parallelism: Annotated[
+        int | None,
+        Opt(
+            help=f"Layer-2 parallelism, at most {MAX_PARALLELISM} [{_FLOW['paginate'].parallelism}]."
+        ),
+    ] = None,
     paginate_rate: Annotated[
-        int | None, Opt(help="Layer-2 starts per period, 0 = no limit [5].")
+        int | None, Opt(help=f"Layer-2 starts per period, 0 = no limit [{_FLOW['paginate'].rate}].")
     ] = None,
-    paginate_period: Annotated[int | None, Opt(help="Layer-2 rate period in seconds [1].")] = None,
+    paginate_period: Annotated[
+        int | None, Opt(help=f"Layer-2 rate period in seconds [{_FLOW['paginate'].period}].")
+    ] = None,
     execute_key: Annotated[str | None, Opt(help="Layer-3 flow-control key.")] = None,
-    execute_parallelism: Annotated[int | None, Opt(help="Layer-3 parallelism [10].")] = None,
-    execute_rate: Annotated[
-        int | None, Opt(help="Layer-3 starts per period, 0 = no limit [5].")
+    execute_parallelism: Annotated[
+        int | None,
+        Opt(
+            help=f"Layer-3 parallelism, at most {MAX_PARALLELISM} [{_FLOW['execute'].parallelism}]."
+        ),
     ] = None,
-    execute_period: Annotated[int | None, Opt(help="Layer-3 rate period in seconds [1].")] = None,
+    execute_rate: Annotated[
+        int | None, Opt(help=f"Layer-3 starts per period, 0 = no limit [{_FLOW['execute'].rate}].")
+    ] = None,
+    execute_period: Annotated[
+        int | None, Opt(help=f"Layer-3 rate period in seconds [{_FLOW['execute'].period}].")
+    ] = None,
     template: Annotated[
         str | None, Opt(help="Copier template source, e.g. a tagged git repo (default: bundled).")
     ] = None,
