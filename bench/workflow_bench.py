@@ -55,13 +55,24 @@ from lobeflow.engine import DeliveryRecord, EngineConfig, EngineServer
 from lobeflow.scaffold import add_workflow
 from lobeflow.spec import FlowControlAnswer, WorkflowSpec
 
-WORKFLOW = "welcome-placeholder"
-PACKAGE = "app"
-MODULE = f"{PACKAGE}.workflows.welcome_placeholder"
-ENV_PREFIX = "WELCOME_PLACEHOLDER"
-ROUTES = {"process-users": "layer1", "paginate-users": "layer2", "generate-user": "layer3"}
 PAGE_SIZE = 50
 CHUNK_SIZE = 20
+_NO_RATE = FlowControlAnswer(rate=0)
+# The benchmark workflow; every name below is derived from it as the generator derives it.
+SPEC = WorkflowSpec.build(
+    "user",
+    workflow="welcome-placeholder",
+    verb="generate",
+    page_size=PAGE_SIZE,
+    chunk_size=CHUNK_SIZE,
+    logic="benchwork:work",
+    flow_control={"process": _NO_RATE, "paginate": _NO_RATE, "execute": _NO_RATE},
+)
+WORKFLOW = SPEC.name
+PACKAGE = SPEC.app_package
+MODULE = str(SPEC.package_dir).replace("/", ".")
+ENV_PREFIX = SPEC.env_prefix
+ROUTES = dict(zip(SPEC.routes, ("layer1", "layer2", "layer3"), strict=True))
 STEPS_PER_ITEM = 3
 WORK_MODULE = '''"""Per-item work of the benchmark: sleep BENCH_WORK_MS milliseconds (an I/O stand-in)."""
 
@@ -86,17 +97,7 @@ def generate(root: Path) -> None:
     """Render the benchmark project into `root` (rates 0 on every layer)."""
     root.mkdir(parents=True)
     (root / "benchwork.py").write_text(WORK_MODULE, encoding="utf-8")
-    no_rate = FlowControlAnswer(rate=0)
-    spec = WorkflowSpec.build(
-        "user",
-        workflow=WORKFLOW,
-        verb="generate",
-        page_size=PAGE_SIZE,
-        chunk_size=CHUNK_SIZE,
-        logic="benchwork:work",
-        flow_control={"process": no_rate, "paginate": no_rate, "execute": no_rate},
-    )
-    add_workflow(root, spec)
+    add_workflow(root, SPEC)
 
 
 def import_project(root: Path) -> tuple[ModuleType, ModuleType]:

@@ -441,3 +441,24 @@ def test_interrupted_generation_leaves_nothing_behind(
         assert tree_hash(dest) == before
         leftovers = [p for p in tmp_path.rglob("*") if ".lobeflow-" in p.name]
         assert leftovers == []
+
+
+def test_a_template_validator_failure_is_a_one_line_error(tmp_path: Path) -> None:
+    from lobeflow.render import bundled_template
+
+    bundled = bundled_template()
+    template = tmp_path / "strict-template"
+    shutil.copytree(bundled / "template", template / "template")
+    config = (bundled / "copier.yml").read_text()
+    strict = "  validator: \"{{ 'Orders are closed\\n  today.' if entity == 'order' else '' }}\"\n"
+    config = config.replace(
+        "  validator: \"{{ lobeflow_answer_error('entity', entity) }}\"\n", strict
+    )
+    (template / "copier.yml").write_text(config)
+    dest = tmp_path / "shop"
+    result = run_cli("new", "order", "--dest", str(dest), "--template", str(template))
+    assert result.exit_code == 1
+    assert "error: The template could not be rendered: Orders are closed today." in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    assert not dest.exists()
