@@ -25,7 +25,7 @@ from lobeflow.naming import RESERVED_MODULES, Name, parse_name, pluralize
 LAYERS: tuple[str, str, str] = ("process", "paginate", "execute")
 ANSWERS_DIR = ".lobeflow"
 
-# Limits, after QStash's documented ones (docs/workflows.md#limits).
+# Limits, after QStash's documented ones (README, `lobeflow new`).
 MAX_PAGE_SIZE = 1000  # a page's ids travel in one step result; 1,000 steps per run
 MAX_RETRIES = 10
 MAX_PARALLELISM = 1000

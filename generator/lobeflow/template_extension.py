@@ -2,7 +2,7 @@
 plurals and limits with lobeflow's own Python (`lobeflow.spec`), not a Jinja copy of it.
 
 copier treats every Jinja extension as an unsafe feature: plain `copier copy` of this
-template needs lobeflow installed beside copier and `--trust` (docs/workflows.md). `lobeflow
+template needs lobeflow installed beside copier and `--trust` (README). `lobeflow
 new` and `lobeflow update` allow this one extension and nothing else.
 """
 
