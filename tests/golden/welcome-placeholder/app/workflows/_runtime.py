@@ -9,24 +9,29 @@ the signing-key policy and signature checks, and `[workflow:layer]` logging.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import hmac
 import json
 import logging
 import os
 import re
+import time
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
 
+import jwt
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from httpx_aiohttp import HttpxAiohttpClient
 from pydantic import BaseModel, ValidationError
-from qstash import AsyncQStash, Receiver
+from qstash import AsyncQStash
 from qstash.asyncio.http import AsyncHttpClient
-from qstash.errors import QStashError, SignatureError
+from qstash.errors import QStashError
 from qstash.http import DEFAULT_TIMEOUT, HttpMethod
 from upstash_workflow import AsyncWorkflowContext
 from upstash_workflow.asyncio.serve import authorization as _sdk_authorization
@@ -37,6 +42,14 @@ from upstash_workflow.fastapi import Serve
 SDK_FEATURE_SET = "LazyFetch,InitialBody,WF_DetectTrigger"
 FAILURE_FEATURE_SET = "LazyFetch,InitialBody"
 SIGNING_KEYS = ("QSTASH_CURRENT_SIGNING_KEY", "QSTASH_NEXT_SIGNING_KEY")
+# The public keys of the local engine (and of `qstash-cli dev`): anyone can sign with them.
+DEV_SIGNING_KEYS = frozenset(
+    ("sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r", "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs")
+)
+# Bearer token of the dry-run statistics route; required in production.
+STATS_TOKEN_ENV = "LOBEFLOW_STATS_TOKEN"
+_PRODUCTION = ("production", "prod")
+_NOT_PRODUCTION = ("", "development", "dev", "local", "test")
 
 _FLOW_KEY = re.compile(r"^[a-zA-Z0-9\-_.]+$")
 _PLAIN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -111,13 +124,32 @@ def workflow_url(path: str) -> str:
     return base.rstrip("/") + path
 
 
+def is_production() -> bool:
+    """Whether LOBEFLOW_ENV is `production` (or `prod`); unset means local development.
+
+    Raises:
+        ConfigurationError: Any other value, so a typo never turns the checks off.
+    """
+    raw = os.environ.get("LOBEFLOW_ENV", "").strip()
+    if raw.lower() in _PRODUCTION:
+        return True
+    if raw.lower() in _NOT_PRODUCTION:
+        return False
+    raise ConfigurationError(
+        f"LOBEFLOW_ENV={raw!r} is not a known environment: use `production` (or `prod`), "
+        f"or one of {', '.join(repr(name) for name in _NOT_PRODUCTION[1:])} or unset for "
+        "local development."
+    )
+
+
 def check_signing_policy() -> None:
-    """Refuse to serve workflows in production without QStash signature verification.
+    """Refuse to serve workflows in production without genuine QStash signature checks.
 
     The SDK verifies `Upstash-Signature` only when both signing keys are set, so a missing
-    key would silently accept forged deliveries.
+    key would silently accept forged deliveries; the local engine's keys are public.
+    The check also needs APP_URL: a signature is only valid for the URL it was made for.
     """
-    if os.environ.get("LOBEFLOW_ENV", "").strip().lower() != "production":
+    if not is_production():
         return
     missing = [name for name in SIGNING_KEYS if not os.environ.get(name, "").strip()]
     if missing:
@@ -126,6 +158,15 @@ def check_signing_policy() -> None:
             f"{'is' if len(missing) == 1 else 'are'} not set: workflow routes would accept "
             "unsigned requests. Set both signing keys (Upstash console > QStash > Signing keys)."
         )
+    public = [name for name in SIGNING_KEYS if os.environ[name].strip() in DEV_SIGNING_KEYS]
+    if public:
+        raise ConfigurationError(
+            f"LOBEFLOW_ENV=production but {' and '.join(public)} "
+            f"{'is' if len(public) == 1 else 'are'} the local engine's public dev key: anyone "
+            "could sign requests. Set your QStash signing keys (Upstash console > QStash > "
+            "Signing keys)."
+        )
+    require_env("APP_URL", "in production the signature check needs the app's public URL.")
 
 
 def configure_logging() -> None:
@@ -420,29 +461,116 @@ async def reject_payload(
     await context.run(f"{log.workflow}:reject-payload", _reject)
 
 
-def signature_check() -> Callable[[Request], Awaitable[None]] | None:
-    """A FastAPI dependency that admits only requests signed by QStash, or None without keys.
+class InvalidSignature(Exception):
+    """An `Upstash-Signature` that this route must not accept; the message says why."""
+
+
+def _normalized_url(url: str) -> str:
+    """`url` without what does not change where it points: case of scheme and host, a
+    default port, a trailing slash."""
+    parts = urlsplit(url.strip())
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        return url
+    if port is not None and port != {"http": 80, "https": 443}.get(scheme):
+        host = f"{host}:{port}"
+    return urlunsplit((scheme, host, parts.path.rstrip("/"), parts.query, ""))
+
+
+def _verified_claims(keys: Sequence[str], token: str, body: bytes) -> dict[str, Any]:
+    """The claims of a QStash JWT signed with one of `keys` over exactly `body`.
+
+    What `qstash.Receiver.verify` checks, on the raw bytes (the Receiver takes text, so a
+    body that is not UTF-8 could not be checked), returning the claims for the URL and
+    replay checks.
+    """
+    error: Exception | None = None
+    for key in keys:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=["HS256"],
+                issuer="Upstash",
+                options={"require": ["iss", "sub", "exp", "nbf", "body"]},
+            )
+        except jwt.InvalidSignatureError as wrong_key:  # perhaps signed with the other key
+            error = wrong_key
+            continue
+        except jwt.InvalidTokenError as invalid:
+            raise InvalidSignature(str(invalid) or type(invalid).__name__) from None
+        digest = base64.urlsafe_b64encode(hashlib.sha256(body).digest()).decode().rstrip("=")
+        if not hmac.compare_digest(str(claims["body"]).rstrip("="), digest):
+            raise InvalidSignature("the body is not the one that was signed")
+        return claims
+    raise InvalidSignature(str(error) or "not signed with a known key")
+
+
+class _AcceptedSignatures:
+    """The signatures a route accepted that are still valid, to refuse replays of them.
+
+    QStash signs every delivery anew, with a unique `jti`, valid for five minutes; a
+    second request with one of these is a copy (its unsigned headers may differ, e.g. a
+    new run id). At most `capacity` are remembered: beyond that the oldest are forgotten
+    early (about 20 MB at the default, ~330 deliveries a second for five minutes).
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._capacity = capacity
+        self._expiry: dict[str, float] = {}  # in acceptance order, so the oldest come first
+
+    def first_use(self, claims: dict[str, Any], token: str) -> bool:
+        """Remember this signature; False if it was accepted before and has not expired."""
+        now = time.time()
+        expiry = self._expiry
+        while expiry and (len(expiry) >= self._capacity or next(iter(expiry.values())) < now):
+            del expiry[next(iter(expiry))]
+        token_id = str(claims.get("jti") or token)
+        if token_id in expiry:
+            return False
+        expiry[token_id] = float(claims["exp"])
+        return True
+
+
+def signature_check(path: str) -> Callable[[Request], Awaitable[None]] | None:
+    """A FastAPI dependency that admits only requests QStash signed for route `path`, or
+    None without keys.
 
     Runs before the SDK, so a refused request never reaches a route or its logic: 401
-    without `Upstash-Signature`, 403 for a wrong key, an expired token or a changed body.
-    Unlike the SDK (which checks only when both keys are set and answers 500, a status
-    QStash retries), one key is enough to turn checking on.
+    without `Upstash-Signature`; 403 for a wrong key, an expired token, a changed body or
+    a signature made for another URL (the route's public URL is APP_URL + `path`; case,
+    default ports and a trailing slash do not matter); 409 for a copy of a request already
+    accepted. Unlike the SDK (which checks only when both keys are set and answers 500, a
+    status QStash retries), one key is enough to turn checking on.
     """
     keys = [key for name in SIGNING_KEYS if (key := os.environ.get(name, "").strip())]
     if not keys:
         return None
-    receiver = Receiver(current_signing_key=keys[0], next_signing_key=keys[-1])
+    accepted = _AcceptedSignatures()
 
     async def check(request: Request) -> None:
         signature = request.headers.get("upstash-signature")
         if not signature:
             raise HTTPException(401, "Missing Upstash-Signature: only QStash may call this route.")
-        raw = await request.body()
         try:
-            # The SDK reads the body as UTF-8 text, so a body that is not cannot be genuine.
-            receiver.verify(signature=signature, body=raw.decode())
-        except (SignatureError, UnicodeDecodeError) as error:
-            raise HTTPException(403, f"Invalid Upstash-Signature: {error}") from None
+            claims = _verified_claims(keys, signature, await request.body())
+            expected = workflow_url(path)
+        except InvalidSignature as error:
+            raise HTTPException(403, f"Invalid Upstash-Signature: {error}.") from None
+        except ConfigurationError as error:
+            raise HTTPException(500, str(error)) from None
+        if request.url.query:
+            expected += f"?{request.url.query}"
+        if _normalized_url(str(claims["sub"])) != _normalized_url(expected):
+            raise HTTPException(
+                403, f"Invalid Upstash-Signature: signed for {claims['sub']}, not {expected}."
+            )
+        if not accepted.first_use(claims, signature):
+            raise HTTPException(409, "Replayed Upstash-Signature: this request was accepted once.")
 
     return check
 
@@ -463,12 +591,39 @@ def _plain_message_starter(
         # The message id is stable across QStash retries, so a retry starts nothing new.
         message = request.headers.get("upstash-message-id") or uuid.uuid4().hex
         run = f"wfr_{message}"
-        body = (await request.body()).decode("utf-8", errors="replace")
+        body = (await request.body()).decode()  # UTF-8: `_WorkflowRoutes` refused the rest
         url = workflow_url(path)
         await trigger_runs(url, [RunStart(run, body)], flow_control=flow_control, retries=retries)
         return JSONResponse({"workflowRunId": run}, headers={"Upstash-Workflow-Sdk-Version": "1"})
 
     return start
+
+
+async def _refuse_binary_body(request: Request) -> JSONResponse | None:
+    """Answer a body that is not UTF-8 text with QStash's "do not retry" status, 489.
+
+    The SDK reads bodies as text and fails on such a body on every attempt, so retries
+    would only end in the DLQ later; QStash moves it there at once (nothing runs).
+    """
+    try:
+        (await request.body()).decode()
+    except UnicodeDecodeError as error:
+        _logger.error(
+            "[workflow] Refused a body that is not UTF-8 text%s",
+            _json_fields(
+                {
+                    "path": request.url.path,
+                    "messageId": request.headers.get("upstash-message-id"),
+                    "error": str(error),
+                }
+            ),
+        )
+        return JSONResponse(
+            {"error": f"The body is not UTF-8 text ({error}); it is not retried."},
+            status_code=489,
+            headers={"Upstash-NonRetryable-Error": "true"},
+        )
+    return None
 
 
 # A delivery that carries one of these belongs to a run the SDK already knows of.
@@ -495,6 +650,9 @@ class _WorkflowRoutes:
 
     def add_api_route(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
         async def endpoint_or_start(request: Request) -> Any:
+            refused = await _refuse_binary_body(request)
+            if refused is not None:
+                return refused
             started = await self._start(request)
             return started if started is not None else await endpoint(request)
 
@@ -559,7 +717,7 @@ def serve_workflow(
     """
     route = _ended_runs_end_cleanly(route)
     routes = _WorkflowRoutes(
-        router, signature_check(), _plain_message_starter(path, flow_control, retries)
+        router, signature_check(path), _plain_message_starter(path, flow_control, retries)
     )
     # Serve only calls `add_api_route`.
     Serve(cast(FastAPI, routes)).post(
