@@ -169,6 +169,32 @@ def check_signing_policy() -> None:
     require_env("APP_URL", "in production the signature check needs the app's public URL.")
 
 
+async def require_stats_token(request: Request) -> None:
+    """A FastAPI dependency guarding the dry-run statistics routes.
+
+    With STATS_TOKEN_ENV set, a request needs `Authorization: Bearer <that token>` (401
+    without, 403 with another); `lobeflow run` sends it from the same variable. Without it
+    the route is open locally, and closed (403) in production: it discloses counts and runs
+    the counting queries on demand.
+    """
+    token = os.environ.get(STATS_TOKEN_ENV, "").strip()
+    if not token:
+        if is_production():
+            raise HTTPException(
+                403, f"The statistics route is closed in production until {STATS_TOKEN_ENV} is set."
+            )
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise HTTPException(
+            401,
+            f"Missing bearer token: send `Authorization: Bearer ${STATS_TOKEN_ENV}`.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise HTTPException(403, f"Wrong bearer token (not the app's {STATS_TOKEN_ENV}).")
+
+
 def configure_logging() -> None:
     """Show workflow log lines (level from LOG_LEVEL, default INFO) without raising others."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s")
