@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -118,3 +119,83 @@ def test_logic_reference_is_wired_as_the_per_item_work(tmp_path: Path) -> None:
     logic = (dest / "app" / "workflows" / "contacts" / "logic.py").read_text()
     assert "crm_logic.enrich" in logic
     project_checks(dest)
+
+
+# Closes the docstring the project name used to be rendered in, then runs code on import.
+HOSTILE_NAME = 'x"""; import pathlib; pathlib.Path("PWNED").write_text("1"); """'
+
+
+def _app_title(project: Path) -> str:
+    """Import the generated app in a fresh interpreter and return its title."""
+    code = "from app.main import create_app; print(create_app().title)"
+    env = {**os.environ, "QSTASH_TOKEN": "token", "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("LOBEFLOW_ENV", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_a_hostile_project_name_is_rendered_as_data(tmp_path: Path) -> None:
+    # Through `lobeflow new --project-name` and through plain copier (the folder's name).
+    via_cli = tmp_path / "cli" / "shop"
+    result = run_cli("new", "user", "--dest", str(via_cli), "--project-name", HOSTILE_NAME)
+    assert result.exit_code == 0, result.stderr
+    via_copier = tmp_path / "copier" / HOSTILE_NAME
+    run_checked(
+        [
+            str(Path(sys.executable).parent / "copier"),
+            "copy",
+            "--defaults",
+            "--trust",  # harmless today; needed once the template loads a Jinja extension
+            "--vcs-ref",
+            "HEAD",
+            "--data",
+            "entity=user",
+            str(REPO),
+            str(via_copier),
+        ],
+        tmp_path,
+    )
+    for project in (via_cli, via_copier):
+        assert _app_title(project) == HOSTILE_NAME
+        assert not (project / "PWNED").exists()
+    main = "app/main.py"
+    assert (via_cli / main).read_text() == (via_copier / main).read_text()
+    bin_dir = Path(sys.executable).parent
+    run_checked([str(bin_dir / "ruff"), "check", "."], via_copier)
+    run_checked([str(bin_dir / "ruff"), "format", "--check", "."], via_copier)
+    run_checked([str(bin_dir / "mypy"), "--strict", "--cache-dir", "/dev/null", "."], via_copier)
+
+
+def test_a_package_that_is_not_a_workflow_is_skipped(tmp_path: Path) -> None:
+    project = tmp_path / "shop"
+    assert run_cli("new", "user", "--dest", str(project), "--defaults").exit_code == 0
+    helpers = project / "app" / "workflows" / "shared"
+    helpers.mkdir()
+    (helpers / "__init__.py").write_text('"""Helpers shared by the workflows."""\n')
+    code = (
+        "import logging; logging.basicConfig(level=logging.INFO)\n"
+        "from app.main import create_app\n"
+        "print(sorted(create_app().openapi()['paths']))"
+    )
+    env = {**os.environ, "QSTASH_TOKEN": "token", "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "/api/workflows/users/process-users" in proc.stdout
+    assert "app.workflows.shared is not a workflow package" in proc.stderr

@@ -17,7 +17,7 @@ from lobeflow.render import bundled_template
 
 from tests.helpers import project_checks, run_cli, tree_hash
 
-RUNTIME = Path("app/workflows/_runtime.py")
+RUNTIME = Path("app/workflows/_runtime/logs.py")
 USERS_PAYLOADS = Path("app/workflows/users/payloads.py")
 LOGIC = [Path("app/workflows/users/logic.py"), Path("app/workflows/agents/logic.py")]
 USER_NOTE = "\n\n# Kept: a note the user added at the end.\n"
@@ -61,7 +61,7 @@ def template_repo(tmp_path: Path) -> Path:
 def _release_v2(repo: Path) -> None:
     """A template change in the shared runtime and in every workflow's flow_control.py."""
     _replace_line(
-        repo / "template" / "{{ app_package }}" / "workflows" / "_runtime.py.jinja",
+        repo / "template" / "{{ app_package }}" / "workflows" / "_runtime" / "logs.py.jinja",
         "logging.basicConfig(",
         'logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s [v2] %(message)s")',
     )
@@ -116,7 +116,7 @@ def test_lobeflow_update_merges_v1_to_v2(tmp_path: Path, template_repo: Path) ->
         flow = (dest / "app" / "workflows" / workflow / "flow_control.py").read_text()
         assert "# Reviewed for template v2." in flow
     runtime = (dest / RUNTIME).read_text()
-    assert "<<<<<<< app/workflows/_runtime.py (yours)" in runtime
+    assert "<<<<<<< app/workflows/_runtime/logs.py (yours)" in runtime
     assert "# user format" in runtime and "[v2]" in runtime
     for path, content in logic_before.items():
         assert (dest / path).read_bytes() == content
@@ -137,8 +137,8 @@ def test_rej_mode_keeps_the_users_file(tmp_path: Path, template_repo: Path) -> N
 
     assert result.exit_code == 1
     assert (dest / RUNTIME).read_text() == edited_runtime
-    rej = (dest / RUNTIME.with_name("_runtime.py.rej")).read_text()
-    assert "[v2]" in rej and rej.startswith("--- a/app/workflows/_runtime.py")
+    rej = (dest / RUNTIME.with_name("logs.py.rej")).read_text()
+    assert "[v2]" in rej and rej.startswith("--- a/app/workflows/_runtime/logs.py")
 
 
 def test_update_refuses_uncommitted_changes(tmp_path: Path, template_repo: Path) -> None:

@@ -236,6 +236,11 @@ def update(
         if item.change is not Change.UNCHANGED:
             label = f"{item.change.value:>10}"
             _say(f"{_styled(label, style.get(item.change, 'cyan'))} {item.path}")
+    if any(item.change is Change.ORPHAN for item in result.files):
+        _say(
+            "orphan: no longer part of the template, but edited by you, so kept (the generated "
+            "code no longer uses it): carry your changes over to the new files, then delete it."
+        )
     verb = "Would update" if pretend else "Updated"
     _say(f"\n{verb} {', '.join(result.workflows) or 'no workflows'} in {result.root}.")
     if result.conflicts:

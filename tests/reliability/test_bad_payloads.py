@@ -130,11 +130,12 @@ def test_bad_payloads_end_as_recorded_runs_without_retries(
     )
 
 
-def test_body_that_is_not_utf8_is_refused_and_dead_lettered(
+def test_body_that_is_not_utf8_is_dead_lettered_at_once_without_retries(
     engine: EngineServer, app: AppServer
 ) -> None:
-    # Only a QStash token holder can publish this; it cannot pass the signature check (the
-    # SDK reads bodies as UTF-8), so it is retried the configured times and dead-lettered.
+    # Only a QStash token holder can publish this. The SDK reads bodies as UTF-8 text, so no
+    # attempt could ever succeed: the app answers 489 with `Upstash-NonRetryable-Error`, and
+    # QStash dead-letters it after one delivery instead of retrying it 10 times first.
     url = f"{app.url}{ROUTE_PREFIX}/generate-user"
     headers = {
         "Authorization": f"Bearer {engine.config.token}",
@@ -147,11 +148,13 @@ def test_body_that_is_not_utf8_is_refused_and_dead_lettered(
     assert response.status_code in (200, 201), response.text
     engine.engine.wait_until_idle(30)
     counters = engine.engine.counters()
-    assert counters.deliveries == 1 + RETRIES
+    assert counters.deliveries == 1
+    assert counters.retries == 0
     assert counters.dlq_total == 1
     (entry,) = engine.engine.dlq.values()
-    assert entry["responseStatus"] == 403
-    assert "Invalid Upstash-Signature" in entry["responseBody"]
+    assert entry["responseStatus"] == 489
+    assert "not UTF-8 text" in entry["responseBody"]
+    assert engine.engine.runs() == []
 
 
 @pytest.mark.parametrize("route", ["process-users", "paginate-users", "generate-user"])

@@ -32,7 +32,7 @@ class Case:
 
 
 def _edit_runtime(root: Path) -> None:
-    runtime = root / "app" / "workflows" / "_runtime.py"
+    runtime = root / "app" / "workflows" / "_runtime" / "client.py"
     runtime.write_text(runtime.read_text() + "\n# local change\n")
 
 
@@ -75,7 +75,7 @@ EXTRA: list[Case] = [
         ["new", "order", "--logic", "mylogic.work"],
         "package.module:function",
     ),
-    Case("existing generated file differs", ["new", "order"], "_runtime.py", _edit_runtime),
+    Case("existing generated file differs", ["new", "order"], "client.py", _edit_runtime),
     Case("file where a package goes", ["new", "order"], "orders", _file_in_the_way),
     Case(
         "answers file is not YAML",

@@ -104,6 +104,25 @@ def test_dry_run_numbers_equal_what_the_real_run_processes(start_shop: StartShop
     assert forced["statistics"]["toProcess"] == 70
 
 
+def test_dry_run_sends_the_statistics_token(
+    start_shop: StartShop, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The app requires the token once it is set (always in production).
+    shop = start_shop(extra_env={"LOBEFLOW_STATS_TOKEN": "s3cret"})
+    shop.seed(3)
+    monkeypatch.delenv("LOBEFLOW_STATS_TOKEN", raising=False)
+    for token, status in ((None, 401), ("wrong", 403)):
+        if token is not None:
+            monkeypatch.setenv("LOBEFLOW_STATS_TOKEN", token)
+        refused = cli("run", WORKFLOW, "--dry-run", *shop.cli_args())
+        assert isinstance(refused.exception, RunError), refused.output
+        expected = f"refused the statistics request ({status}): set LOBEFLOW_STATS_TOKEN"
+        assert expected in str(refused.exception)
+    monkeypatch.setenv("LOBEFLOW_STATS_TOKEN", "s3cret")
+    dry = _json(cli("run", WORKFLOW, "--dry-run", "--json", *shop.cli_args()))
+    assert dry["statistics"]["totalEligible"] == 3
+
+
 def test_failures_are_counted_once_and_match_the_engine_counters(
     start_shop: StartShop, cli: Cli
 ) -> None:

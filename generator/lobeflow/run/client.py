@@ -7,6 +7,7 @@ bulk cancel), so the same code watches a pass on the local engine and in product
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -20,6 +21,8 @@ DEFAULT_TIMEOUT_S = 10.0
 LOGS_PAGE_SIZE = 100
 # Bounds one listing, so a runaway listing cannot loop forever.
 MAX_LOG_PAGES = 1_000
+# The bearer token of the app's statistics route (the generated app reads it too).
+STATS_TOKEN_ENV = "LOBEFLOW_STATS_TOKEN"
 
 
 def _hint(url: str, what: str) -> str:
@@ -37,10 +40,15 @@ def _hint(url: str, what: str) -> str:
 class AppClient:
     """The generated app, over HTTP: its dry-run statistics route."""
 
-    def __init__(self, base_url: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
-        """Talk to the app served at `base_url` (its APP_URL)."""
+    def __init__(
+        self, base_url: str, *, timeout: float = DEFAULT_TIMEOUT_S, stats_token: str | None = None
+    ) -> None:
+        """Talk to the app served at `base_url` (its APP_URL), with the statistics route's
+        bearer token (default: STATS_TOKEN_ENV; the app requires it in production)."""
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(timeout=timeout, trust_env=False)
+        token = os.environ.get(STATS_TOKEN_ENV, "") if stats_token is None else stats_token
+        headers = {"Authorization": f"Bearer {token.strip()}"} if token.strip() else None
+        self._http = httpx.Client(timeout=timeout, trust_env=False, headers=headers)
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -61,6 +69,11 @@ class AppClient:
             raise RunError(
                 f"The app at {self.base_url} has no route {path}: is APP_URL this project's "
                 "app, and is the workflow mounted?"
+            )
+        if response.status_code in (401, 403):
+            raise RunError(
+                f"The app at {self.base_url} refused the statistics request "
+                f"({response.status_code}): set {STATS_TOKEN_ENV} to the app's value."
             )
         if response.status_code != 200:
             raise RunError(f"GET {url} answered {response.status_code}: {response.text[:300]}")

@@ -1,4 +1,1 @@
-"""FastAPI app running durable Upstash Workflow pipelines.
-
-Project: shop.
-"""
+"""FastAPI app running durable Upstash Workflow pipelines (`main.create_app`)."""

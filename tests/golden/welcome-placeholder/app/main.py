@@ -6,6 +6,8 @@ from fastapi import FastAPI
 
 from app.workflows import _runtime, build_router
 
+PROJECT_NAME = "shop"
+
 
 def create_app() -> FastAPI:
     """The app with every workflow mounted.
@@ -16,6 +18,6 @@ def create_app() -> FastAPI:
     """
     _runtime.check_signing_policy()
     _runtime.configure_logging()
-    app = FastAPI(title="shop")
+    app = FastAPI(title=PROJECT_NAME)
     app.include_router(build_router())
     return app

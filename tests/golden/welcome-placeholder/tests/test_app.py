@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 import pytest
+from lobeflow.testing import EngineHandle
 
 from app import workflows
 from app.main import create_app
@@ -15,20 +13,48 @@ from app.workflows._runtime import ConfigurationError
 @pytest.mark.usefixtures("qstash_engine")
 def test_every_workflow_package_is_mounted() -> None:
     paths: list[str] = list(create_app().openapi()["paths"])
-    for found in pkgutil.iter_modules(workflows.__path__):
-        if found.ispkg and not found.name.startswith("_"):
-            prefix = importlib.import_module(f"{workflows.__name__}.{found.name}").ROUTE_PREFIX
-            assert [path for path in paths if path.startswith(prefix)], found.name
+    packages = workflows.workflow_packages()
+    assert packages
+    for package in packages:
+        prefix = package.ROUTE_PREFIX
+        assert [path for path in paths if path.startswith(prefix)], package.__name__
 
 
-@pytest.mark.usefixtures("qstash_engine")
+@pytest.fixture
+def production(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LOBEFLOW_ENV=production with an APP_URL and signing keys that are not public."""
+    monkeypatch.setenv("LOBEFLOW_ENV", "production")
+    monkeypatch.setenv("APP_URL", "https://example.com")
+    monkeypatch.setenv("QSTASH_CURRENT_SIGNING_KEY", "sig_current")
+    monkeypatch.setenv("QSTASH_NEXT_SIGNING_KEY", "sig_next")
+
+
+@pytest.mark.usefixtures("qstash_engine", "production")
 def test_production_refuses_to_start_without_both_signing_keys(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("LOBEFLOW_ENV", "production")
     create_app()
     monkeypatch.delenv("QSTASH_NEXT_SIGNING_KEY")
     with pytest.raises(ConfigurationError, match="QSTASH_NEXT_SIGNING_KEY"):
+        create_app()
+
+
+@pytest.mark.parametrize("environment", ["production", "prod", "PRODUCTION"])
+@pytest.mark.usefixtures("qstash_engine", "production")
+def test_production_refuses_the_public_dev_signing_keys(
+    qstash_engine: EngineHandle, monkeypatch: pytest.MonkeyPatch, environment: str
+) -> None:
+    # The local engine's keys are public: anyone could sign with them.
+    monkeypatch.setenv("LOBEFLOW_ENV", environment)
+    monkeypatch.setenv("QSTASH_NEXT_SIGNING_KEY", qstash_engine.next_signing_key)
+    with pytest.raises(ConfigurationError, match="QSTASH_NEXT_SIGNING_KEY is the local engine"):
+        create_app()
+
+
+@pytest.mark.usefixtures("qstash_engine")
+def test_unknown_environment_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOBEFLOW_ENV", "prodution")
+    with pytest.raises(ConfigurationError, match="LOBEFLOW_ENV='prodution' is not a known"):
         create_app()
 
 

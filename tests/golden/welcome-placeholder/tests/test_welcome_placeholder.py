@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import threading
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -103,6 +105,55 @@ def test_dry_run_statistics(app_server: AppServer, qstash_engine: EngineHandle) 
     layer2 = app_server.url + WORKFLOW_PATHS.paginate_users
     assert qstash_engine.runs(url_prefix=layer2) == []
     assert run(logic.attempts()) == dict.fromkeys(ids[:2], 1)
+
+
+@pytest.mark.parametrize("production", [False, True])
+def test_statistics_route_needs_the_token_once_one_is_set(
+    app_server: AppServer, monkeypatch: pytest.MonkeyPatch, production: bool
+) -> None:
+    url = app_server.url + WORKFLOW_PATHS.stats
+    if production:
+        # Read per request; the app's start-up checks ran with the test settings.
+        monkeypatch.setenv("LOBEFLOW_ENV", "production")
+        closed = httpx.get(url)
+        assert closed.status_code == 403
+        assert _runtime.STATS_TOKEN_ENV in closed.json()["detail"]
+    else:
+        assert httpx.get(url).status_code == 200  # open locally by default
+    monkeypatch.setenv(_runtime.STATS_TOKEN_ENV, "s3cret")
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 403
+    assert httpx.post(url, headers={"Authorization": "Basic s3cret"}).status_code == 401
+    right = httpx.get(url, headers={"Authorization": "Bearer s3cret"})
+    assert right.status_code == 200
+    assert right.json()["dryRun"] is True
+
+
+def test_a_slow_store_call_does_not_block_other_requests(
+    app_server: AppServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A statistics call whose query waits (a long count, a lock held by another writer):
+    # the app keeps answering other requests meanwhile.
+    run(logic.seed_items(3))
+    path = logic.database_path()
+    waiting, release = threading.Event(), threading.Event()
+
+    def slow_database_path() -> Path:
+        waiting.set()
+        release.wait(60)
+        return path
+
+    monkeypatch.setattr(logic, "database_path", slow_database_path)
+    with ThreadPoolExecutor(1) as pool:
+        stats = pool.submit(httpx.get, app_server.url + WORKFLOW_PATHS.stats, timeout=90)
+        try:
+            assert waiting.wait(30), "the statistics call never reached the store"
+            other = httpx.get(app_server.url + "/openapi.json", timeout=10)
+            assert other.status_code == 200
+            assert not stats.done()  # answered while the statistics call still waited
+        finally:
+            release.set()
+        assert stats.result().json()["totalEligible"] == 3
 
 
 def test_second_pass_processes_nothing_and_force_processes_again(

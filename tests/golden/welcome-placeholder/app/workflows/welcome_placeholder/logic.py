@@ -13,19 +13,22 @@ The example store is an embedded SQLite database whose path comes from
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 DB_PATH_ENV = "WELCOME_PLACEHOLDER_DB_PATH"
 DEFAULT_DB_PATH = ".data/welcome_placeholder.sqlite3"
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (id TEXT PRIMARY KEY, payload JSON NOT NULL);
@@ -50,10 +53,9 @@ def database_path() -> Path:
 
 
 # One connection for every call: a new connection, the schema script and a full sync on
-# each call cost milliseconds per item, with the event loop blocked. It follows
-# DB_PATH_ENV: a new path closes the old connection, so tests that repoint it per test
-# keep one file open, not one per test. The lock lets threads share it (tests call these
-# functions while the app serves in another thread) and keeps each call one transaction.
+# each call cost milliseconds per item. It follows DB_PATH_ENV: a new path closes the old
+# connection, so tests that repoint it per test keep one file open, not one per test. The
+# lock lets the worker threads of `_in_store` share it and keeps each call one transaction.
 _lock = threading.Lock()
 _open: tuple[Path, sqlite3.Connection] | None = None
 
@@ -72,11 +74,7 @@ def _open_connection(path: Path) -> sqlite3.Connection:
 
 @contextmanager
 def _connect() -> Iterator[sqlite3.Connection]:
-    """The store in one transaction: committed at the end, rolled back on an error.
-
-    Never `await` inside it: another call on the same event loop would then wait for the
-    lock with the loop blocked, forever.
-    """
+    """The store in one transaction: committed at the end, rolled back on an error."""
     global _open
     path = database_path()
     with _lock:
@@ -91,6 +89,20 @@ def _connect() -> Iterator[sqlite3.Connection]:
             yield db
 
 
+def _run(work: Callable[[sqlite3.Connection], T]) -> T:
+    with _connect() as db:
+        return work(db)
+
+
+async def _in_store(work: Callable[[sqlite3.Connection], T]) -> T:
+    """`work(db)` in one transaction, in a worker thread.
+
+    SQLite calls block: on the event loop, a slow query (a count over many rows, a lock
+    held by another writer) would stall every other request of the app meanwhile.
+    """
+    return await asyncio.to_thread(_run, work)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -103,38 +115,33 @@ async def seed_items(count: int) -> list[str]:
     """
     batch = uuid.uuid4().hex[:8]
     ids = [f"user-{batch}-{number:06d}" for number in range(1, count + 1)]
-    with _connect() as db:
-        db.executemany(
-            "INSERT INTO items (id, payload) VALUES (?, ?)",
-            [(item_id, json.dumps({"name": item_id.replace("-", " ").title()})) for item_id in ids],
-        )
+    rows = [(item_id, json.dumps({"name": item_id.replace("-", " ").title()})) for item_id in ids]
+    query = "INSERT INTO items (id, payload) VALUES (?, ?)"
+    await _in_store(lambda db: db.executemany(query, rows))
     return ids
 
 
 async def count_eligible() -> int:
     """How many users the workflow covers."""
-    with _connect() as db:
-        count: int = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+    query = "SELECT COUNT(*) FROM items"
+    count: int = await _in_store(lambda db: db.execute(query).fetchone()[0])
     return count
 
 
 async def count_needing_processing() -> int:
     """How many of them have no result yet."""
-    with _connect() as db:
-        count: int = db.execute(
-            "SELECT COUNT(*) FROM items LEFT JOIN results ON results.item_id = items.id"
-            " WHERE results.item_id IS NULL"
-        ).fetchone()[0]
+    query = (
+        "SELECT COUNT(*) FROM items LEFT JOIN results ON results.item_id = items.id"
+        " WHERE results.item_id IS NULL"
+    )
+    count: int = await _in_store(lambda db: db.execute(query).fetchone()[0])
     return count
 
 
 async def list_page(cursor: str | None, limit: int) -> tuple[list[str], str | None]:
     """Up to `limit` ids after `cursor`, in id order, and the next cursor (None at the end)."""
-    with _connect() as db:
-        rows = db.execute(
-            "SELECT id FROM items WHERE ? IS NULL OR id > ? ORDER BY id LIMIT ?",
-            (cursor, cursor, limit + 1),
-        ).fetchall()
+    query = "SELECT id FROM items WHERE ? IS NULL OR id > ? ORDER BY id LIMIT ?"
+    rows = await _in_store(lambda db: db.execute(query, (cursor, cursor, limit + 1)).fetchall())
     ids = [row[0] for row in rows[:limit]]
     return ids, ids[-1] if len(rows) > limit else None
 
@@ -143,21 +150,16 @@ async def filter_needing_processing(ids: list[str]) -> list[str]:
     """The ids among `ids` that have no result yet, in order."""
     if not ids:
         return []
-    with _connect() as db:
-        done = {
-            row[0]
-            for row in db.execute(
-                f"SELECT item_id FROM results WHERE item_id IN ({', '.join('?' * len(ids))})",
-                ids,
-            )
-        }
+    query = f"SELECT item_id FROM results WHERE item_id IN ({', '.join('?' * len(ids))})"
+    rows = await _in_store(lambda db: db.execute(query, ids).fetchall())
+    done = {row[0] for row in rows}
     return [item_id for item_id in ids if item_id not in done]
 
 
 async def load(item_id: str) -> dict[str, Any] | None:
     """One item as a small JSON-ready dict (it becomes a step result), or None."""
-    with _connect() as db:
-        row = db.execute("SELECT payload FROM items WHERE id = ?", (item_id,)).fetchone()
+    query = "SELECT payload FROM items WHERE id = ?"
+    row = await _in_store(lambda db: db.execute(query, (item_id,)).fetchone())
     if row is None:
         return None
     payload: dict[str, Any] = json.loads(row[0])
@@ -177,43 +179,41 @@ async def save(item_id: str, result: dict[str, Any], *, run_id: str) -> bool:
     👉 Idempotent per run: a re-delivered save step of the same run writes nothing, while a
     forced run (another run id) replaces the result and counts one more attempt.
     """
-    with _connect() as db:
-        cursor = db.execute(
-            "INSERT INTO results (item_id, result, run_id, processed_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (item_id) DO UPDATE SET result = excluded.result,"
-            " run_id = excluded.run_id, processed_at = excluded.processed_at,"
-            " attempts = results.attempts + 1"
-            " WHERE results.run_id <> excluded.run_id",
-            (item_id, json.dumps(result), run_id, _now()),
-        )
-        return cursor.rowcount > 0
+    query = (
+        "INSERT INTO results (item_id, result, run_id, processed_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (item_id) DO UPDATE SET result = excluded.result,"
+        " run_id = excluded.run_id, processed_at = excluded.processed_at,"
+        " attempts = results.attempts + 1"
+        " WHERE results.run_id <> excluded.run_id"
+    )
+    values = (item_id, json.dumps(result), run_id, _now())
+    changed: int = await _in_store(lambda db: db.execute(query, values).rowcount)
+    return changed > 0
 
 
 async def record_failure(item_id: str, error: str) -> None:
     """Remember a run that failed after all its retries."""
-    with _connect() as db:
-        db.execute(
-            "INSERT INTO failures (item_id, error, failed_at) VALUES (?, ?, ?)",
-            (item_id, error, _now()),
-        )
+    query = "INSERT INTO failures (item_id, error, failed_at) VALUES (?, ?, ?)"
+    values = (item_id, error, _now())
+    await _in_store(lambda db: db.execute(query, values))
 
 
 async def results() -> dict[str, dict[str, Any]]:
     """Every stored result by item id."""
-    with _connect() as db:
-        rows = db.execute("SELECT item_id, result FROM results").fetchall()
+    query = "SELECT item_id, result FROM results"
+    rows = await _in_store(lambda db: db.execute(query).fetchall())
     return {item_id: json.loads(result) for item_id, result in rows}
 
 
 async def attempts() -> dict[str, int]:
     """How many runs stored a result, by item id (1 everywhere after one pass)."""
-    with _connect() as db:
-        rows = db.execute("SELECT item_id, attempts FROM results").fetchall()
+    query = "SELECT item_id, attempts FROM results"
+    rows = await _in_store(lambda db: db.execute(query).fetchall())
     return dict(rows)
 
 
 async def failures() -> list[tuple[str, str]]:
     """Recorded failures as (item id, error)."""
-    with _connect() as db:
-        rows = db.execute("SELECT item_id, error FROM failures ORDER BY rowid").fetchall()
+    query = "SELECT item_id, error FROM failures ORDER BY rowid"
+    rows = await _in_store(lambda db: db.execute(query).fetchall())
     return [(item_id, error) for item_id, error in rows]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from upstash_workflow import AsyncWorkflowContext
 
 from app.workflows import _runtime
@@ -74,7 +74,8 @@ async def dry_run(force: bool = False) -> DryRunResult:
 
 
 def register(router: APIRouter) -> None:
-    """Mount the Layer-1 workflow route and the dry-run statistics route."""
+    """Mount the Layer-1 workflow route and the dry-run statistics route (open locally; in
+    production only with the bearer token `_runtime.STATS_TOKEN_ENV`)."""
     _runtime.serve_workflow(
         router,
         WORKFLOW_PATHS.process_users,
@@ -89,6 +90,7 @@ def register(router: APIRouter) -> None:
             WORKFLOW_PATHS.stats,
             dry_run,
             methods=[method],
+            dependencies=[Depends(_runtime.require_stats_token)],
             response_model=DryRunResult,
             operation_id=f"{WORKFLOW_NAME}-dry-run-{method.lower()}",
             summary=f"Dry-run statistics of {WORKFLOW_NAME}",

@@ -1,0 +1,100 @@
+"""Run ids and run starts: many runs with ONE `/v2/batch` request.
+
+The Python SDK has no trigger client; these send the run-start message the SDK itself
+sends, with deterministic run ids that double as QStash deduplication ids. Change how run
+ids are derived here (keep them deterministic: that is what makes triggers idempotent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .client import FlowControl, qstash_client
+
+# The feature set the SDK declares on its own run-start and step messages.
+SDK_FEATURE_SET = "LazyFetch,InitialBody,WF_DetectTrigger"
+FAILURE_FEATURE_SET = "LazyFetch,InitialBody"
+_PLAIN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def run_id(workflow: str, layer: str, *parts: str) -> str:
+    """Deterministic run id `wfr_<workflow>-<layer>-<id or stable hash>`.
+
+    The same work always gets the same id, so a retried trigger step re-sends ids QStash
+    has already seen and no item is started twice.
+    """
+    if len(parts) == 1 and _PLAIN_ID.match(parts[0]):
+        key = parts[0]
+    else:
+        key = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
+    return f"wfr_{workflow}-{layer}-{key}"
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """One run to start: its id and the JSON body its route receives."""
+
+    run_id: str
+    body: str
+
+
+def _run_start_headers(
+    url: str,
+    run: str,
+    flow_control: FlowControl,
+    retries: int,
+) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "Upstash-Workflow-Init": "true",
+        "Upstash-Workflow-RunId": run,
+        "Upstash-Workflow-Url": url,
+        "Upstash-Feature-Set": SDK_FEATURE_SET,
+        "Upstash-Forward-Upstash-Workflow-Sdk-Version": "1",
+        "Upstash-Retries": str(retries),
+        # 👉 QStash drops a second message with this id: duplicate triggers start nothing.
+        "Upstash-Deduplication-Id": run,
+        # Every workflow route here has a failure function: the SDK's failure-callback headers.
+        "Upstash-Failure-Callback": url,
+        "Upstash-Failure-Callback-Forward-Upstash-Workflow-Is-Failure": "true",
+        "Upstash-Failure-Callback-Forward-Upstash-Workflow-Failure-Callback": "true",
+        "Upstash-Failure-Callback-Workflow-Runid": run,
+        "Upstash-Failure-Callback-Workflow-Init": "false",
+        "Upstash-Failure-Callback-Workflow-Url": url,
+        "Upstash-Failure-Callback-Workflow-Calltype": "failureCall",
+        "Upstash-Failure-Callback-Feature-Set": FAILURE_FEATURE_SET,
+        "Upstash-Failure-Callback-Retries": str(retries),
+        **flow_control.headers(),
+    }
+
+
+async def trigger_runs(
+    url: str, runs: Sequence[RunStart], *, flow_control: FlowControl, retries: int
+) -> list[str]:
+    """Start runs of the workflow route at `url` with ONE `/v2/batch` request.
+
+    Each message is the run-start message the SDK sends on a first invocation, plus
+    retries, flow control and a deduplication id equal to the run id. Returns the run ids.
+    """
+    if not runs:
+        return []
+    messages = [
+        {
+            "destination": url,
+            "headers": _run_start_headers(url, run.run_id, flow_control, retries),
+            "body": run.body,
+        }
+        for run in runs
+    ]
+    # Raw batch: qstash-py would prefix these workflow headers with `Upstash-Forward-`.
+    await qstash_client().http.request(
+        path="/v2/batch",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+        body=json.dumps(messages),
+    )
+    return [run.run_id for run in runs]
