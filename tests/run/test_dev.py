@@ -59,6 +59,9 @@ def test_dev_serves_the_project_app_with_the_engine(project: Path, tmp_path: Pat
     text = log.read_text()
     assert code == 0, text
     assert "app stopped" in text and "lobeflow engine stopped" in text
+    # The start-up probe asks for a route the app has: no 404 in the app's access log.
+    assert " 404 " not in text, text
+    assert re.search(r'"GET /openapi\.json HTTP/1\.1" 200', text), text
     with pytest.raises(httpx.HTTPError):
         httpx.get(app_url, timeout=2)
 
