@@ -18,6 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from lobeflow import provenance
 from lobeflow.baseline import write_baseline
 from lobeflow.errors import DestinationError, InvalidAnswerError
 from lobeflow.files import write_files
@@ -253,6 +254,7 @@ def add_workflow(
         check_logic_reference(str(data["logic"]), destination)
     if "project_name" not in data:
         data = {**data, "project_name": destination.name}
+    data = {**provenance.copier_data(), **data}  # install lobeflow from where it came from
 
     result = ScaffoldResult(destination, names, data)
     with render(data, answers_file, source=template) as rendering:
