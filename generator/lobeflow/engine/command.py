@@ -1,7 +1,9 @@
 """`lobeflow dev`: run the engine in the foreground, log every delivery, and serve the app.
 
 Inside a project whose pyproject names its app (`[tool.lobeflow] app`), the app runs too,
-with uvicorn reloading it on code changes, so one command runs everything locally.
+with uvicorn reloading it on code changes, so one command runs everything locally. Inside a
+lobeflow project the engine keeps its messages and runs in `.lobeflow/engine.sqlite3`
+(gitignored), so `lobeflow runs` still shows them after a restart.
 """
 
 from __future__ import annotations
@@ -23,10 +25,15 @@ from lobeflow.engine.config import (
     EngineConfig,
 )
 from lobeflow.errors import LobeflowError
+from lobeflow.project import ANSWERS_DIR, ProjectError, find_project_root, list_workflows
 
 if TYPE_CHECKING:
     from lobeflow.engine.model import DeliveryRecord
     from lobeflow.run.app_process import AppProcess
+
+# Where a project keeps the engine's state, relative to its root (the project's .gitignore
+# lists it).
+PROJECT_DB = Path(ANSWERS_DIR) / "engine.sqlite3"
 
 
 def format_delivery(record: DeliveryRecord) -> str:
@@ -50,6 +57,14 @@ def _print_delivery(record: DeliveryRecord) -> None:
     print(format_delivery(record), flush=True)
 
 
+def default_db_path(start: Path) -> Path | None:
+    """`.lobeflow/engine.sqlite3` of the lobeflow project at or above `start`, else None."""
+    try:
+        return find_project_root(start) / PROJECT_DB
+    except ProjectError:
+        return None
+
+
 def env_lines(url: str, config: EngineConfig) -> list[str]:
     """`export` lines for the variables the SDKs read."""
     return [
@@ -65,8 +80,15 @@ def dev(
     port: Annotated[int, typer.Option(help="Port to listen on (0 = any free port).")] = 8080,
     db: Annotated[
         Path | None,
-        typer.Option(help="SQLite file that keeps messages and runs across restarts."),
+        typer.Option(
+            help="SQLite file that keeps messages and runs across restarts "
+            f"[default: {PROJECT_DB} inside a lobeflow project, else none].",
+            show_default=False,
+        ),
     ] = None,
+    memory: Annotated[
+        bool, typer.Option("--memory", help="Keep the engine's state in memory only.")
+    ] = False,
     token: Annotated[str, typer.Option(help="Bearer token the API accepts.")] = DEV_TOKEN,
     current_signing_key: Annotated[
         str, typer.Option(help="Key that signs deliveries (Upstash-Signature).")
@@ -102,11 +124,14 @@ def dev(
     from lobeflow.run.app_process import AppProcess, find_app
 
     spec = None if no_app else find_app(Path.cwd(), app)
+    if memory and db is not None:
+        raise LobeflowError("Give either --db or --memory, not both.")
+    db_path = None if memory else db or default_db_path(Path.cwd())
     config = EngineConfig(
         token=token,
         current_signing_key=current_signing_key,
         next_signing_key=next_signing_key,
-        db_path=db,
+        db_path=db_path,
         time_scale=time_scale,
         on_delivery=None if quiet else _print_delivery,
     )
@@ -145,6 +170,11 @@ def dev(
     if app_process is not None:
         lines.append(f"export APP_URL={app_process.url}")
     lines.append(f"lobeflow engine running at {server.url}")
+    lines.append(
+        f"  state in {db_path} (--memory: keep none)"
+        if db_path is not None
+        else "  state in memory only (--db FILE: keep it)"
+    )
     if app_process is not None:
         lines += _app_lines(app_process, reload)
     print("\n".join(lines), flush=True)
@@ -172,8 +202,6 @@ def _env(url: str, config: EngineConfig) -> dict[str, str]:
 
 def _app_lines(app_process: AppProcess, reload: bool) -> list[str]:
     """Where the app runs, and each workflow's statistics URL and run command."""
-    from lobeflow.project import ProjectError, find_project_root, list_workflows
-
     lines = [
         f"app {app_process.spec.factory} running at {app_process.url}"
         + (" (reloads on code changes)" if reload else ""),
