@@ -131,18 +131,41 @@ def test_dev_keeps_its_state_in_the_project_unless_told_otherwise(
     out = _run_dev_briefly(cwd=project / "app", log=tmp_path / "default.log")
     assert f"state in {state} (--memory: keep none)" in out
     assert state.is_file()
+    # One engine per state file: a second one is refused while the first runs.
+    with (tmp_path / "first.log").open("w") as out:
+        first = subprocess.Popen(
+            [*_DEV, "--port", "0", "--no-app", "--quiet"],
+            cwd=project,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_for(tmp_path / "first.log", r"  state in ")
+        second = subprocess.run(
+            [*_DEV, "--port", "0", "--no-app", "--quiet"],
+            cwd=project / "app",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert f"Another lobeflow engine keeps its state in {state}" in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(60) == 0
     # The project's .gitignore keeps it out of version control.
     subprocess.run(["git", "init", "-q", str(tmp_path / "repo")], check=True, timeout=60)
     (tmp_path / "repo" / ".gitignore").write_bytes((project / ".gitignore").read_bytes())
     ignored = subprocess.run(
-        ["git", "check-ignore", ".lobeflow/engine.sqlite3", ".lobeflow/engine.sqlite3-wal"],
+        ["git", "check-ignore", ".lobeflow/engine.sqlite3", ".lobeflow/engine.sqlite3.lock"],
         cwd=tmp_path / "repo",
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert ignored.stdout.split() == [".lobeflow/engine.sqlite3", ".lobeflow/engine.sqlite3-wal"]
+    assert ignored.stdout.split() == [".lobeflow/engine.sqlite3", ".lobeflow/engine.sqlite3.lock"]
 
     memory = _run_dev_briefly("--memory", cwd=project, log=tmp_path / "memory.log")
     assert "state in memory only" in memory

@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
 
@@ -63,6 +63,29 @@ def default_db_path(start: Path) -> Path | None:
         return find_project_root(start) / PROJECT_DB
     except ProjectError:
         return None
+
+
+def lock_state(db_path: Path) -> IO[bytes] | None:
+    """An exclusive lock on `<db_path>.lock`, held while the returned file stays open.
+
+    Raises:
+        LobeflowError: another engine holds it.
+    """
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform
+        return None
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = db_path.with_name(db_path.name + ".lock").open("a+b")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.close()
+        raise LobeflowError(
+            f"Another lobeflow engine keeps its state in {db_path}; stop it, or pass "
+            "--memory or --db OTHER_FILE."
+        ) from exc
+    return handle
 
 
 def env_lines(url: str, config: EngineConfig) -> list[str]:
@@ -143,6 +166,9 @@ def dev(
         return
     from lobeflow.engine.server import EngineServer  # the engine proper loads on use
 
+    # Held while this engine runs: a second engine on the same file would deliver the same
+    # pending messages again.
+    state_lock = None if db_path is None else lock_state(db_path)
     server = EngineServer(config, host=host, port=port)
     try:
         server.start()
@@ -188,6 +214,8 @@ def dev(
             app_process.stop()
             print("app stopped", flush=True)
         server.stop()
+        if state_lock is not None:
+            state_lock.close()
         print("lobeflow engine stopped", flush=True)
 
 
