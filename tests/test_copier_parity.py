@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from lobeflow import provenance
 from lobeflow.render import bundled_template
 from lobeflow.scaffold import add_workflow
 from lobeflow.spec import WorkflowSpec
@@ -101,8 +102,13 @@ def _files(root: Path) -> dict[str, bytes]:
     }
 
 
-def test_plain_copier_and_lobeflow_render_identical_projects(tmp_path: Path) -> None:
+def test_plain_copier_and_lobeflow_render_identical_projects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import copier
+
+    # Plain copier knows nothing of lobeflow's origin: the same as a registry install.
+    monkeypatch.setattr(provenance, "installed_direct_url", lambda *_: None)
 
     assert len({entity for entity, _, _ in NAMES}) >= 60
     # The template as a plain directory (what a wheel or an sdist holds): copier would

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from lobeflow import provenance
 
 from tests.helpers import project_checks, run_checked, run_cli
 
@@ -29,7 +30,12 @@ def _generated_files(root: Path) -> dict[str, bytes]:
     }
 
 
-def test_reference_scenario_matches_golden_files(tmp_path: Path) -> None:
+def test_reference_scenario_matches_golden_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # lobeflow installed editable from a fixed place, whatever this checkout's path.
+    record = {"url": "file:///src/lobeflow", "dir_info": {"editable": True}}
+    monkeypatch.setattr(provenance, "installed_direct_url", lambda *_: record)
     dest = tmp_path / "shop"
     result = run_cli("new", *REFERENCE, "--dest", str(dest), "--defaults")
     assert result.exit_code == 0, result.stderr
@@ -48,7 +54,11 @@ def test_reference_scenario_matches_golden_files(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_plain_copier_copy_renders_the_same_project(tmp_path: Path) -> None:
+def test_plain_copier_copy_renders_the_same_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Plain copier knows nothing of lobeflow's origin: the same as a registry install.
+    monkeypatch.setattr(provenance, "installed_direct_url", lambda *_: None)
     via_cli = tmp_path / "cli" / "shop"
     via_copier = tmp_path / "copier" / "shop"
     assert run_cli("new", *REFERENCE, "--dest", str(via_cli), "--defaults").exit_code == 0

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from lobeflow import provenance
 from lobeflow.baseline import write_baseline
 from lobeflow.errors import DestinationError, InvalidAnswerError
 from lobeflow.files import write_files
@@ -150,7 +151,9 @@ def add_workflow(
         check_logic_reference(spec.logic, destination)
 
     result = ScaffoldResult(destination, spec)
-    with render(spec.copier_data(), Path(spec.answers_file), source=template) as rendering:
+    # Install lobeflow from where it came from (a directory, a wheel, git).
+    data = {**provenance.copier_data(), **spec.copier_data()}
+    with render(data, Path(spec.answers_file), source=template) as rendering:
         check_line_lengths(rendering.root)
         write_baseline(rendering)
         for rel in sorted(_files_under(rendering.root)):

@@ -59,6 +59,9 @@ def test_dev_serves_the_project_app_with_the_engine(project: Path, tmp_path: Pat
     text = log.read_text()
     assert code == 0, text
     assert "app stopped" in text and "lobeflow engine stopped" in text
+    # The start-up probe asks for a route the app has: no 404 in the app's access log.
+    assert " 404 " not in text, text
+    assert re.search(r'"GET /openapi\.json HTTP/1\.1" 200', text), text
     with pytest.raises(httpx.HTTPError):
         httpx.get(app_url, timeout=2)
 
@@ -101,3 +104,80 @@ def test_find_app(project: Path, tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text("[tool.lobeflow\n")
     with pytest.raises(LobeflowError, match="Cannot read"):
         find_app(tmp_path)
+
+
+def _run_dev_briefly(*args: str, cwd: Path, log: Path) -> str:
+    """Start `lobeflow dev --no-app` with `args`, wait until it runs, stop it; its output."""
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [*_DEV, "--port", "0", "--no-app", "--quiet", *args],
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_for(log, r"lobeflow engine running at")
+        _wait_for(log, r"  state in ")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0, log.read_text()
+    return log.read_text()
+
+
+def test_dev_keeps_its_state_in_the_project_unless_told_otherwise(
+    project: Path, tmp_path: Path
+) -> None:
+    state = project / ".lobeflow" / "engine.sqlite3"
+    out = _run_dev_briefly(cwd=project / "app", log=tmp_path / "default.log")
+    assert f"state in {state} (--memory: keep none)" in out
+    assert state.is_file()
+    # One engine per state file: a second one is refused while the first runs.
+    with (tmp_path / "first.log").open("w") as out:
+        first = subprocess.Popen(
+            [*_DEV, "--port", "0", "--no-app", "--quiet"],
+            cwd=project,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_for(tmp_path / "first.log", r"  state in ")
+        second = subprocess.run(
+            [*_DEV, "--port", "0", "--no-app", "--quiet"],
+            cwd=project / "app",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert f"Another lobeflow engine keeps its state in {state}" in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(60) == 0
+    # The project's .gitignore keeps it out of version control.
+    subprocess.run(["git", "init", "-q", str(tmp_path / "repo")], check=True, timeout=60)
+    (tmp_path / "repo" / ".gitignore").write_bytes((project / ".gitignore").read_bytes())
+    ignored = subprocess.run(
+        ["git", "check-ignore", ".lobeflow/engine.sqlite3", ".lobeflow/engine.sqlite3.lock"],
+        cwd=tmp_path / "repo",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ignored.stdout.split() == [".lobeflow/engine.sqlite3", ".lobeflow/engine.sqlite3.lock"]
+
+    memory = _run_dev_briefly("--memory", cwd=project, log=tmp_path / "memory.log")
+    assert "state in memory only" in memory
+    outside = _run_dev_briefly(cwd=tmp_path, log=tmp_path / "outside.log")
+    assert "state in memory only" in outside
+    both = subprocess.run(
+        [*_DEV, "--memory", "--db", str(tmp_path / "x.sqlite3")],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert both.returncode == 1 and "either --db or --memory" in both.stderr
+    assert not (tmp_path / "x.sqlite3").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from lobeflow.run import Progress, RunError
 from lobeflow.run.client import QStashClient
 from lobeflow.run.command import EXIT_INTERRUPTED
 from lobeflow.run.model import COMPLETED, COMPLETED_WITH_FAILURES, INTERRUPTED
-from lobeflow.run.progress import interrupted_hint
+from lobeflow.run.progress import SHORT_RUN_ID, interrupted_hint
 from typer.testing import Result
 
 from tests.run.conftest import WORKFLOW, Shop, free_tcp_port
@@ -341,3 +342,45 @@ def test_json_schema_is_documented() -> None:
         assert f"`{key}`" in text, key
     for outcome in ("completed", "completedWithFailures", "interrupted", "timedOut"):
         assert f"`{outcome}`" in text, outcome
+
+
+def test_runs_table_fits_80_columns_and_shows_what_each_run_works_on(
+    start_shop: StartShop, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seeding = start_shop()
+    ids = seeding.seed(25)
+    seeding.app.stop()
+    shop = start_shop(fail_ids=(ids[3],), store=seeding.env["WELCOME_PLACEHOLDER_DB_PATH"])
+    forced = cli("run", WORKFLOW, "--force", "--json", *shop.cli_args())
+    assert forced.exit_code == 1 and _json(forced)["failed"] == 1
+    rows = _json(cli("runs", "--limit", "50", "--json", *shop.cli_args()))["runs"]
+    assert len(rows) == 1 + 3 + 25  # Layer 1; first page, two chunks; one run per item
+
+    monkeypatch.setenv("COLUMNS", "80")
+    table = cli("runs", "--limit", "50", *shop.cli_args())
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, table.stdout
+    by_short_id = {row["runId"][-SHORT_RUN_ID:]: row for row in rows}
+    shown = [line.split()[1] for line in lines if re.match(r"\d\d:\d\d:\d\d ", line)]
+    assert sorted(shown) == sorted(by_short_id)  # each id whole, on its own row
+    items = {line.split()[1]: line for line in lines if re.match(r"\d\d:\d\d:\d\d ", line)}
+    root = next(row for row in rows if row["layer"] == "process")
+    assert "pass (force)" in items[root["runId"][-SHORT_RUN_ID:]]
+    pages = [items[row["runId"][-SHORT_RUN_ID:]] for row in rows if row["layer"] == "paginate"]
+    assert sum("first page" in line for line in pages) == 1
+    assert sum("chunk of 20" in line for line in pages) == 1
+    assert sum("chunk of 5" in line for line in pages) == 1
+    failed = next(row for row in rows if row["state"] == "RUN_FAILED")
+    assert "RuntimeError" in items[failed["runId"][-SHORT_RUN_ID:]]
+
+    wide = cli("runs", "--limit", "50", "--wide", *shop.cli_args())
+    assert all(row["runId"] in wide.stdout for row in rows), wide.stdout
+
+    # `runs show` takes the shortened id, or a unique prefix; an ambiguous one is refused.
+    for given in (root["runId"][-SHORT_RUN_ID:], root["runId"][:-20]):
+        result = cli("runs", "show", given, "--json", *shop.cli_args())
+        assert _json(result)["runId"] == root["runId"]
+    ambiguous = cli("runs", "show", f"wfr_{WORKFLOW}-", *shop.cli_args())
+    assert isinstance(ambiguous.exception, RunError)
+    assert "matches 29 runs" in str(ambiguous.exception)

@@ -1,7 +1,9 @@
 """`lobeflow dev`: run the engine in the foreground, log every delivery, and serve the app.
 
 Inside a project whose pyproject names its app (`[tool.lobeflow] app`), the app runs too,
-with uvicorn reloading it on code changes, so one command runs everything locally.
+with uvicorn reloading it on code changes, so one command runs everything locally. Inside a
+lobeflow project the engine keeps its messages and runs in `.lobeflow/engine.sqlite3`
+(gitignored), so `lobeflow runs` still shows them after a restart.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,10 +25,15 @@ from lobeflow.engine.config import (
     EngineConfig,
 )
 from lobeflow.errors import LobeflowError
+from lobeflow.project import ANSWERS_DIR, ProjectError, find_project_root, list_workflows
 
 if TYPE_CHECKING:
     from lobeflow.engine.model import DeliveryRecord
     from lobeflow.run.app_process import AppProcess
+
+# Where a project keeps the engine's state, relative to its root (the project's .gitignore
+# lists it).
+PROJECT_DB = Path(ANSWERS_DIR) / "engine.sqlite3"
 
 
 def format_delivery(record: DeliveryRecord) -> str:
@@ -50,6 +57,37 @@ def _print_delivery(record: DeliveryRecord) -> None:
     print(format_delivery(record), flush=True)
 
 
+def default_db_path(start: Path) -> Path | None:
+    """`.lobeflow/engine.sqlite3` of the lobeflow project at or above `start`, else None."""
+    try:
+        return find_project_root(start) / PROJECT_DB
+    except ProjectError:
+        return None
+
+
+def lock_state(db_path: Path) -> IO[bytes] | None:
+    """An exclusive lock on `<db_path>.lock`, held while the returned file stays open.
+
+    Raises:
+        LobeflowError: another engine holds it.
+    """
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform
+        return None
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = db_path.with_name(db_path.name + ".lock").open("a+b")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.close()
+        raise LobeflowError(
+            f"Another lobeflow engine keeps its state in {db_path}; stop it, or pass "
+            "--memory or --db OTHER_FILE."
+        ) from exc
+    return handle
+
+
 def env_lines(url: str, config: EngineConfig) -> list[str]:
     """`export` lines for the variables the SDKs read."""
     return [
@@ -65,8 +103,15 @@ def dev(
     port: Annotated[int, typer.Option(help="Port to listen on (0 = any free port).")] = 8080,
     db: Annotated[
         Path | None,
-        typer.Option(help="SQLite file that keeps messages and runs across restarts."),
+        typer.Option(
+            help="SQLite file that keeps messages and runs across restarts "
+            f"[default: {PROJECT_DB} inside a lobeflow project, else none].",
+            show_default=False,
+        ),
     ] = None,
+    memory: Annotated[
+        bool, typer.Option("--memory", help="Keep the engine's state in memory only.")
+    ] = False,
     token: Annotated[str, typer.Option(help="Bearer token the API accepts.")] = DEV_TOKEN,
     current_signing_key: Annotated[
         str, typer.Option(help="Key that signs deliveries (Upstash-Signature).")
@@ -102,11 +147,14 @@ def dev(
     from lobeflow.run.app_process import AppProcess, find_app
 
     spec = None if no_app else find_app(Path.cwd(), app)
+    if memory and db is not None:
+        raise LobeflowError("Give either --db or --memory, not both.")
+    db_path = None if memory else db or default_db_path(Path.cwd())
     config = EngineConfig(
         token=token,
         current_signing_key=current_signing_key,
         next_signing_key=next_signing_key,
-        db_path=db,
+        db_path=db_path,
         time_scale=time_scale,
         on_delivery=None if quiet else _print_delivery,
     )
@@ -118,6 +166,9 @@ def dev(
         return
     from lobeflow.engine.server import EngineServer  # the engine proper loads on use
 
+    # Held while this engine runs: a second engine on the same file would deliver the same
+    # pending messages again.
+    state_lock = None if db_path is None else lock_state(db_path)
     server = EngineServer(config, host=host, port=port)
     try:
         server.start()
@@ -145,6 +196,11 @@ def dev(
     if app_process is not None:
         lines.append(f"export APP_URL={app_process.url}")
     lines.append(f"lobeflow engine running at {server.url}")
+    lines.append(
+        f"  state in {db_path} (--memory: keep none)"
+        if db_path is not None
+        else "  state in memory only (--db FILE: keep it)"
+    )
     if app_process is not None:
         lines += _app_lines(app_process, reload)
     print("\n".join(lines), flush=True)
@@ -158,6 +214,8 @@ def dev(
             app_process.stop()
             print("app stopped", flush=True)
         server.stop()
+        if state_lock is not None:
+            state_lock.close()
         print("lobeflow engine stopped", flush=True)
 
 
@@ -172,8 +230,6 @@ def _env(url: str, config: EngineConfig) -> dict[str, str]:
 
 def _app_lines(app_process: AppProcess, reload: bool) -> list[str]:
     """Where the app runs, and each workflow's statistics URL and run command."""
-    from lobeflow.project import ProjectError, find_project_root, list_workflows
-
     lines = [
         f"app {app_process.spec.factory} running at {app_process.url}"
         + (" (reloads on code changes)" if reload else ""),

@@ -19,6 +19,9 @@ from lobeflow.errors import LobeflowError
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+# What `start` asks to learn the app is up: a route every FastAPI app serves unless its
+# schema is turned off (`GET /` would log a 404 on every start).
+PROBE_PATH = "/openapi.json"
 
 
 class AppStartError(LobeflowError):
@@ -137,7 +140,7 @@ class AppProcess:
                 if code is not None:
                     raise AppStartError(f"The app {self.spec.factory} exited with status {code}.")
                 try:
-                    client.get(self.url + "/")
+                    client.get(self.url + PROBE_PATH)
                     return
                 except httpx.HTTPError:
                     time.sleep(0.1)

@@ -28,6 +28,8 @@ DEFAULT_APP_URL = "http://127.0.0.1:8000"
 DEFAULT_QSTASH_URL = "http://127.0.0.1:8080"
 # Exit status after Ctrl-C, as shells report SIGINT.
 EXIT_INTERRUPTED = 130
+# Console width of `runs --wide`: enough for any row, so nothing is cut or folded.
+WIDE_COLUMNS = 1000
 
 ProjectOpt = Annotated[
     Path, typer.Option("--project", "-p", help="A directory inside the project.")
@@ -223,6 +225,9 @@ def list_command(
         typer.Option(help="Only runs in this state: started, success, failed, canceled."),
     ] = None,
     limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Full run ids, items and errors (wider than 80 columns).")
+    ] = False,
     json_output: JsonOpt = False,
     project: ProjectOpt = Path("."),
     app_url: AppUrlOpt = DEFAULT_APP_URL,
@@ -248,14 +253,19 @@ def list_command(
         return
     out, _ = _consoles()
     if rows:
-        out.print(runs_table(rows))
+        width = out.width
+        if wide:  # as wide as the table needs: lines longer than the terminal, nothing cut
+            out.width = max(out.width, WIDE_COLUMNS)
+        out.print(runs_table(rows, width=None if wide else width))
     else:
         out.print("No runs.")
 
 
 @runs_app.command("show")
 def show_command(
-    run_id: Annotated[str, typer.Argument(help="The workflow run id.")],
+    run_id: Annotated[
+        str, typer.Argument(help="The run id: in full, as `runs` shortens it, or a unique prefix.")
+    ],
     *,
     json_output: JsonOpt = False,
     project: ProjectOpt = Path("."),

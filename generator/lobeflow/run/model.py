@@ -172,20 +172,27 @@ class RunLog:
         return self.state == RUN_SUCCESS and len(work) <= 1 and _is_empty(work)
 
     def item(self) -> str:
-        """What the run works on, from its payload: an item id, a page cursor or a chunk."""
+        """What the run works on, from its payload: an item id, a page, a chunk, a pass."""
         payload = self.payload
         for key, value in payload.items():
             if key.endswith("Id") and key != "rootRunId" and isinstance(value, str):
                 return value
         for key, value in payload.items():
             if key.endswith("Ids") and isinstance(value, list):
-                return f"{len(value)} ids"
+                return f"chunk of {len(value)}"
         if "cursor" in payload:
             return f"page after {payload['cursor']}"
         if "rootRunId" in payload:
             return "first page"
-        flags = [key for key in ("dryRun", "force") if payload.get(key) is True]
-        return ", ".join(flags)
+        if not self.steps or self.steps[0].step_type != "Initial" or set(payload) - _PASS_FLAGS:
+            return ""
+        # A Layer-1 run: the pass it starts.
+        if payload.get("dryRun") is True:
+            return "dry run"
+        return "pass (force)" if payload.get("force") is True else "pass"
+
+
+_PASS_FLAGS = {"dryRun", "force"}
 
 
 def _is_empty(steps: tuple[StepLog, ...]) -> bool:

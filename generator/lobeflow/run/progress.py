@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from types import TracebackType
 
+from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.progress import BarColumn, SpinnerColumn, TaskID, TextColumn
 from rich.progress import Progress as RichProgress
@@ -27,6 +28,8 @@ from lobeflow.run.runner import RunRow
 SHOWN_ERRORS = 5
 _STATE_STYLE = {RUN_SUCCESS: "green", RUN_FAILED: "red", "RUN_CANCELED": "yellow"}
 _LAYER_NUMBER = {"process": "1", "paginate": "2", "execute": "3"}
+# Characters of a run id the runs table shows (the end: uuid, hash or item id).
+SHORT_RUN_ID = 12
 
 
 def format_duration(seconds: float | None) -> str:
@@ -160,38 +163,66 @@ def _state(state: str) -> Text:
     return Text(state.removeprefix("RUN_"), style=_STATE_STYLE.get(state, "cyan"))
 
 
-def runs_table(rows: list[RunRow]) -> Table:
+def short_run_id(run_id: str) -> str:
+    """The end of a run id, which tells runs apart (`runs show` takes it, or any prefix)."""
+    return run_id[-SHORT_RUN_ID:]
+
+
+def runs_table(rows: list[RunRow], *, width: int | None = None) -> Table:
     """Recent runs: start, run id, layer, item, state, steps, duration, last error.
 
-    The workflow column appears only when the rows span several workflows.
+    The workflow column appears only when the rows span several workflows. Given a
+    `width` (the terminal's), run ids are shortened and the workflow, item and error cut
+    so that no line is longer; without one, everything is shown in full.
     """
     several = len({row.workflow for row in rows}) > 1
     with_errors = any(row.run.errors for row in rows)
-    table = Table("started")
-    table.add_column("run", overflow="fold", min_width=24)
+    columns: list[tuple[str, list[Text], bool]] = []  # header, cells, cut to fit
+
+    def column(header: str, cells: list[Text], *, cut: bool = False) -> None:
+        columns.append((header, cells, cut))
+
+    runs = [row.run for row in rows]
+    column("started", [Text(_clock(run.created_at)) for run in runs])
+    shorten = width is not None
+    column("run", [Text(short_run_id(r.run_id) if shorten else r.run_id) for r in runs])
     if several:
-        table.add_column("workflow")
-    for name in ("layer", "item", "state", "steps", "duration"):
-        table.add_column(name, no_wrap=name != "item", overflow="fold")
+        column("workflow", [Text(row.workflow or "-") for row in rows], cut=True)
+    column("L", [Text(_LAYER_NUMBER.get(row.layer, "-")) for row in rows])
+    column("item", [Text(run.item() or "-") for run in runs], cut=True)
+    column("state", [_state(run.state) for run in runs])
+    column("steps", [Text(str(len(run.work_steps))) for run in runs])
+    column("took", [Text(format_duration(_seconds(run.duration_ms))) for run in runs])
     if with_errors:
-        table.add_column("error", overflow="fold")
-    for row in rows:
-        run = row.run
-        duration = None if run.duration_ms is None else run.duration_ms / 1000
-        cells: list[RenderableType] = [_clock(run.created_at), run.run_id]
-        if several:
-            cells.append(row.workflow or "-")
-        cells += [
-            _LAYER_NUMBER.get(row.layer, "-"),
-            run.item() or "-",
-            _state(run.state),
-            str(len(run.work_steps)),
-            format_duration(duration),
-        ]
-        if with_errors:
-            cells.append(Text(run.errors[-1] if run.errors else "", style="red"))
-        table.add_row(*cells)
+        errors = [Text(run.errors[-1] if run.errors else "", style="red") for run in runs]
+        column("error", errors, cut=True)
+
+    natural = [max(len(header), *(cell.cell_len for cell in cells)) for header, cells, _ in columns]
+    widths: list[int | None] = [None] * len(columns)
+    if width is not None:
+        cut = [i for i, (_, _, to_cut) in enumerate(columns) if to_cut]
+        fixed = sum(natural[i] for i in range(len(columns)) if i not in cut)
+        # Water-filling: the narrowest cut columns get all they need, the rest share.
+        room = max(width - fixed - (len(columns) - 1), 4 * len(cut))
+        for position, i in enumerate(sorted(cut, key=natural.__getitem__)):
+            share = min(natural[i], room // (len(cut) - position))
+            widths[i] = share
+            room -= share
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=0)
+    for (header, _, to_cut), limit in zip(columns, widths, strict=True):
+        table.add_column(
+            header,
+            no_wrap=True,
+            overflow="ellipsis" if to_cut else "fold",
+            max_width=limit,
+        )
+    for index in range(len(rows)):
+        table.add_row(*(cells[index] for _, cells, _ in columns))
     return table
+
+
+def _seconds(millis: int | None) -> float | None:
+    return None if millis is None else millis / 1000
 
 
 def run_view(row: RunRow) -> RenderableType:

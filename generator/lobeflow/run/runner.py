@@ -447,14 +447,38 @@ def list_runs(
 def show_run(qstash: QStashClient, targets: Iterable[WorkflowTarget], run_id: str) -> RunRow:
     """One run with its steps; its workflow and layer when it belongs to one of `targets`.
 
+    `run_id` may be the full id, its end as `lobeflow runs` shows it, or a prefix, as long
+    as one of the recent runs (of `targets`' URLs, else of any) matches it alone.
+
     Raises:
-        RunError: QStash does not know the run, or is unreachable.
+        RunError: QStash does not know the run, the id matches several, or QStash is
+            unreachable.
     """
-    run = qstash.run(run_id)
-    if run is None:
-        raise RunError(f"QStash knows no run {run_id!r} (runs are kept for a limited time).")
+    targets = list(targets)
+    run = qstash.run(run_id) or _abbreviated_run(qstash, targets, run_id)
     for target in targets:
         layer = target.layer_of(run.url)
         if layer is not None:
             return RunRow(target.name, layer, run)
     return RunRow("", "", run)
+
+
+# Recent runs per workflow URL searched for an abbreviated run id.
+ABBREVIATION_SCAN = 1000
+
+
+def _abbreviated_run(qstash: QStashClient, targets: list[WorkflowTarget], given: str) -> RunLog:
+    """The one recent run whose id starts or ends with `given`."""
+    urls: list[str | None] = [url for target in targets for url in target.urls] or [None]
+    found = {
+        run.run_id: run
+        for url in urls
+        for run in qstash.runs(url=url, limit=ABBREVIATION_SCAN)
+        if given and (run.run_id.startswith(given) or run.run_id.endswith(given))
+    }
+    if len(found) > 1:
+        listing = ", ".join(sorted(found)[:3]) + (", ..." if len(found) > 3 else "")
+        raise RunError(f"{given!r} matches {len(found)} runs ({listing}); give more of the id.")
+    if not found:
+        raise RunError(f"QStash knows no run {given!r} (runs are kept for a limited time).")
+    return next(iter(found.values()))

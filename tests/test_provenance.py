@@ -1,0 +1,145 @@
+"""Where lobeflow was installed from becomes the generated project's lobeflow source."""
+
+from __future__ import annotations
+
+import shlex
+import tomllib
+from pathlib import Path
+
+import pytest
+from lobeflow import provenance
+from lobeflow.provenance import LobeflowSource, source_from_direct_url
+
+from tests.helpers import run_cli
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _table(source: LobeflowSource) -> dict[str, object]:
+    parsed: dict[str, object] = tomllib.loads(f"lobeflow = {source.uv_source}")["lobeflow"]
+    return parsed
+
+
+@pytest.mark.parametrize(
+    ("record", "table", "pip_args"),
+    [
+        (
+            {"url": "file:///src/lobeflow", "dir_info": {"editable": True}},
+            {"path": "/src/lobeflow", "editable": True},
+            ["-e", "/src/lobeflow"],
+        ),
+        (
+            {"url": "file:///src/lobe%20flow", "dir_info": {}},
+            {"path": "/src/lobe flow"},
+            ["/src/lobe flow"],
+        ),
+        (
+            {"url": "file:///wheels/lobeflow-0.1.0-py3-none-any.whl", "archive_info": {}},
+            {"path": "/wheels/lobeflow-0.1.0-py3-none-any.whl"},
+            ["/wheels/lobeflow-0.1.0-py3-none-any.whl"],
+        ),
+        (
+            {
+                "url": "https://files.example/lobeflow.tar.gz",
+                "archive_info": {"hashes": {"sha256": "00"}},
+                "subdirectory": "py",
+            },
+            {"url": "https://files.example/lobeflow.tar.gz", "subdirectory": "py"},
+            ["lobeflow @ https://files.example/lobeflow.tar.gz#subdirectory=py"],
+        ),
+        (
+            {
+                "url": "https://git.example/team/lobeflow.git",
+                "vcs_info": {"vcs": "git", "commit_id": COMMIT, "requested_revision": "main"},
+            },
+            {"git": "https://git.example/team/lobeflow.git", "rev": COMMIT},
+            [f"lobeflow @ git+https://git.example/team/lobeflow.git@{COMMIT}"],
+        ),
+        (
+            {
+                "url": "https://user:secret@git.example/lobeflow.git",
+                "vcs_info": {"vcs": "git", "commit_id": COMMIT},
+            },
+            {"git": "https://git.example/lobeflow.git", "rev": COMMIT},
+            [f"lobeflow @ git+https://git.example/lobeflow.git@{COMMIT}"],
+        ),
+        (
+            {
+                "url": "https://${TOKEN}@git.example/lobeflow.git",
+                "vcs_info": {"vcs": "git", "commit_id": COMMIT},
+            },
+            {"git": "https://${TOKEN}@git.example/lobeflow.git", "rev": COMMIT},
+            [f"lobeflow @ git+https://${{TOKEN}}@git.example/lobeflow.git@{COMMIT}"],
+        ),
+    ],
+)
+def test_direct_url_records_become_uv_sources_and_pip_arguments(
+    record: dict[str, object], table: dict[str, object], pip_args: list[str]
+) -> None:
+    source = source_from_direct_url(record)
+    assert source is not None
+    assert _table(source) == table
+    assert shlex.split(source.pip_args) == pip_args
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {},
+        {"url": "https://hg.example/lobeflow", "vcs_info": {"vcs": "hg", "commit_id": "1"}},
+        {"url": "https://host.example/lobeflow", "dir_info": {}},
+        {"url": "file:///src/lobeflow"},
+    ],
+)
+def test_records_uv_cannot_use_give_no_source(record: dict[str, object]) -> None:
+    assert source_from_direct_url(record) is None
+
+
+def test_paths_are_quoted_for_toml_and_the_shell() -> None:
+    path = '/src/it\'s "odd" \\ dir\x7f\u00e9'
+    source = source_from_direct_url({"url": Path(path).as_uri(), "dir_info": {"editable": True}})
+    assert source is not None
+    assert _table(source) == {"path": path, "editable": True}
+    assert shlex.split(source.pip_args) == ["-e", path]
+
+
+def test_the_running_lobeflow_is_the_checkout_installed_editable() -> None:
+    # The tests run against `pip install -e .` of this checkout (`make setup`).
+    source = provenance.lobeflow_source()
+    assert source is not None
+    checkout = Path(__file__).resolve().parent.parent
+    assert _table(source) == {"path": str(checkout), "editable": True}
+
+
+def test_a_registry_install_leaves_the_template_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(provenance, "installed_direct_url", lambda *_: None)
+    assert provenance.copier_data() == {}
+    dest = tmp_path / "shop"
+    assert run_cli("new", "user", "--dest", str(dest), "--defaults").exit_code == 0
+    pyproject = tomllib.loads((dest / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "uv" not in pyproject.get("tool", {})
+    assert "pip install lobeflow\n" in (dest / "README.md").read_text(encoding="utf-8")
+
+
+def test_lobeflow_new_records_the_source_in_pyproject_and_readme(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = {
+        "url": "https://git.example/lobeflow.git",
+        "vcs_info": {"vcs": "git", "commit_id": COMMIT},
+    }
+    monkeypatch.setattr(provenance, "installed_direct_url", lambda *_: record)
+    dest = tmp_path / "shop"
+    assert run_cli("new", "user", "--dest", str(dest), "--defaults").exit_code == 0
+    pyproject = tomllib.loads((dest / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["tool"]["uv"]["sources"]["lobeflow"] == {
+        "git": "https://git.example/lobeflow.git",
+        "rev": COMMIT,
+    }
+    readme = (dest / "README.md").read_text(encoding="utf-8")
+    assert f"pip install 'lobeflow @ git+https://git.example/lobeflow.git@{COMMIT}'\n" in readme
+    # Machine-specific: never written to the answers file that `lobeflow update` reads.
+    answers = (dest / ".lobeflow" / "users.yml").read_text(encoding="utf-8")
+    assert "git.example" not in answers
