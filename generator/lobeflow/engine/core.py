@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import math
 import secrets
 import threading
@@ -15,14 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from lobeflow.engine import errors
-from lobeflow.engine.config import DEDUP_WINDOW_S, DEFAULT_RETRIES, EngineConfig
+from lobeflow.engine import errors, limits
+from lobeflow.engine.config import DEDUP_WINDOW_S, EngineConfig
 from lobeflow.engine.durations import (
     FlowSpec,
     eval_retry_delay,
-    is_valid_retry_delay,
-    parse_duration,
-    parse_flow_control,
     parse_retry_after,
 )
 from lobeflow.engine.errors import ApiError
@@ -69,6 +67,8 @@ from lobeflow.engine.store import MemoryStore, SqliteStore
 from lobeflow.engine.waiters import EVENT_KIND, WAITER_KIND, Waiters
 
 T = TypeVar("T")
+
+_log = logging.getLogger("lobeflow.engine")
 
 _SDK_VERSION_HEADER = "upstash-workflow-sdk-version"
 QUEUE_KIND = "queue"
@@ -211,7 +211,12 @@ class Engine:
             self._apply_queue(Queue(**record))
         self.schedules.load(state.objects.get(SCHEDULE_KIND, []))
         self.waiters.load(state.objects.get(WAITER_KIND, []), state.objects.get(EVENT_KIND, []))
+        now = time.time()
         for message in state.messages:
+            fixed = limits.repair(message, self.config, now)
+            if fixed:
+                _log.warning("stored message %s repaired: %s", message.id, ", ".join(fixed))
+                self.store.put_message(message)
             # In flight when the engine stopped: delivered again (at-least-once).
             message.state = CREATED if message.retried == 0 else RETRY
             self._register(message)
@@ -593,56 +598,11 @@ class Engine:
         queue: str | None,
     ) -> Message:
         now = time.time()
-        scale = self.config.time_scale
-        due = now
-        if (value := lower.get("upstash-not-before")) is not None:
-            try:
-                not_before = float(value)
-            except ValueError:
-                raise ApiError(
-                    400, errors.INVALID_HEADER.format(name="Upstash-Not-Before", value=value)
-                ) from None
-            due = now + max(0.0, not_before - now) * scale
-        elif (value := lower.get("upstash-delay")) is not None:
-            delay = parse_duration(value)
-            if delay is None or delay < 0:
-                raise ApiError(400, errors.INVALID_HEADER.format(name="Upstash-Delay", value=value))
-            due = now + delay * scale
-
-        retries = DEFAULT_RETRIES
-        if (value := lower.get("upstash-retries")) is not None:
-            try:
-                retries = int(value)
-            except ValueError:
-                raise ApiError(
-                    400, errors.INVALID_HEADER.format(name="Upstash-Retries", value=value)
-                ) from None
-            if retries < 0:
-                raise ApiError(
-                    400, errors.INVALID_HEADER.format(name="Upstash-Retries", value=value)
-                )
-
-        timeout: float | None = None
-        if (value := lower.get("upstash-timeout")) is not None:
-            timeout = parse_duration(value)
-            if timeout is None or timeout <= 0:
-                raise ApiError(
-                    400, errors.INVALID_HEADER.format(name="Upstash-Timeout", value=value)
-                )
-
-        retry_delay = lower.get("upstash-retry-delay")
-        if retry_delay is not None and not is_valid_retry_delay(retry_delay):
-            raise ApiError(
-                400, errors.INVALID_HEADER.format(name="Upstash-Retry-Delay", value=retry_delay)
-            )
-
+        numbers = limits.publish_numbers(lower, self.config, now)
         flow_key = lower.get("upstash-flow-control-key") or None
         flow: FlowSpec | None = None
         if flow_key is not None:
-            raw = lower.get("upstash-flow-control-value", "")
-            flow = parse_flow_control(raw) if raw else FlowSpec()
-            if flow is None:
-                raise ApiError(400, errors.INVALID_FLOW_CONTROL.format(value=raw))
+            flow = numbers.flow or FlowSpec()
         elif queue is not None:
             # A queue's limits live on a key of its own; the queue's record pins them.
             flow_key, flow = queue_key(queue), FlowSpec(parallelism=1)
@@ -660,10 +620,10 @@ class Engine:
             body=body,
             headers=headers,
             created_at=int(now * 1000),
-            due=due,
-            max_retries=retries,
-            retry_delay=retry_delay,
-            timeout=timeout,
+            due=now + numbers.delay * self.config.time_scale,
+            max_retries=numbers.retries,
+            retry_delay=numbers.retry_delay,
+            timeout=numbers.timeout,
             callback=lower.get("upstash-callback") or None,
             failure_callback=lower.get("upstash-failure-callback") or None,
             flow_key=flow_key,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
@@ -22,6 +24,8 @@ from lobeflow.engine.model import ACTIVE, PENDING_STATES, Message
 # Dispatch at most this many due messages per loop turn, so API requests stay responsive
 # while a large backlog becomes due at once.
 _DISPATCH_BATCH = 500
+
+_log = logging.getLogger("lobeflow.engine")
 
 
 @dataclass(slots=True, eq=False)
@@ -49,6 +53,8 @@ class FlowKey:
             rate: int | None = None
             period = 1.0
             for spec in self.specs:
+                if not _usable(spec):
+                    continue
                 if spec.parallelism is not None and (
                     parallelism is None or spec.parallelism > parallelism
                 ):
@@ -98,6 +104,16 @@ class FlowKey:
     def waiting(self) -> int:
         """Messages of this key waiting for a slot."""
         return sum(1 for message in self.waitlist if message.state in PENDING_STATES)
+
+
+def _usable(spec: FlowSpec) -> bool:
+    """Whether a spec's limits can be enforced (a spec stored by an older version may not)."""
+    return (
+        (spec.parallelism is None or spec.parallelism >= 1)
+        and (spec.rate is None or spec.rate >= 1)
+        and math.isfinite(spec.period)
+        and spec.period > 0
+    )
 
 
 class Scheduler:
@@ -161,6 +177,10 @@ class Scheduler:
     def schedule(self, message: Message) -> None:
         """Queue `message` for delivery at `message.due` (dispatched at once if due)."""
         message.generation += 1
+        if not math.isfinite(message.due):
+            # Never on the heap: NaN compares false with everything and would stall it.
+            _log.warning("message %s has due time %r: delivering it now", message.id, message.due)
+            message.due = time.time()
         if message.due <= time.time():
             self._dispatch(message)
             return
@@ -238,6 +258,9 @@ class Scheduler:
     def _wake_key_at(self, key: FlowKey, when: float) -> None:
         if when == float("inf") or (key.wake_at is not None and key.wake_at <= when):
             return
+        if not math.isfinite(when):
+            _log.warning("flow-control key %s asked for a wake-up at %r: in 1s", key.key, when)
+            when = time.time() + 1.0
         key.wake_at = when
         heapq.heappush(self._heap, (when, next(self._seq), 0, None, key.key))
         if self._wake is not None and self._heap[0][4] == key.key:
