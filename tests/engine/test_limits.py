@@ -240,3 +240,49 @@ def test_restart_with_a_poisoned_store_still_delivers(
         assert len(recorder.paths(path)) == 1, path
     assert len(recorder.paths("/after")) == 2
     assert server.engine.counters().dlq_size == 0
+
+
+def test_batch_is_all_or_nothing(
+    engine: EngineServer, endpoint: Endpoint, api_factory: Callable[[EngineServer], Api]
+) -> None:
+    recorder, app = endpoint
+    api = api_factory(engine)
+    url = f"{app.url}/wf"
+    start = {
+        "Upstash-Workflow-RunId": "wfr_batch",
+        "Upstash-Workflow-Init": "true",
+        "Upstash-Workflow-Url": url,
+    }
+    step = {"Upstash-Workflow-RunId": "wfr_batch", "Upstash-Workflow-Init": "false"}
+    valid = [
+        {"destination": f"{app.url}/a", "headers": {}, "body": "a", "queue": "fresh"},
+        {"destination": url, "headers": start, "body": "{}"},
+        {"destination": url, "headers": step, "body": '{"stepId": 1}'},
+    ]
+    for bad in (
+        {"destination": f"{app.url}/b", "headers": {"Upstash-Delay": "nan"}},
+        {"destination": f"{app.url}/b", "headers": {"Upstash-Retries": "1000"}},
+        {"destination": f"{app.url}/b", "headers": ["not", "a", "dict"]},
+        {"destination": "not-a-url"},
+        {"headers": {}},
+        {"destination": url, "headers": {**step, "Upstash-Workflow-RunId": "wfr_nope"}},
+        {
+            "destination": f"{app.url}/b",
+            "headers": {"Upstash-Flow-Control-Key": "k", FLOW: "parallelism=0"},
+        },
+    ):
+        for items in ([*valid, bad], [bad, *valid]):
+            response = api.client.post("/v2/batch", json=items)
+            assert response.status_code == 400, (bad, response.text)
+            assert "error" in response.json()
+    engine.engine.wait_until_idle(5)
+    assert engine.engine.counters().published == 0
+    assert engine.engine.runs() == []
+    assert api.client.get("/v2/queues").json() == []
+    assert api.client.get("/v2/flowControl/k").status_code == 404
+    assert recorder.hits == []
+    # A run started by the batch may get its first step in the same batch.
+    response = api.client.post("/v2/batch", json=valid)
+    assert response.status_code == 201 and len(response.json()) == 3
+    assert engine.engine.run("wfr_batch") is not None
+    assert [q["name"] for q in api.client.get("/v2/queues").json()] == ["fresh"]

@@ -469,11 +469,8 @@ class Engine:
                 is_start = True
             else:
                 run = self.runs_by_id.get(run_id)
-                if not internal and call_type in (STEP, TO_CALLBACK):
-                    if run is None:
-                        raise ApiError(400, errors.RUN_NOT_FOUND.format(id=run_id))
-                    if run.state != RUN_STARTED:
-                        raise ApiError(400, errors.RUN_ENDED.format(id=run_id, state=run.state))
+                if not internal:
+                    self._refuse_closed_run(run_id, call_type)
                 step_key = step_identity(body) if call_type == STEP else None
                 if run is not None and step_key is not None:
                     duplicate = run.step_ids.get(step_key)
@@ -526,6 +523,51 @@ class Engine:
         self._log(message, CREATED)
         self.scheduler.schedule(message)
         return message.id, False
+
+    def check_accept(
+        self,
+        destination: str,
+        headers: Mapping[str, str],
+        queue: str | None,
+        started: set[str],
+    ) -> None:
+        """Raise what `accept` would raise for this message, without accepting it.
+
+        Lets a batch be checked whole before any of it is accepted.
+
+        Args:
+            destination: The destination URL.
+            headers: The publish headers.
+            queue: Queue name, if any.
+            started: Run ids started by the messages checked before this one (updated):
+                their steps may follow in the same batch.
+
+        Raises:
+            ApiError: Invalid destination or header, or a step for a run that is not running.
+        """
+        url = normalize_url(destination)
+        lower = lower_map(headers)
+        run_id = lower.get("upstash-workflow-runid") or None
+        if run_id is not None:
+            call_type = lower.get("upstash-workflow-calltype") or STEP
+            if lower.get("upstash-workflow-init") == "true" and call_type == STEP:
+                started.add(run_id)
+            elif run_id not in started:
+                self._refuse_closed_run(run_id, call_type)
+                run = self.runs_by_id.get(run_id)
+                if run is not None and call_type == STEP and run.config_headers and url == run.url:
+                    headers = merge_missing(headers, run.config_headers)
+        self.check_publish(url, dict(headers), queue)
+
+    def _refuse_closed_run(self, run_id: str, call_type: str) -> None:
+        """A client may publish a step (or a call) only for a run in progress."""
+        if call_type not in (STEP, TO_CALLBACK):
+            return
+        run = self.runs_by_id.get(run_id)
+        if run is None:
+            raise ApiError(400, errors.RUN_NOT_FOUND.format(id=run_id))
+        if run.state != RUN_STARTED:
+            raise ApiError(400, errors.RUN_ENDED.format(id=run_id, state=run.state))
 
     def check_publish(self, destination: str, headers: dict[str, str], queue: str | None) -> str:
         """Validate a publish request without accepting it.
