@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -286,3 +286,33 @@ def test_batch_is_all_or_nothing(
     assert response.status_code == 201 and len(response.json()) == 3
     assert engine.engine.run("wfr_batch") is not None
     assert [q["name"] for q in api.client.get("/v2/queues").json()] == ["fresh"]
+
+
+def test_bodies_over_the_size_limit_are_refused(
+    make_engine: Callable[..., EngineServer],
+    endpoint: Endpoint,
+    api_factory: Callable[[EngineServer], Api],
+) -> None:
+    recorder, app = endpoint
+    server = make_engine(max_body_bytes=1000)
+    api = api_factory(server)
+    at_limit = api.publish(f"{app.url}/fits", b"x" * 1000)
+    assert at_limit.status_code == 201
+    over = api.publish(f"{app.url}/big", b"x" * 1001)
+    assert over.status_code == 413
+    assert over.json() == {
+        "error": "request body larger than 1000 bytes (the maximum message size)"
+    }
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(20):
+            yield b"y" * 100
+
+    chunked = api.client.post(f"/v2/publish/{app.url}/big", content=chunks())
+    assert chunked.status_code == 413 and "1000 bytes" in chunked.json()["error"]
+    items = [{"destination": f"{app.url}/big", "body": "z" * 400} for _ in range(3)]
+    assert api.client.post("/v2/batch", json=items).status_code == 413
+    assert api.client.post(f"/v2/trigger/{app.url}/big", content=b"t" * 2000).status_code == 413
+    server.engine.wait_until_idle(5)
+    assert server.engine.counters().published == 1
+    assert [hit.path for hit in recorder.hits] == ["/fits"]
