@@ -56,6 +56,7 @@ from lobeflow.engine.model import (
     HistoryEntry,
     Message,
     Queue,
+    RecentCounts,
     Run,
     RunInfo,
 )
@@ -264,14 +265,13 @@ class Engine:
 
     def _reset_counters(self) -> None:
         self._published = 0
-        self._published_by_url: dict[str, int] = {}
+        self._published_by_url = RecentCounts()
         self._deliveries = 0
-        self._deliveries_by_url: dict[str, int] = {}
+        self._deliveries_by_url = RecentCounts()
         self._retries = 0
         self._failed = 0
         self._dlq_total = 0
-        for key in self.scheduler.keys.values():
-            key.max_in_flight = key.in_flight
+        self.scheduler.reset_peaks()
 
     def counters(self) -> Counters:
         """A snapshot of the delivery statistics."""
@@ -286,11 +286,7 @@ class Engine:
                 failed_deliveries=self._failed,
                 dlq_size=len(self.dlq),
                 dlq_total=self._dlq_total,
-                max_in_flight={
-                    name: key.max_in_flight
-                    for name, key in self.scheduler.keys.items()
-                    if key.max_in_flight
-                },
+                max_in_flight=self.scheduler.peaks(),
             )
 
         return self._in_loop(snap)
@@ -480,6 +476,8 @@ class Engine:
                     headers = merge_missing(headers, run.config_headers)
                     lower = lower_map(headers)
 
+        # On every publish, not only deduplicated ones: the table shrinks back on its own.
+        self._purge_dedup()
         dedup_key = self._dedup_key(url, lower, body)
         if dedup_key is not None:
             hit = self._dedup_lookup(dedup_key)
@@ -734,14 +732,17 @@ class Engine:
         return "content:" + digest.hexdigest()
 
     def _dedup_lookup(self, key: str) -> str | None:
+        hit = self._dedup.get(key)
+        return None if hit is None else hit[0]
+
+    def _purge_dedup(self) -> None:
+        """Forget deduplication ids whose window has passed (oldest first, so O(expired))."""
         now = time.time()
         while self._dedup:
             oldest_key, (_, expires) = next(iter(self._dedup.items()))
             if expires > now:
                 break
             del self._dedup[oldest_key]
-        hit = self._dedup.get(key)
-        return None if hit is None else hit[0]
 
     # ------------------------------------------------------------------ delivering
 
