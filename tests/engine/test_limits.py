@@ -178,7 +178,7 @@ def test_config_refuses_non_finite_settings(settings: dict[str, float]) -> None:
         EngineConfig(**settings)  # type: ignore[arg-type]
 
 
-def _poison(db: Path, messages: list[Message]) -> None:
+def poison_store(db: Path, messages: list[Message]) -> None:
     """Write messages into the store as an older engine would have (NaN allowed)."""
     db.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(db)
@@ -211,7 +211,7 @@ def test_restart_with_a_poisoned_store_still_delivers(
         max_retries=1,
     )
     nan_key = "poisoned"
-    _poison(
+    poison_store(
         tmp_path / "engine.sqlite3",
         [
             replace(base, id="msg_nan", url=f"{app.url}/nan", due=float("nan")),
