@@ -21,6 +21,7 @@ from lobeflow.engine.model import Message
 from lobeflow.testing import AppServer
 
 from tests.engine.conftest import Api, Recorder
+from tests.helpers import run_cli
 
 Endpoint = tuple[Recorder, AppServer]
 
@@ -316,3 +317,10 @@ def test_bodies_over_the_size_limit_are_refused(
     server.engine.wait_until_idle(5)
     assert server.engine.counters().published == 1
     assert [hit.path for hit in recorder.hits] == ["/fits"]
+
+
+def test_dev_refuses_a_time_scale_that_is_not_finite() -> None:
+    result = run_cli("dev", "--time-scale", "nan", "--no-app", "--port", "0", "--print-env")
+    assert result.exit_code == 1
+    assert "time_scale must be a finite zero or positive number, not nan" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
