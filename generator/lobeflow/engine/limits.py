@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from lobeflow.engine import errors
-from lobeflow.engine.config import DEFAULT_RETRIES, EngineConfig
+from lobeflow.engine.config import DEFAULT_REQUEST_TIMEOUT_S, DEFAULT_RETRIES, EngineConfig
 from lobeflow.engine.durations import (
     MAX_RETRY_DELAY_EXPRESSION,
     FlowSpec,
@@ -28,8 +28,8 @@ MAX_PARALLELISM = 1000  # "Parallelism" of the largest fixed plan
 MAX_PERIOD_S = 7 * 86_400.0  # flow-control period: one week (qstash-py docstring)
 # Not documented by QStash; a bound keeps `rate / period` a float (a 400-digit rate is not).
 MAX_RATE = 1_000_000
-# Not documented for custom plans; the engine's default per-attempt timeout.
-MAX_TIMEOUT_S = 86_400.0
+# Not documented for custom plans (2 hours pay-as-you-go): the engine's default timeout.
+MAX_TIMEOUT_S = DEFAULT_REQUEST_TIMEOUT_S
 
 
 def _shown(value: str) -> str:
