@@ -9,8 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lobeflow.engine import errors
+from lobeflow.engine import errors, limits
 from lobeflow.engine.api_common import engine_of, int_param, json_response
+from lobeflow.engine.durations import parse_duration
 from lobeflow.engine.errors import ApiError
 from lobeflow.engine.scheduler import FlowKey
 
@@ -65,6 +66,10 @@ async def action(request: Request) -> Response:
     engine = engine_of(request)
     name = request.path_params["key"]
     verb = request.path_params["action"]
+    if verb not in ("pause", "resume", "pin", "unpin", "resetRate"):
+        raise ApiError(404, errors.NOT_FOUND)
+    # Checked before the key exists: a refused pin leaves nothing behind.
+    pinned = _pin_limits(request) if verb == "pin" else (None, None, 1.0)
     key = engine.scheduler.key(name)
     params = request.query_params
     if verb == "pause":
@@ -72,22 +77,33 @@ async def action(request: Request) -> Response:
     elif verb == "resume":
         key.paused = False
     elif verb == "pin":
-        if "parallelism" in params:
-            key.pinned_parallelism = max(1, int_param(request, "parallelism", 1))
-        if "rate" in params:
-            period = int_param(request, "period", 1)
-            key.pinned_rate = (max(1, int_param(request, "rate", 1)), float(max(1, period)))
+        parallelism, rate, period = pinned
+        if parallelism is not None:
+            key.pinned_parallelism = parallelism
+        if rate is not None:
+            key.pinned_rate = (rate, period)
     elif verb == "unpin":
         if params.get("parallelism", "").lower() == "true":
             key.pinned_parallelism = None
         if params.get("rate", "").lower() == "true":
             key.pinned_rate = None
-    elif verb == "resetRate":
+    else:  # resetRate
         key.window_start, key.window_count = time.time(), 0
-    else:
-        raise ApiError(404, errors.NOT_FOUND)
     engine.scheduler.release(name)
     return json_response(key_json(key, engine.config.time_scale))
+
+
+def _pin_limits(request: Request) -> tuple[int | None, int | None, float]:
+    """The `parallelism`, `rate` and `period` (seconds, or a duration) of a pin, checked."""
+    params = request.query_params
+    parallelism = int_param(request, "parallelism", 1) if "parallelism" in params else None
+    rate = int_param(request, "rate", 1) if "rate" in params else None
+    raw_period = params.get("period") or "1"
+    period = parse_duration(raw_period)
+    if period is None:
+        raise ApiError(400, errors.INVALID_HEADER.format(name="period", value=raw_period))
+    limits.check_flow(parallelism, rate, period, str(params))
+    return parallelism, rate, period
 
 
 async def global_parallelism(request: Request) -> Response:

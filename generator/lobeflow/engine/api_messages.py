@@ -55,12 +55,16 @@ async def enqueue(request: Request) -> Response:
 
 
 async def batch(request: Request) -> Response:
-    """`POST /v2/batch`: a JSON array of `{destination, headers, body, queue}`."""
+    """`POST /v2/batch`: a JSON array of `{destination, headers, body, queue}`.
+
+    All or nothing: every item is checked before the first is accepted, so a 400 for one
+    item leaves no message, run or queue behind.
+    """
     engine = engine_of(request)
     items = await json_body(request)
     if not isinstance(items, list):
         raise ApiError(400, errors.INVALID_BATCH)
-    answers: list[dict[str, Any]] = []
+    parsed: list[tuple[str, dict[str, str], bytes, str | None]] = []
     for item in items:
         if not isinstance(item, dict) or not isinstance(item.get("destination"), str):
             raise ApiError(400, errors.MISSING_DESTINATION)
@@ -68,15 +72,22 @@ async def batch(request: Request) -> Response:
         if not isinstance(headers, dict):
             raise ApiError(400, errors.INVALID_BATCH)
         body = item.get("body")
-        raw = b"" if body is None else str(body).encode()
         queue = item.get("queue")
-        message_id, dedup = engine.accept(
-            item["destination"],
-            {str(k): str(v) for k, v in headers.items()},
-            raw,
-            queue=queue if isinstance(queue, str) and queue else None,
+        parsed.append(
+            (
+                item["destination"],
+                {str(k): str(v) for k, v in headers.items()},
+                b"" if body is None else str(body).encode(),
+                queue if isinstance(queue, str) and queue else None,
+            )
         )
-        answers.append(_publish_answer(message_id, dedup))
+    started: set[str] = set()
+    for destination, headers, _, queue in parsed:
+        engine.check_accept(destination, headers, queue, started)
+    answers = [
+        _publish_answer(*engine.accept(destination, headers, raw, queue=queue))
+        for destination, headers, raw, queue in parsed
+    ]
     await engine.store.commit()
     return json_response(answers, 201)
 

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lobeflow.engine import errors
+from lobeflow.engine import errors, limits
 from lobeflow.engine.api_common import engine_of, json_body, json_response
 from lobeflow.engine.core import Engine
 from lobeflow.engine.errors import ApiError
@@ -43,9 +43,7 @@ async def upsert(request: Request) -> Response:
     name = body.get("queueName") if isinstance(body, dict) else None
     if not isinstance(name, str) or not name:
         raise ApiError(400, errors.INVALID_QUEUE.format(detail="queueName is required"))
-    parallelism = body.get("parallelism", 1)
-    if not isinstance(parallelism, int) or isinstance(parallelism, bool) or parallelism < 1:
-        raise ApiError(400, errors.INVALID_QUEUE.format(detail=f"parallelism {parallelism}"))
+    parallelism = limits.queue_parallelism(body.get("parallelism", 1))
     engine.upsert_queue(name, parallelism, paused=bool(body.get("paused", False)))
     await engine.store.commit()
     return json_response({})

@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lobeflow.engine import (
     api_dlq,
@@ -51,20 +51,62 @@ class BearerAuth:
                     supplied = value
                     break
             if not hmac.compare_digest(supplied, self.expected):
-                body = json.dumps({"error": errors.UNAUTHORIZED}).encode()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 401,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
+                await _send_error(send, 401, errors.UNAUTHORIZED)
                 return
         await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, before they are read into memory.
+
+    A declared `Content-Length` over the limit is answered at once; a chunked body is
+    counted as it arrives and refused when it passes the limit.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        """Wrap `app`."""
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer 413 `{"error": ...}` for a body over the limit."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = errors.BODY_TOO_LARGE.format(limit=self.limit)
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self.limit:
+                    await _send_error(send, 413 if value.isdigit() else 400, message)
+                    return
+                break
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            event = await receive()
+            if event["type"] == "http.request":
+                received += len(event.get("body", b""))
+                if received > self.limit:
+                    raise ApiError(413, message)
+            return event
+
+        await self.app(scope, limited, send)
+
+
+async def _send_error(send: Send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _api_error(_request: Request, exc: Exception) -> Response:
@@ -108,4 +150,4 @@ def build_app(engine: Engine) -> ASGIApp:
         lifespan=lifespan,
     )
     app.state.engine = engine
-    return BearerAuth(app, engine.config.token)
+    return BodyLimit(BearerAuth(app, engine.config.token), engine.config.max_body_bytes)

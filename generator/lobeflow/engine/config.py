@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from lobeflow.errors import LobeflowError
 
 if TYPE_CHECKING:
     from lobeflow.engine.model import DeliveryRecord
@@ -21,6 +24,12 @@ DEDUP_WINDOW_S = 600.0
 MAX_RETRY_DELAY_S = 86_400.0
 # A day: large enough for any realistic endpoint, small enough that a hung app is noticed.
 DEFAULT_REQUEST_TIMEOUT_S = 86_400.0
+
+# Default bounds on what a publish may ask for: the highest documented QStash plan limits,
+# so that anything a real QStash plan accepts works locally too (see docs/engine.md).
+MAX_BODY_BYTES = 50 * 1024 * 1024  # "Max Message Size" of the fixed plans: 50 MB
+MAX_RETRIES = 20  # "Max Retry Count" of the Pro/Enterprise plans
+MAX_DELAY_S = 365 * 86_400.0  # "Max Delay" of the pay-as-you-go plan: 1 year
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +48,16 @@ class EngineConfig:
         max_retry_delay: Upper bound of one retry delay in seconds, before scaling.
         max_concurrent_deliveries: Global cap on deliveries in flight at once.
         max_log_events: How many message log events `GET /v2/events` keeps.
+        max_body_bytes: Largest request body (a message, or a whole batch) the API takes;
+            QStash allows 1 MB on the free plan, 10 MB pay-as-you-go, 50 MB on fixed plans.
+        max_retries: Highest `Upstash-Retries` a message may ask for.
+        max_delay: Longest `Upstash-Delay` (and farthest `Upstash-Not-Before`,
+            `waitForEvent` timeout) in seconds, before scaling.
         on_delivery: Called (on the engine's event loop) after every delivery attempt.
+
+    Raises:
+        EngineConfigError: A duration, scale or bound that is negative, zero where it
+            must be positive, or not a finite number.
     """
 
     token: str = DEV_TOKEN
@@ -51,4 +69,31 @@ class EngineConfig:
     max_retry_delay: float = MAX_RETRY_DELAY_S
     max_concurrent_deliveries: int = 512
     max_log_events: int = 10_000
+    max_body_bytes: int = MAX_BODY_BYTES
+    max_retries: int = MAX_RETRIES
+    max_delay: float = MAX_DELAY_S
     on_delivery: Callable[[DeliveryRecord], None] | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse settings that would stall or break the scheduler (NaN, inf, negatives)."""
+        for name, value, low in (
+            ("time_scale", self.time_scale, 0.0),
+            ("request_timeout", self.request_timeout, 1e-9),
+            ("max_retry_delay", self.max_retry_delay, 0.0),
+            ("max_delay", self.max_delay, 0.0),
+        ):
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= low):
+                bound = "positive" if low else "zero or positive"
+                raise EngineConfigError(f"{name} must be a finite {bound} number, not {value!r}")
+        for name, count, least in (
+            ("max_concurrent_deliveries", self.max_concurrent_deliveries, 1),
+            ("max_log_events", self.max_log_events, 1),
+            ("max_body_bytes", self.max_body_bytes, 1),
+            ("max_retries", self.max_retries, 0),
+        ):
+            if isinstance(count, bool) or not isinstance(count, int) or count < least:
+                raise EngineConfigError(f"{name} must be an integer >= {least}, not {count!r}")
+
+
+class EngineConfigError(LobeflowError, ValueError):
+    """An `EngineConfig` setting out of its domain (e.g. `--time-scale nan`)."""

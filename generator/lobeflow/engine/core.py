@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import math
 import secrets
 import threading
@@ -15,14 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from lobeflow.engine import errors
-from lobeflow.engine.config import DEDUP_WINDOW_S, DEFAULT_RETRIES, EngineConfig
+from lobeflow.engine import errors, limits
+from lobeflow.engine.config import DEDUP_WINDOW_S, EngineConfig
 from lobeflow.engine.durations import (
     FlowSpec,
     eval_retry_delay,
-    is_valid_retry_delay,
-    parse_duration,
-    parse_flow_control,
     parse_retry_after,
 )
 from lobeflow.engine.errors import ApiError
@@ -58,6 +56,7 @@ from lobeflow.engine.model import (
     HistoryEntry,
     Message,
     Queue,
+    RecentCounts,
     Run,
     RunInfo,
 )
@@ -69,6 +68,8 @@ from lobeflow.engine.store import MemoryStore, SqliteStore
 from lobeflow.engine.waiters import EVENT_KIND, WAITER_KIND, Waiters
 
 T = TypeVar("T")
+
+_log = logging.getLogger("lobeflow.engine")
 
 _SDK_VERSION_HEADER = "upstash-workflow-sdk-version"
 QUEUE_KIND = "queue"
@@ -211,7 +212,12 @@ class Engine:
             self._apply_queue(Queue(**record))
         self.schedules.load(state.objects.get(SCHEDULE_KIND, []))
         self.waiters.load(state.objects.get(WAITER_KIND, []), state.objects.get(EVENT_KIND, []))
+        now = time.time()
         for message in state.messages:
+            fixed = limits.repair(message, self.config, now)
+            if fixed:
+                _log.warning("stored message %s repaired: %s", message.id, ", ".join(fixed))
+                self.store.put_message(message)
             # In flight when the engine stopped: delivered again (at-least-once).
             message.state = CREATED if message.retried == 0 else RETRY
             self._register(message)
@@ -259,14 +265,13 @@ class Engine:
 
     def _reset_counters(self) -> None:
         self._published = 0
-        self._published_by_url: dict[str, int] = {}
+        self._published_by_url = RecentCounts()
         self._deliveries = 0
-        self._deliveries_by_url: dict[str, int] = {}
+        self._deliveries_by_url = RecentCounts()
         self._retries = 0
         self._failed = 0
         self._dlq_total = 0
-        for key in self.scheduler.keys.values():
-            key.max_in_flight = key.in_flight
+        self.scheduler.reset_peaks()
 
     def counters(self) -> Counters:
         """A snapshot of the delivery statistics."""
@@ -281,11 +286,7 @@ class Engine:
                 failed_deliveries=self._failed,
                 dlq_size=len(self.dlq),
                 dlq_total=self._dlq_total,
-                max_in_flight={
-                    name: key.max_in_flight
-                    for name, key in self.scheduler.keys.items()
-                    if key.max_in_flight
-                },
+                max_in_flight=self.scheduler.peaks(),
             )
 
         return self._in_loop(snap)
@@ -464,11 +465,8 @@ class Engine:
                 is_start = True
             else:
                 run = self.runs_by_id.get(run_id)
-                if not internal and call_type in (STEP, TO_CALLBACK):
-                    if run is None:
-                        raise ApiError(400, errors.RUN_NOT_FOUND.format(id=run_id))
-                    if run.state != RUN_STARTED:
-                        raise ApiError(400, errors.RUN_ENDED.format(id=run_id, state=run.state))
+                if not internal:
+                    self._refuse_closed_run(run_id, call_type)
                 step_key = step_identity(body) if call_type == STEP else None
                 if run is not None and step_key is not None:
                     duplicate = run.step_ids.get(step_key)
@@ -478,6 +476,8 @@ class Engine:
                     headers = merge_missing(headers, run.config_headers)
                     lower = lower_map(headers)
 
+        # On every publish, not only deduplicated ones: the table shrinks back on its own.
+        self._purge_dedup()
         dedup_key = self._dedup_key(url, lower, body)
         if dedup_key is not None:
             hit = self._dedup_lookup(dedup_key)
@@ -521,6 +521,51 @@ class Engine:
         self._log(message, CREATED)
         self.scheduler.schedule(message)
         return message.id, False
+
+    def check_accept(
+        self,
+        destination: str,
+        headers: Mapping[str, str],
+        queue: str | None,
+        started: set[str],
+    ) -> None:
+        """Raise what `accept` would raise for this message, without accepting it.
+
+        Lets a batch be checked whole before any of it is accepted.
+
+        Args:
+            destination: The destination URL.
+            headers: The publish headers.
+            queue: Queue name, if any.
+            started: Run ids started by the messages checked before this one (updated):
+                their steps may follow in the same batch.
+
+        Raises:
+            ApiError: Invalid destination or header, or a step for a run that is not running.
+        """
+        url = normalize_url(destination)
+        lower = lower_map(headers)
+        run_id = lower.get("upstash-workflow-runid") or None
+        if run_id is not None:
+            call_type = lower.get("upstash-workflow-calltype") or STEP
+            if lower.get("upstash-workflow-init") == "true" and call_type == STEP:
+                started.add(run_id)
+            elif run_id not in started:
+                self._refuse_closed_run(run_id, call_type)
+                run = self.runs_by_id.get(run_id)
+                if run is not None and call_type == STEP and run.config_headers and url == run.url:
+                    headers = merge_missing(headers, run.config_headers)
+        self.check_publish(url, dict(headers), queue)
+
+    def _refuse_closed_run(self, run_id: str, call_type: str) -> None:
+        """A client may publish a step (or a call) only for a run in progress."""
+        if call_type not in (STEP, TO_CALLBACK):
+            return
+        run = self.runs_by_id.get(run_id)
+        if run is None:
+            raise ApiError(400, errors.RUN_NOT_FOUND.format(id=run_id))
+        if run.state != RUN_STARTED:
+            raise ApiError(400, errors.RUN_ENDED.format(id=run_id, state=run.state))
 
     def check_publish(self, destination: str, headers: dict[str, str], queue: str | None) -> str:
         """Validate a publish request without accepting it.
@@ -593,56 +638,11 @@ class Engine:
         queue: str | None,
     ) -> Message:
         now = time.time()
-        scale = self.config.time_scale
-        due = now
-        if (value := lower.get("upstash-not-before")) is not None:
-            try:
-                not_before = float(value)
-            except ValueError:
-                raise ApiError(
-                    400, errors.INVALID_HEADER.format(name="Upstash-Not-Before", value=value)
-                ) from None
-            due = now + max(0.0, not_before - now) * scale
-        elif (value := lower.get("upstash-delay")) is not None:
-            delay = parse_duration(value)
-            if delay is None or delay < 0:
-                raise ApiError(400, errors.INVALID_HEADER.format(name="Upstash-Delay", value=value))
-            due = now + delay * scale
-
-        retries = DEFAULT_RETRIES
-        if (value := lower.get("upstash-retries")) is not None:
-            try:
-                retries = int(value)
-            except ValueError:
-                raise ApiError(
-                    400, errors.INVALID_HEADER.format(name="Upstash-Retries", value=value)
-                ) from None
-            if retries < 0:
-                raise ApiError(
-                    400, errors.INVALID_HEADER.format(name="Upstash-Retries", value=value)
-                )
-
-        timeout: float | None = None
-        if (value := lower.get("upstash-timeout")) is not None:
-            timeout = parse_duration(value)
-            if timeout is None or timeout <= 0:
-                raise ApiError(
-                    400, errors.INVALID_HEADER.format(name="Upstash-Timeout", value=value)
-                )
-
-        retry_delay = lower.get("upstash-retry-delay")
-        if retry_delay is not None and not is_valid_retry_delay(retry_delay):
-            raise ApiError(
-                400, errors.INVALID_HEADER.format(name="Upstash-Retry-Delay", value=retry_delay)
-            )
-
+        numbers = limits.publish_numbers(lower, self.config, now)
         flow_key = lower.get("upstash-flow-control-key") or None
         flow: FlowSpec | None = None
         if flow_key is not None:
-            raw = lower.get("upstash-flow-control-value", "")
-            flow = parse_flow_control(raw) if raw else FlowSpec()
-            if flow is None:
-                raise ApiError(400, errors.INVALID_FLOW_CONTROL.format(value=raw))
+            flow = numbers.flow or FlowSpec()
         elif queue is not None:
             # A queue's limits live on a key of its own; the queue's record pins them.
             flow_key, flow = queue_key(queue), FlowSpec(parallelism=1)
@@ -660,10 +660,10 @@ class Engine:
             body=body,
             headers=headers,
             created_at=int(now * 1000),
-            due=due,
-            max_retries=retries,
-            retry_delay=retry_delay,
-            timeout=timeout,
+            due=now + numbers.delay * self.config.time_scale,
+            max_retries=numbers.retries,
+            retry_delay=numbers.retry_delay,
+            timeout=numbers.timeout,
             callback=lower.get("upstash-callback") or None,
             failure_callback=lower.get("upstash-failure-callback") or None,
             flow_key=flow_key,
@@ -732,14 +732,17 @@ class Engine:
         return "content:" + digest.hexdigest()
 
     def _dedup_lookup(self, key: str) -> str | None:
+        hit = self._dedup.get(key)
+        return None if hit is None else hit[0]
+
+    def _purge_dedup(self) -> None:
+        """Forget deduplication ids whose window has passed (oldest first, so O(expired))."""
         now = time.time()
         while self._dedup:
             oldest_key, (_, expires) = next(iter(self._dedup.items()))
             if expires > now:
                 break
             del self._dedup[oldest_key]
-        hit = self._dedup.get(key)
-        return None if hit is None else hit[0]
 
     # ------------------------------------------------------------------ delivering
 

@@ -31,22 +31,24 @@ def parse_duration(text: str) -> float | None:
         text: The duration as sent in a header.
 
     Returns:
-        The duration in seconds, or `None` when the text is not a duration.
+        The duration in seconds, or `None` when the text is not a finite duration (`nan`,
+        `inf` and numbers too large for a float are not durations).
     """
     text = text.strip()
     if not text:
         return None
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
-        pass
-    total, pos = 0.0, 0
-    for match in _PART.finditer(text):
-        if match.start() != pos:
+        seconds, pos = 0.0, 0
+        for match in _PART.finditer(text):
+            if match.start() != pos:
+                return None
+            seconds += float(match.group(1)) * _UNITS[match.group(2)]
+            pos = match.end()
+        if pos != len(text):
             return None
-        total += float(match.group(1)) * _UNITS[match.group(2)]
-        pos = match.end()
-    return total if pos == len(text) else None
+    return seconds if math.isfinite(seconds) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +67,8 @@ def parse_flow_control(value: str) -> FlowSpec | None:
         value: The `Upstash-Flow-Control-Value` header.
 
     Returns:
-        The limits, or `None` when the value is malformed.
+        The limits, or `None` when the value is malformed (ranges are checked by
+        `lobeflow.engine.limits`).
     """
     parallelism: int | None = None
     rate: int | None = None
@@ -85,15 +88,13 @@ def parse_flow_control(value: str) -> FlowSpec | None:
                 rate = int(raw)
             elif name == "period":
                 parsed = parse_duration(raw)
-                if parsed is None or parsed <= 0:
+                if parsed is None:
                     return None
                 period = parsed
             else:
                 return None
         except ValueError:
             return None
-    if (parallelism is not None and parallelism < 1) or (rate is not None and rate < 1):
-        return None
     return FlowSpec(parallelism=parallelism, rate=rate, period=period)
 
 
@@ -129,11 +130,17 @@ _BINOPS: dict[type[ast.operator], Callable[[float, float], float]] = {
 }
 
 
+# Longer than any realistic backoff formula; bounds the parser's work and recursion.
+MAX_RETRY_DELAY_EXPRESSION = 512
+
+
 @lru_cache(maxsize=256)
 def _compile_expression(expr: str) -> ast.Expression | None:
+    if len(expr) > MAX_RETRY_DELAY_EXPRESSION:
+        return None
     try:
         tree = ast.parse(expr.strip(), mode="eval")
-    except SyntaxError:
+    except (SyntaxError, RecursionError, MemoryError, ValueError):
         return None
     return tree
 
@@ -169,21 +176,19 @@ def eval_retry_delay(expr: str, retried: int) -> float | None:
         retried: 0 on the first retry.
 
     Returns:
-        The delay in seconds (the expression gives milliseconds), or `None` if invalid.
+        The delay in seconds (the expression gives milliseconds), or `None` if invalid or
+        not a finite number.
     """
     tree = _compile_expression(expr)
     if tree is None:
         return None
     try:
         millis = _eval_node(tree.body, retried)
-    except (ValueError, ZeroDivisionError, OverflowError, TypeError):
+    except (ValueError, ZeroDivisionError, OverflowError, TypeError, RecursionError):
+        return None
+    if not math.isfinite(millis):
         return None
     return max(0.0, millis / 1000.0)
-
-
-def is_valid_retry_delay(expr: str) -> bool:
-    """Whether `expr` is a valid `Upstash-Retry-Delay` expression."""
-    return eval_retry_delay(expr, 0) is not None
 
 
 def parse_retry_after(value: str, now: float) -> float | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections import OrderedDict
 from dataclasses import astuple, dataclass, field, fields
 from typing import Any
 
@@ -249,20 +250,43 @@ class DeliveryRecord:
     error: str | None
 
 
+# How many destination URLs / flow-control keys the statistics remember: one entry per
+# unique URL would otherwise grow without end (URLs often carry ids in their query string).
+MAX_COUNTED_NAMES = 10_000
+
+
+class RecentCounts(OrderedDict[str, int]):
+    """Counts per name, for the `MAX_COUNTED_NAMES` most recently counted names only."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        """An empty table that keeps at most `limit` names (`MAX_COUNTED_NAMES` by default)."""
+        super().__init__()
+        self.limit = MAX_COUNTED_NAMES if limit is None else limit
+
+    def __setitem__(self, name: str, count: int) -> None:
+        """Set a count; the name becomes the most recent, the least recent may be dropped."""
+        super().__setitem__(name, count)
+        self.move_to_end(name)
+        if len(self) > self.limit:
+            self.popitem(last=False)
+
+
 @dataclass(frozen=True, slots=True)
 class Counters:
     """Delivery statistics since the engine started or since `reset_counters()`.
 
     Attributes:
         published: Messages accepted into the queue (API publishes and engine-made callbacks).
-        published_by_url: `published`, per destination URL.
+        published_by_url: `published`, per destination URL (the `MAX_COUNTED_NAMES` most
+            recently counted URLs).
         deliveries: HTTP delivery attempts.
-        deliveries_by_url: `deliveries`, per destination URL.
+        deliveries_by_url: `deliveries`, per destination URL (as `published_by_url`).
         retries: Attempts re-scheduled after a failed attempt.
         failed_deliveries: Attempts answered with a non-2xx status, or that errored.
         dlq_size: Messages currently in the dead-letter queue.
         dlq_total: Messages moved to the dead-letter queue.
-        max_in_flight: Highest number of simultaneous deliveries seen, per flow-control key.
+        max_in_flight: Highest number of simultaneous deliveries seen, per flow-control key
+            (the `MAX_COUNTED_NAMES` most recently used keys).
     """
 
     published: int

@@ -11,17 +11,21 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from lobeflow.engine.durations import FlowSpec
-from lobeflow.engine.model import ACTIVE, PENDING_STATES, Message
+from lobeflow.engine.model import ACTIVE, PENDING_STATES, Message, RecentCounts
 
 # Dispatch at most this many due messages per loop turn, so API requests stay responsive
 # while a large backlog becomes due at once.
 _DISPATCH_BATCH = 500
+
+_log = logging.getLogger("lobeflow.engine")
 
 
 @dataclass(slots=True, eq=False)
@@ -39,6 +43,8 @@ class FlowKey:
     paused: bool = False
     window_start: float = 0.0
     window_count: int = 0
+    # Length of the current rate window (scaled seconds); 0 when no rate applies.
+    window_length: float = 0.0
     wake_at: float | None = None
     _limits: tuple[int | None, int | None, float] | None = None
 
@@ -49,6 +55,8 @@ class FlowKey:
             rate: int | None = None
             period = 1.0
             for spec in self.specs:
+                if not _usable(spec):
+                    continue
                 if spec.parallelism is not None and (
                     parallelism is None or spec.parallelism > parallelism
                 ):
@@ -89,15 +97,45 @@ class FlowKey:
             return float("inf")
         if rate is not None:
             window = period * scale
+            self.window_length = window
             if now >= self.window_start + window:
                 self.window_start, self.window_count = now, 0
             if self.window_count >= rate:
                 return self.window_start + window
         return None
 
+    def idle_until(self) -> float | None:
+        """`None` while the key holds state; else when it may be forgotten (its window's end).
+
+        A key with no pending message, nothing in flight, no pause, no pin and no rate
+        window still open is the same as a key never seen.
+        """
+        if (
+            self.specs
+            or self.in_flight
+            or self.paused
+            or self.pinned_parallelism is not None
+            or self.pinned_rate is not None
+            or self.wake_at is not None
+        ):
+            return None
+        # Pending messages hold specs: what the waitlist still holds was cancelled.
+        self.waitlist.clear()
+        return self.window_start + self.window_length
+
     def waiting(self) -> int:
         """Messages of this key waiting for a slot."""
         return sum(1 for message in self.waitlist if message.state in PENDING_STATES)
+
+
+def _usable(spec: FlowSpec) -> bool:
+    """Whether a spec's limits can be enforced (a spec stored by an older version may not)."""
+    return (
+        (spec.parallelism is None or spec.parallelism >= 1)
+        and (spec.rate is None or spec.rate >= 1)
+        and math.isfinite(spec.period)
+        and spec.period > 0
+    )
 
 
 class Scheduler:
@@ -121,6 +159,8 @@ class Scheduler:
         self.max_concurrent = max_concurrent
         self.in_flight = 0
         self.keys: dict[str, FlowKey] = {}
+        # Peak deliveries in flight of keys already forgotten, for the statistics.
+        self._peaks = RecentCounts()
         self._heap: list[tuple[float, int, int, Message | None, str | None]] = []
         self._seq = itertools.count()
         self._ready: deque[Message] = deque()
@@ -148,6 +188,32 @@ class Scheduler:
             state = self.keys[name] = FlowKey(name)
         return state
 
+    def peaks(self) -> dict[str, int]:
+        """Highest deliveries in flight at once, per key, since the last `reset_peaks`."""
+        out = dict(self._peaks)
+        for name, key in self.keys.items():
+            if key.max_in_flight:
+                out[name] = max(out.get(name, 0), key.max_in_flight)
+        return out
+
+    def reset_peaks(self) -> None:
+        """Start the peaks over from what is in flight now."""
+        self._peaks.clear()
+        for key in self.keys.values():
+            key.max_in_flight = key.in_flight
+
+    def _forget_if_idle(self, key: FlowKey, now: float) -> None:
+        """Drop an idle key so that memory does not grow with every key ever used."""
+        until = key.idle_until()
+        if until is None or self.keys.get(key.key) is not key:
+            return
+        if now < until:
+            self._wake_key_at(key, until)  # the wake-up comes back here
+            return
+        if key.max_in_flight:
+            self._peaks[key.key] = max(self._peaks.get(key.key, 0), key.max_in_flight)
+        del self.keys[key.key]
+
     def track(self, message: Message) -> None:
         """Register a newly pending message's flow-control spec."""
         if message.flow_key is not None and message.flow is not None:
@@ -156,11 +222,17 @@ class Scheduler:
     def untrack(self, message: Message) -> None:
         """Unregister a message that reached a final state."""
         if message.flow_key is not None and message.flow is not None:
-            self.key(message.flow_key).untrack(message.flow)
+            key = self.key(message.flow_key)
+            key.untrack(message.flow)
+            self._forget_if_idle(key, time.time())
 
     def schedule(self, message: Message) -> None:
         """Queue `message` for delivery at `message.due` (dispatched at once if due)."""
         message.generation += 1
+        if not math.isfinite(message.due):
+            # Never on the heap: NaN compares false with everything and would stall it.
+            _log.warning("message %s has due time %r: delivering it now", message.id, message.due)
+            message.due = time.time()
         if message.due <= time.time():
             self._dispatch(message)
             return
@@ -212,6 +284,7 @@ class Scheduler:
             if key is not None:
                 key.in_flight -= 1
                 self._pump_key(key, now)
+                self._forget_if_idle(key, now)
             self._pump_ready()
 
     def _pump_key(self, key: FlowKey, now: float) -> None:
@@ -238,6 +311,9 @@ class Scheduler:
     def _wake_key_at(self, key: FlowKey, when: float) -> None:
         if when == float("inf") or (key.wake_at is not None and key.wake_at <= when):
             return
+        if not math.isfinite(when):
+            _log.warning("flow-control key %s asked for a wake-up at %r: in 1s", key.key, when)
+            when = time.time() + 1.0
         key.wake_at = when
         heapq.heappush(self._heap, (when, next(self._seq), 0, None, key.key))
         if self._wake is not None and self._heap[0][4] == key.key:
@@ -256,10 +332,10 @@ class Scheduler:
                 if message is not None:
                     if message.generation == generation:
                         self._dispatch(message)
-                elif key_name is not None:
-                    key = self.keys[key_name]
+                elif key_name is not None and (key := self.keys.get(key_name)) is not None:
                     key.wake_at = None
                     self._pump_key(key, now)
+                    self._forget_if_idle(key, now)
             if handled >= _DISPATCH_BATCH:
                 await asyncio.sleep(0)
                 continue

@@ -15,8 +15,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from lobeflow.engine import errors
-from lobeflow.engine.durations import parse_duration
+from lobeflow.engine import errors, limits
 from lobeflow.engine.errors import ApiError
 from lobeflow.engine.headers import lower_map
 from lobeflow.engine.model import RUN_STARTED
@@ -75,9 +74,7 @@ class Waiters:
         if not isinstance(request, dict) or not isinstance(request.get("url"), str):
             raise ApiError(400, errors.INVALID_WAIT.format(detail="url is required"))
         timeout = str(request.get("timeout") or _DEFAULT_TIMEOUT)
-        seconds = parse_duration(timeout)
-        if seconds is None or seconds < 0:
-            raise ApiError(400, errors.INVALID_WAIT.format(detail=f"timeout {timeout}"))
+        seconds = limits.wait_timeout(timeout, self._engine.config)
         step = request.get("step")
         timeout_headers = request.get("timeoutHeaders") or {}
         waiter: dict[str, Any] = {

@@ -1,0 +1,136 @@
+"""Memory per unique URL, flow-control key and deduplication id is given back when idle."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+from lobeflow.engine import EngineServer, core, model
+from lobeflow.testing import AppServer
+
+from tests.engine.conftest import Api, Recorder
+
+Endpoint = tuple[Recorder, AppServer]
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return check()
+
+
+def _batch(api: Api, items: list[dict[str, object]]) -> None:
+    response = api.client.post("/v2/batch", json=items)
+    assert response.status_code == 201, response.text
+
+
+def test_flow_control_keys_are_forgotten_once_idle(
+    make_engine: Callable[..., EngineServer],
+    endpoint: Endpoint,
+    api_factory: Callable[[EngineServer], Api],
+) -> None:
+    recorder, app = endpoint
+    server = make_engine(time_scale=0.01)
+    api = api_factory(server)
+    scheduler = server.engine.scheduler
+    values = ["parallelism=2", "rate=1, period=1s", "parallelism=1, rate=3, period=2s"]
+    for round_ in range(2):
+        _batch(
+            api,
+            [
+                {
+                    "destination": f"{app.url}/k",
+                    "headers": {
+                        "Upstash-Flow-Control-Key": f"key-{round_}-{i}",
+                        "Upstash-Flow-Control-Value": values[i % len(values)],
+                    },
+                    "body": str(i),
+                }
+                for i in range(300)
+            ],
+        )
+        server.engine.wait_until_idle(30)
+        # Rate-limited keys are kept until their window ends (20 ms at this scale).
+        assert _eventually(lambda: not scheduler.keys), sorted(scheduler.keys)[:5]
+    assert len(recorder.hits) == 600
+    peaks = server.engine.counters().max_in_flight
+    assert len(peaks) == 600 and set(peaks.values()) == {1}
+    assert api.client.get("/v2/flowControl").json() == []
+    # A key in use, paused or pinned is kept.
+    assert api.client.post("/v2/flowControl/held/pause").status_code == 200
+    assert api.client.post("/v2/flowControl/pin/pin?parallelism=2").status_code == 200
+    api.message_id(f"{app.url}/k", Upstash_Flow_Control_Key="held")
+    time.sleep(0.1)
+    assert {"held", "pin"} <= set(scheduler.keys)
+    assert api.client.post("/v2/flowControl/held/resume").status_code == 200
+    server.engine.wait_until_idle(10)
+    assert _eventually(lambda: "held" not in scheduler.keys)
+    assert "pin" in scheduler.keys
+
+
+def test_a_rate_window_outlives_its_messages(
+    make_engine: Callable[..., EngineServer],
+    endpoint: Endpoint,
+    api_factory: Callable[[EngineServer], Api],
+) -> None:
+    recorder, app = endpoint
+    server = make_engine(time_scale=0.5)
+    api = api_factory(server)
+    rated = {"Upstash-Flow-Control-Key": "slow", "Upstash-Flow-Control-Value": "rate=1,period=2s"}
+    api.message_id(f"{app.url}/r", **{k.replace("-", "_"): v for k, v in rated.items()})
+    server.engine.wait_until_idle(10)
+    # Delivered, idle, but its 1 s window is open: forgetting it would let the next through.
+    assert "slow" in server.engine.scheduler.keys
+    started = time.monotonic()
+    api.message_id(f"{app.url}/r", **{k.replace("-", "_"): v for k, v in rated.items()})
+    server.engine.wait_until_idle(10)
+    first, second = recorder.paths("/r")
+    assert second.started - first.started >= 0.9
+    assert time.monotonic() - started >= 0.5
+    assert _eventually(lambda: "slow" not in server.engine.scheduler.keys)
+
+
+def test_per_url_counters_are_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+    make_engine: Callable[..., EngineServer],
+    endpoint: Endpoint,
+    api_factory: Callable[[EngineServer], Api],
+) -> None:
+    _, app = endpoint
+    monkeypatch.setattr(model, "MAX_COUNTED_NAMES", 50)
+    server = make_engine(time_scale=0.001)
+    api = api_factory(server)
+    _batch(api, [{"destination": f"{app.url}/u?id={i}", "body": "x"} for i in range(200)])
+    server.engine.wait_until_idle(30)
+    counters = server.engine.counters()
+    assert counters.published == counters.deliveries == 200
+    assert len(counters.published_by_url) == 50 and len(counters.deliveries_by_url) == 50
+    assert counters.published_by_url[f"{app.url}/u?id=199"] == 1
+
+
+def test_deduplication_ids_are_forgotten_after_the_window(
+    monkeypatch: pytest.MonkeyPatch,
+    make_engine: Callable[..., EngineServer],
+    endpoint: Endpoint,
+    api_factory: Callable[[EngineServer], Api],
+) -> None:
+    _, app = endpoint
+    monkeypatch.setattr(core, "DEDUP_WINDOW_S", 3.0)
+    server = make_engine(time_scale=0.001)
+    api = api_factory(server)
+    items = [
+        {"destination": f"{app.url}/d", "headers": {"Upstash-Deduplication-Id": f"id-{i}"}}
+        for i in range(100)
+    ]
+    _batch(api, items)
+    assert len(server.engine._dedup) == 100
+    again = api.publish(f"{app.url}/d", headers={"Upstash-Deduplication-Id": "id-7"})
+    assert again.json().get("deduplicated") is True
+    time.sleep(3.1)
+    api.message_id(f"{app.url}/plain")
+    assert len(server.engine._dedup) == 0
+    server.engine.wait_until_idle(10)
