@@ -10,6 +10,10 @@ INVALID_BATCH = "invalid batch: expected a JSON array of messages"
 MISSING_DESTINATION = "destination is required"
 INVALID_DESTINATION = "invalid destination url: {url}"
 INVALID_HEADER = "invalid {name} header: {value}"
+INVALID_METHOD = (
+    "invalid Upstash-Method header: {value!r} (expected one of GET, POST, PUT, DELETE, PATCH, "
+    "HEAD, OPTIONS)"
+)
 INVALID_FLOW_CONTROL = "invalid flow control value: {value}"
 MESSAGE_NOT_FOUND = "message {id} not found"
 RUN_NOT_FOUND = "workflow run {id} not found"
