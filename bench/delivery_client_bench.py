@@ -66,9 +66,7 @@ class AiohttpClient:
                     allow_redirects=False,
                 ) as response:
                     kept = bytearray()
-                    size = 0
                     async for chunk in response.content.iter_any():
-                        size += len(chunk)
                         kept += chunk[: max(0, MAX_KEPT_RESPONSE_BODY - len(kept))]
                     raw, status = response.raw_headers, response.status
         except aiohttp.ClientConnectorError as exc:
@@ -76,7 +74,7 @@ class AiohttpClient:
         except aiohttp.ClientError as exc:
             raise DeliveryError(f"connection closed: {exc}") from exc
         headers_out = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
-        return HttpResponse(status, headers_out, bytes(kept), size)
+        return HttpResponse(status, headers_out, bytes(kept))
 
     async def close(self) -> None:
         if self._session is not None:

@@ -39,19 +39,12 @@ class HttpResponse:
     Attributes:
         status: HTTP status code.
         headers: Response headers as sent (folded lines joined).
-        body: The body, at most `MAX_KEPT_RESPONSE_BODY` bytes of it.
-        body_size: The whole body's size in bytes.
+        body: The body, at most `MAX_KEPT_RESPONSE_BODY` bytes of it (the rest is dropped).
     """
 
     status: int
     headers: list[tuple[str, str]]
     body: bytes
-    body_size: int = 0
-
-    @property
-    def truncated(self) -> bool:
-        """Whether only the first `MAX_KEPT_RESPONSE_BODY` bytes of the body were kept."""
-        return self.body_size > len(self.body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,21 +275,19 @@ class HttpClient:
             elif lname == "connection":
                 keep = value.lower() != "close" and (keep or value.lower() == "keep-alive")
         kept = bytearray()
-        size = 0
         if method == "HEAD" or status in (204, 304):
             pass
         elif chunked:
-            size = await self._read_chunked(reader, kept)
+            await self._read_chunked(reader, kept)
         elif length is not None:
-            size = await _read_into(reader, kept, length)
+            await _read_into(reader, kept, length)
         else:
-            size = await _read_into(reader, kept, None)
+            await _read_into(reader, kept, None)
             keep = False
-        return HttpResponse(status, headers, bytes(kept), size), keep
+        return HttpResponse(status, headers, bytes(kept)), keep
 
     @staticmethod
-    async def _read_chunked(reader: asyncio.StreamReader, kept: bytearray) -> int:
-        size = 0
+    async def _read_chunked(reader: asyncio.StreamReader, kept: bytearray) -> None:
         while True:
             size_line = await reader.readuntil(b"\r\n")
             text = size_line.split(b";", 1)[0].strip()
@@ -310,8 +301,8 @@ class HttpClient:
                 # Trailers (if any) end with an empty line.
                 while await reader.readuntil(b"\r\n") != b"\r\n":
                     pass
-                return size
-            size += await _read_into(reader, kept, chunk)
+                return
+            await _read_into(reader, kept, chunk)
             await reader.readexactly(2)
 
     async def close(self) -> None:
@@ -322,11 +313,11 @@ class HttpClient:
         self._idle.clear()
 
 
-async def _read_into(reader: asyncio.StreamReader, kept: bytearray, length: int | None) -> int:
+async def _read_into(reader: asyncio.StreamReader, kept: bytearray, length: int | None) -> None:
     """Read `length` bytes (or up to EOF), keeping at most `MAX_KEPT_RESPONSE_BODY` in all."""
     if length is not None and len(kept) + length <= MAX_KEPT_RESPONSE_BODY:
         kept += await reader.readexactly(length)  # the usual case: one small body
-        return length
+        return
     read = 0
     while length is None or read < length:
         if length is None:
@@ -339,4 +330,3 @@ async def _read_into(reader: asyncio.StreamReader, kept: bytearray, length: int 
         room = MAX_KEPT_RESPONSE_BODY - len(kept)
         if room > 0:
             kept += part[:room]
-    return read
