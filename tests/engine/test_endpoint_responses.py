@@ -394,6 +394,8 @@ def test_credentials_in_the_url_go_as_basic_auth_and_stay_out_of_logs(
     ]
     logs = QStash(server.config.token, base_url=server.url).log.list().logs
     assert logs and all("cret" not in log.url for log in logs)
+    by_url = api.client.get("/v2/logs", params={"url": f"http://ada:s%40cret@{host}/basic"})
+    assert {event["url"] for event in by_url.json()["events"]} == {f"http://***@{host}/basic"}
 
 
 @pytest.mark.parametrize("method", ["GET /admin", "POST http://x/", "GE T", "GET\t/", "FETCH"])

@@ -808,7 +808,7 @@ class Engine:
             error = errors.DELIVERY_TIMEOUT.format(seconds=f"{timeout:g}")
         except DeliveryError as exc:
             error = errors.DELIVERY_CONNECT_ERROR.format(error=str(exc))
-        except Exception as exc:  # whatever else went wrong, the attempt failed
+        except Exception as exc:
             # Anything unforeseen still ends as a failed attempt (retry or DLQ), never as a
             # message left ACTIVE forever.
             error = errors.DELIVERY_CONNECT_ERROR.format(error=f"{type(exc).__name__}: {exc}")
