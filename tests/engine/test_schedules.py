@@ -50,12 +50,80 @@ def test_cron_next_after(expression: str, after: str, expected: str) -> None:
 
 
 def test_cron_impossible_and_invalid() -> None:
-    assert Cron.parse("0 0 31 2 *").next_after(time.time()) is None
+    # A date no month has is refused when the schedule is created, not kept to never fire.
+    with pytest.raises(CronError, match="bad day-of-month field"):
+        Cron.parse("0 0 31 2 *")
     for bad in ("* * * *", "60 * * * *", "* * * * * *", "*/0 * * * *", "a b c d e", "5-1 * * * *"):
         with pytest.raises(CronError):
             Cron.parse(bad)
-    with pytest.raises(CronError):
+    with pytest.raises(CronError, match="unknown time zone 'Nowhere/Else'"):
         Cron.parse("CRON_TZ=Nowhere/Else * * * * *")
+
+
+@pytest.mark.parametrize(
+    "expression",
+    # cronsim extensions that QStash does not document: last day, nth weekday, seconds.
+    ["0 0 L * *", "0 0 LW * *", "0 0 * * MON#2", "0 0 * * 5L", "0 0 ? * *", "0 0 0 * * *"],
+)
+def test_cron_extensions_beyond_qstash_are_refused(expression: str) -> None:
+    with pytest.raises(CronError):
+        Cron.parse(expression)
+
+
+@pytest.mark.parametrize(
+    ("macro", "equivalent"),
+    [
+        ("@daily", "0 0 * * *"),
+        ("@hourly", "0 * * * *"),
+        ("CRON_TZ=Europe/Paris @weekly", "0 0 * * 0"),
+    ],
+)
+def test_cron_macros_are_refused_with_the_five_field_equivalent(
+    macro: str, equivalent: str
+) -> None:
+    with pytest.raises(CronError) as caught:
+        Cron.parse(macro)
+    assert caught.value.reason == (
+        f"macros such as @daily are not part of QStash's cron syntax; write {equivalent!r}"
+    )
+    with pytest.raises(CronError, match="not part of QStash's cron syntax$"):
+        Cron.parse("@every 5m")
+
+
+def _times(expression: str, after: str, count: int) -> list[str]:
+    cron = Cron.parse(expression)
+    out: list[str] = []
+    moment = _ts(after)
+    for _ in range(count):
+        due = cron.next_after(moment)
+        assert due is not None
+        out.append(dt.datetime.fromtimestamp(due, dt.UTC).strftime("%Y-%m-%d %H:%M"))
+        moment = due
+    return out
+
+
+def test_cron_spring_forward_fires_a_skipped_time_once_at_the_end_of_the_gap() -> None:
+    # New York, 2026-03-08: 02:00 EST jumps to 03:00 EDT, so 02:30 does not exist that day.
+    assert _times("CRON_TZ=America/New_York 30 2 * * *", "2026-03-07 12:00:00", 3) == [
+        "2026-03-08 07:00",  # 03:00 EDT, right after the gap
+        "2026-03-09 06:30",  # 02:30 EDT
+        "2026-03-10 06:30",
+    ]
+
+
+def test_cron_fall_back_fires_a_repeated_time_once() -> None:
+    # New York, 2026-11-01: 02:00 EDT falls back to 01:00 EST, so 01:30 happens twice.
+    assert _times("CRON_TZ=America/New_York 30 1 * * *", "2026-10-31 12:00:00", 2) == [
+        "2026-11-01 05:30",  # 01:30 EDT, the first one
+        "2026-11-02 06:30",  # 01:30 EST the next day; nothing at 06:30 UTC on the 1st
+    ]
+    # An expression with a wildcard minute fires by the clock, in both repeated hours.
+    assert _times("CRON_TZ=America/New_York */30 1 * * *", "2026-10-31 12:00:00", 4) == [
+        "2026-11-01 05:00",
+        "2026-11-01 05:30",
+        "2026-11-01 06:00",
+        "2026-11-01 06:30",
+    ]
 
 
 def test_schedule_api_through_qstash_py(
@@ -122,7 +190,13 @@ def test_schedule_api_through_qstash_py(
     assert missing.json() == {"error": f"schedule {schedule_id} not found"}
     bad = api.client.post(f"/v2/schedules/{url}", headers={"Upstash-Cron": "every minute"})
     assert bad.status_code == 400
-    assert bad.json() == {"error": "invalid cron expression: every minute"}
+    assert bad.json() == {
+        "error": "invalid cron expression: every minute "
+        "(expected five fields: minute hour day-of-month month day-of-week)"
+    }
+    daily = api.client.post(f"/v2/schedules/{url}", headers={"Upstash-Cron": "@daily"})
+    assert daily.status_code == 400
+    assert "write '0 0 * * *'" in daily.json()["error"]
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ from lobeflow.engine.api_common import (
 )
 from lobeflow.engine.core import destination_headers
 from lobeflow.engine.errors import ApiError
+from lobeflow.engine.http_client import redact_url
 from lobeflow.engine.model import Message
 
 
@@ -194,7 +195,8 @@ async def events(request: Request) -> Response:
     if params.get("messageId"):
         ids.add(params["messageId"])
     state = params.get("state")
-    url = params.get("url")
+    # Events hold URLs with credentials redacted; a filter with them still matches.
+    url = redact_url(params.get("url") or "")
     queue = params.get("queueName")
     label = params.get("label")
     matching = [

@@ -34,7 +34,7 @@ from lobeflow.engine.headers import (
     run_config_headers,
     sub_publish_headers,
 )
-from lobeflow.engine.http_client import DeliveryError, HttpClient
+from lobeflow.engine.http_client import HTTP_METHODS, DeliveryError, HttpClient, redact_url
 from lobeflow.engine.model import (
     CANCELED,
     CREATED,
@@ -653,10 +653,14 @@ class Engine:
             ):
                 raise ApiError(400, errors.INVALID_DESTINATION.format(url=value))
 
+        method = (lower.get("upstash-method") or "POST").upper()
+        if method not in HTTP_METHODS:
+            raise ApiError(400, errors.INVALID_METHOD.format(value=lower["upstash-method"]))
+
         return Message(
             id=new_id("msg_"),
             url=url,
-            method=(lower.get("upstash-method") or "POST").upper(),
+            method=method,
             body=body,
             headers=headers,
             created_at=int(now * 1000),
@@ -788,7 +792,6 @@ class Engine:
     async def _deliver(self, message: Message) -> None:
         run = None if message.run_id is None else self.runs_by_id.get(message.run_id)
         body = self._delivery_body(message, run)
-        headers = self._delivery_headers(message, run, body)
         timeout = message.timeout if message.timeout is not None else self.config.request_timeout
         self._log(message, "ACTIVE")
         started = time.perf_counter()
@@ -797,6 +800,7 @@ class Engine:
         response_body = b""
         error: str | None = None
         try:
+            headers = self._delivery_headers(message, run, body)
             response = await self._client.request(
                 message.method, message.url, headers, body, timeout
             )
@@ -807,6 +811,10 @@ class Engine:
             error = errors.DELIVERY_TIMEOUT.format(seconds=f"{timeout:g}")
         except DeliveryError as exc:
             error = errors.DELIVERY_CONNECT_ERROR.format(error=str(exc))
+        except Exception as exc:
+            # Anything unforeseen still ends as a failed attempt (retry or DLQ), never as a
+            # message left ACTIVE forever.
+            error = errors.DELIVERY_CONNECT_ERROR.format(error=f"{type(exc).__name__}: {exc}")
         duration = time.perf_counter() - started
         self._deliveries += 1
         self._deliveries_by_url[message.url] = self._deliveries_by_url.get(message.url, 0) + 1
@@ -821,7 +829,7 @@ class Engine:
                     time=time.time(),
                     message_id=message.id,
                     run_id=message.run_id,
-                    url=message.url,
+                    url=redact_url(message.url),
                     status=status,
                     attempt=message.retried + 1,
                     duration_ms=duration * 1000,
@@ -1058,7 +1066,7 @@ class Engine:
                 time=now_ms(),
                 message_id=message.id,
                 state=ERROR if state == RETRY else state,
-                url=message.url,
+                url=redact_url(message.url),
                 label=message.label,
                 queue=message.queue,
                 flow_key=message.flow_key,

@@ -1,31 +1,46 @@
 """A small HTTP/1.1 client on asyncio streams, for deliveries.
 
 Deliveries are the engine's hot path. This client writes each request in one `write` and
-keeps connections alive per origin, at a fraction of the CPU of a general-purpose client;
-it only needs what a webhook delivery needs (no redirects, proxies, cookies or HTTP/2).
+keeps connections alive per origin, at a fraction of the CPU of a general-purpose client
+(aiohttp's client costs three to four times as much per request: BENCHMARKS.md); it only
+needs what a webhook delivery needs (no redirects, proxies, cookies or HTTP/2). Every
+failure to get a response is a `DeliveryError` whose text says the cause in words.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import errno
 import ssl
 from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
+# What `Upstash-Method` may name: anything else (a path, a space) would rewrite the request line.
+HTTP_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
+# Kept of a response body (for the DLQ entry and the callback); the rest is read and dropped.
+MAX_KEPT_RESPONSE_BODY = 1 << 20
 _MAX_HEAD = 1 << 20
 _MAX_IDLE_PER_ORIGIN = 256
+_READ_SIZE = 1 << 16
 _Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 class DeliveryError(Exception):
-    """The request could not be sent or its response could not be read."""
+    """No response: `str()` is the cause in words (`connection refused to 127.0.0.1:9`)."""
 
 
 @dataclass(slots=True)
 class HttpResponse:
-    """Status, headers (in order, repeated names kept) and body of a response."""
+    """Status, headers (in order, repeated names kept) and body of a response.
+
+    Attributes:
+        status: HTTP status code.
+        headers: Response headers as sent (folded lines joined).
+        body: The body, at most `MAX_KEPT_RESPONSE_BODY` bytes of it (the rest is dropped).
+    """
 
     status: int
     headers: list[tuple[str, str]]
@@ -37,18 +52,79 @@ class _Target:
     origin: tuple[str, str, int]
     host_header: str
     path: str
+    # `Basic ...` from credentials in the URL; they never go into `Host`.
+    authorization: str | None
+    # The URL without credentials, for error messages.
+    shown: str
+
+
+def redact_url(url: str) -> str:
+    """`url` with its `user:password@` (if any) replaced by `***@`, for logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, tail = rest.partition("/")
+    _, at, hostport = authority.rpartition("@")
+    if not at:
+        return url
+    return f"{scheme}://***@{hostport}{slash}{tail}"
 
 
 @lru_cache(maxsize=4096)
 def _target(url: str) -> _Target:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise DeliveryError(f"unsupported url: {url}")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError as exc:  # an unclosed IPv6 literal: `http://[::1/`
+        raise DeliveryError(f"invalid url {shown}: {exc}") from exc
+    if parts.scheme not in ("http", "https") or not hostname:
+        raise DeliveryError(f"unsupported url {shown}")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise DeliveryError(f"invalid port in url {shown}") from exc
+    if len(hostname) > 253 or any(len(label) > 63 for label in hostname.split(".")):
+        raise DeliveryError(f"DNS lookup failed for host {hostname}: name too long")
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    return _Target((parts.scheme, parts.hostname, port), parts.netloc, path)
+    netloc = parts.netloc
+    authorization = None
+    if "@" in netloc:
+        userinfo, _, netloc = netloc.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        token = f"{unquote(user)}:{unquote(password)}".encode()
+        authorization = "Basic " + base64.b64encode(token).decode("ascii")
+    return _Target((parts.scheme, hostname, port), netloc, path, authorization, shown)
+
+
+def _connect_error(exc: OSError, target: _Target) -> DeliveryError:
+    _, host, port = target.origin
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = exc.verify_message or exc.reason or str(exc)
+        return DeliveryError(f"TLS certificate verify failed for {target.shown}: {reason}")
+    if isinstance(exc, ssl.SSLError):
+        return DeliveryError(f"TLS handshake failed for {target.shown}: {exc.reason or exc}")
+    if isinstance(exc, ConnectionRefusedError):
+        return DeliveryError(f"connection refused to {host}:{port}")
+    if isinstance(exc, OSError) and exc.errno is not None and exc.errno < 0:
+        # socket.gaierror: getaddrinfo's own (negative) error codes.
+        return DeliveryError(f"DNS lookup failed for host {host}: {exc.strerror}")
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno == errno.ECONNRESET:
+        reason = "reset by the endpoint"
+    return DeliveryError(f"cannot connect to {host}:{port}: {reason}")
+
+
+def _closed_error(exc: BaseException) -> DeliveryError:
+    if isinstance(exc, asyncio.IncompleteReadError):
+        if exc.partial or exc.expected is not None:
+            return DeliveryError("connection closed before the whole response arrived")
+        return DeliveryError("connection closed by the endpoint before it answered")
+    if isinstance(exc, ConnectionResetError):
+        return DeliveryError("connection closed: reset by the endpoint")
+    return DeliveryError(f"connection closed: {exc}")
 
 
 def _encode_head(lines: list[str]) -> bytes:
@@ -88,26 +164,33 @@ class HttpClient:
             f"Host: {target.host_header}",
             f"Content-Length: {len(body)}",
         ]
+        has_authorization = False
         for name, value in headers:
             if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
                 continue  # never let a forwarded header smuggle a second request
+            has_authorization = has_authorization or name.lower() == "authorization"
             lines.append(f"{name}: {value}")
+        if target.authorization is not None and not has_authorization:
+            lines.append(f"Authorization: {target.authorization}")
         data = _encode_head(lines) + body
         async with asyncio.timeout(timeout):
-            conn, reused = await self._acquire(target.origin)
+            conn, reused = await self._acquire(target)
             try:
                 response, keep = await self._exchange(conn, data, method)
             except (asyncio.IncompleteReadError, ConnectionError) as exc:
                 conn[1].close()
                 if not reused:
-                    raise DeliveryError(f"connection closed: {exc}") from exc
+                    raise _closed_error(exc) from exc
                 # An idle keep-alive connection the server had already closed: retry once.
-                conn, _ = await self._acquire(target.origin, fresh=True)
+                conn, _ = await self._acquire(target, fresh=True)
                 try:
                     response, keep = await self._exchange(conn, data, method)
                 except (asyncio.IncompleteReadError, ConnectionError) as again:
                     conn[1].close()
-                    raise DeliveryError(f"connection closed: {again}") from again
+                    raise _closed_error(again) from again
+                except BaseException:
+                    conn[1].close()
+                    raise
             except BaseException:
                 conn[1].close()
                 raise
@@ -121,9 +204,8 @@ class HttpClient:
             conn[1].close()
         return response
 
-    async def _acquire(
-        self, origin: tuple[str, str, int], fresh: bool = False
-    ) -> tuple[_Conn, bool]:
+    async def _acquire(self, target: _Target, fresh: bool = False) -> tuple[_Conn, bool]:
+        origin = target.origin
         pool = self._idle.get(origin)
         while pool and not fresh:
             conn = pool.pop()
@@ -139,18 +221,27 @@ class HttpClient:
         try:
             conn = await asyncio.open_connection(host, port, ssl=context, limit=_MAX_HEAD)
         except OSError as exc:
-            raise DeliveryError(str(exc) or type(exc).__name__) from exc
+            raise _connect_error(exc, target) from exc
+        except (ValueError, UnicodeError) as exc:  # a host name the resolver refuses outright
+            raise DeliveryError(f"DNS lookup failed for host {host}: {exc}") from exc
         return conn, False
 
     async def _exchange(self, conn: _Conn, data: bytes, method: str) -> tuple[HttpResponse, bool]:
         reader, writer = conn
         writer.write(data)
         await writer.drain()
+        try:
+            return await self._read_response(reader, method)
+        except asyncio.LimitOverrunError as exc:
+            raise DeliveryError("malformed response: a header or chunk line over 1 MiB") from exc
+        except ValueError as exc:  # a field asyncio's stream reader rejects
+            raise DeliveryError(f"malformed response: {exc}") from exc
+
+    async def _read_response(
+        self, reader: asyncio.StreamReader, method: str
+    ) -> tuple[HttpResponse, bool]:
         while True:
-            try:
-                raw = await reader.readuntil(b"\r\n\r\n")
-            except asyncio.LimitOverrunError as exc:
-                raise DeliveryError("response head too large") from exc
+            raw = await reader.readuntil(b"\r\n\r\n")
             lines = raw.decode("latin-1").split("\r\n")
             try:
                 version, code = lines[0].split(" ", 2)[:2]
@@ -160,51 +251,58 @@ class HttpClient:
             if not 100 <= status < 200:
                 break  # skip interim responses (100 Continue, 103 Early Hints)
         headers: list[tuple[str, str]] = []
-        length: int | None = None
-        chunked = False
-        keep = version == "HTTP/1.1"
         for line in lines[1:]:
             if not line:
                 continue
+            if line[0] in " \t" and headers:
+                # Obsolete line folding (RFC 9112 5.2): a continuation of the previous value.
+                name, value = headers[-1]
+                headers[-1] = (name, f"{value} {line.strip()}")
+                continue
             name, _, value = line.partition(":")
-            name, value = name.strip(), value.strip()
-            headers.append((name, value))
+            headers.append((name.strip(), value.strip()))
+        length: int | None = None
+        chunked = False
+        keep = version == "HTTP/1.1"
+        for name, value in headers:
             lname = name.lower()
             if lname == "content-length":
-                try:
-                    length = int(value)
-                except ValueError as exc:
-                    raise DeliveryError("malformed content-length") from exc
+                if not value.isdigit() or (length is not None and int(value) != length):
+                    raise DeliveryError(f"malformed response: Content-Length {value[:40]!r}")
+                length = int(value)
             elif lname == "transfer-encoding":
                 chunked = "chunked" in value.lower()
             elif lname == "connection":
                 keep = value.lower() != "close" and (keep or value.lower() == "keep-alive")
+        kept = bytearray()
         if method == "HEAD" or status in (204, 304):
-            body = b""
+            pass
         elif chunked:
-            body = await self._read_chunked(reader)
+            await self._read_chunked(reader, kept)
         elif length is not None:
-            body = await reader.readexactly(length)
+            await _read_into(reader, kept, length)
         else:
-            body = await reader.read()
+            await _read_into(reader, kept, None)
             keep = False
-        return HttpResponse(status, headers, body), keep
+        return HttpResponse(status, headers, bytes(kept)), keep
 
     @staticmethod
-    async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-        parts: list[bytes] = []
+    async def _read_chunked(reader: asyncio.StreamReader, kept: bytearray) -> None:
         while True:
             size_line = await reader.readuntil(b"\r\n")
+            text = size_line.split(b";", 1)[0].strip()
             try:
-                size = int(size_line.split(b";", 1)[0].strip(), 16)
-            except ValueError as exc:
-                raise DeliveryError("malformed chunk size") from exc
-            if size == 0:
+                chunk = int(text, 16)
+            except ValueError:
+                chunk = -1
+            if chunk < 0 or text[:1] in (b"-", b"+"):
+                raise DeliveryError(f"malformed response: chunk size {text[:40]!r}")
+            if chunk == 0:
                 # Trailers (if any) end with an empty line.
                 while await reader.readuntil(b"\r\n") != b"\r\n":
                     pass
-                return b"".join(parts)
-            parts.append(await reader.readexactly(size))
+                return
+            await _read_into(reader, kept, chunk)
             await reader.readexactly(2)
 
     async def close(self) -> None:
@@ -213,3 +311,22 @@ class HttpClient:
             while pool:
                 pool.pop()[1].close()
         self._idle.clear()
+
+
+async def _read_into(reader: asyncio.StreamReader, kept: bytearray, length: int | None) -> None:
+    """Read `length` bytes (or up to EOF), keeping at most `MAX_KEPT_RESPONSE_BODY` in all."""
+    if length is not None and len(kept) + length <= MAX_KEPT_RESPONSE_BODY:
+        kept += await reader.readexactly(length)  # the usual case: one small body
+        return
+    read = 0
+    while length is None or read < length:
+        if length is None:
+            part = await reader.read(_READ_SIZE)
+            if not part:
+                break
+        else:
+            part = await reader.readexactly(min(_READ_SIZE, length - read))
+        read += len(part)
+        room = MAX_KEPT_RESPONSE_BODY - len(kept)
+        if room > 0:
+            kept += part[:room]

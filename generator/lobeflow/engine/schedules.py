@@ -72,8 +72,10 @@ class Schedules:
         cron_text = lower.get("upstash-cron", "")
         try:
             cron = Cron.parse(cron_text)
-        except CronError:
-            raise ApiError(400, errors.INVALID_CRON.format(cron=cron_text)) from None
+        except CronError as exc:
+            raise ApiError(
+                400, errors.INVALID_CRON.format(cron=cron_text, reason=exc.reason)
+            ) from None
         queue = lower.get("upstash-queue-name") or None
         kept = {
             name: value
