@@ -52,6 +52,8 @@ const stubHits = []; // requests received by the context.call stub
 const errorStepNames = new Map(); // run id -> `Upstash-Error-Step-Name` values the SDK answered with
 const flakyFailing = new Set(); // payload keys whose /wf/flaky run still fails its second step
 const flakyExecutions = new Map(); // `${key}:${stepName}` -> executions, across runs
+// A failure URL: answers `status` once `gate` resolves; `hits` records each request's body.
+const failureSink = { status: 500, gate: Promise.resolve(), hits: [] };
 
 const statsFor = (path) => {
   if (!routeStats.has(path)) {
@@ -336,6 +338,13 @@ function startAppServer() {
     try {
       const body = await readBody(req);
       if (path === "/stub/echo") return handleStub(req, body, res);
+      if (path === "/stub/failure-sink") {
+        failureSink.hits.push(body.toString("utf8"));
+        await failureSink.gate;
+        res.writeHead(failureSink.status, { "content-type": "text/plain", "x-sink": "yes" });
+        res.end(`failure sink answered ${failureSink.status}`);
+        return;
+      }
       if (path === "/stub/plain") {
         res.writeHead(200, { "content-type": "text/plain" });
         res.end(PLAIN_STUB_BODY);
@@ -758,6 +767,92 @@ const scenarios = {
       resumed: summarizeRun(resumedRun),
       restarted: summarizeRun(restartedRun),
     };
+  },
+
+  // A run whose step URL and failure URL are both unreachable: one DLQ entry, whose
+  // failureCallbackInfo ends in CALLBACK_FAIL with the connection error as response body.
+  async dlq_unreachable_failure_url(_ctx, checks) {
+    const stepPort = await unusedPort();
+    const failurePort = await unusedPort();
+    const failureUrl = `http://127.0.0.1:${failurePort}/failure`;
+    const { workflowRunId } = await workflowClient.trigger({
+      url: `http://127.0.0.1:${stepPort}/wf`,
+      body: { x: 1 },
+      failureUrl,
+      retries: 0,
+    });
+    const entry = await waitFor(`CALLBACK_FAIL on the DLQ entry of ${workflowRunId}`, async () => {
+      const { messages } = await workflowClient.dlq.list({ filter: { workflowRunId } });
+      const info = messages?.[0]?.failureCallbackInfo;
+      return { done: info?.state === "CALLBACK_FAIL", value: messages?.[0] };
+    });
+    const { messages } = await workflowClient.dlq.list({ filter: { workflowRunId } });
+    checks.equal("one DLQ entry for the run", messages?.length, 1);
+    checks.equal("entry workflowRunId", entry.workflowRunId, workflowRunId);
+    checks.equal("entry failureCallback", entry.failureCallback, failureUrl);
+    checks.equal("entry responseStatus (never reached)", entry.responseStatus, 0);
+    checks.that("entry responseBody names the cause", String(entry.responseBody).includes(String(stepPort)), entry.responseBody);
+    const info = entry.failureCallbackInfo;
+    checks.equal("callback responseStatus (never reached)", info?.responseStatus, 0);
+    checks.that("callback responseBody names the cause", String(info?.responseBody).includes(String(failurePort)), info?.responseBody);
+    checks.equal("callback responseHeaders", info?.responseHeaders, {});
+    const byState = await workflowClient.dlq.list({ filter: { workflowRunId, failureFunctionState: "CALLBACK_FAIL" } });
+    checks.equal("failureFunctionState filter", (byState.messages ?? []).map((m) => m.dlqId), [entry.dlqId]);
+    const retried = await workflowClient.dlq.retryFailureFunction({ dlqId: entry.dlqId });
+    checks.equal("retryFailureFunction names the run", retried?.workflowRunId, workflowRunId);
+    return { workflowRunId, runIds: [workflowRunId], dlqId: entry.dlqId, failureCallbackInfo: info };
+  },
+
+  // The failure callback's state on the run's DLQ entry, attempt by attempt, and
+  // retryFailureFunction from CALLBACK_FAIL.
+  async dlq_failure_callback_state({ baseUrl }, checks) {
+    let release;
+    failureSink.gate = new Promise((resolve) => {
+      release = resolve;
+    });
+    failureSink.status = 500;
+    const hitsBefore = failureSink.hits.length;
+    const { workflowRunId } = await workflowClient.trigger({
+      url: `http://127.0.0.1:${await unusedPort()}/wf`,
+      body: { y: 2 },
+      failureUrl: `${baseUrl}/stub/failure-sink`,
+      retries: 0,
+    });
+    const stateOf = async () => {
+      const { messages } = await workflowClient.dlq.list({ filter: { workflowRunId } });
+      return { count: messages?.length ?? 0, entry: messages?.[0] };
+    };
+    const held = await waitFor("the failure callback in flight", async () => {
+      const { entry } = await stateOf();
+      return { done: entry?.failureCallbackInfo?.state === "CALLBACK_INPROGRESS", value: entry };
+    });
+    checks.equal("in progress: no response yet", held.failureCallbackInfo?.responseStatus, undefined);
+    release();
+    const failed = await waitFor("CALLBACK_FAIL", async () => {
+      const { entry } = await stateOf();
+      return { done: entry?.failureCallbackInfo?.state === "CALLBACK_FAIL", value: entry };
+    });
+    checks.equal("failed callback status", failed.failureCallbackInfo.responseStatus, 500);
+    checks.equal("failed callback body", failed.failureCallbackInfo.responseBody, "failure sink answered 500");
+    checks.equal("failed callback header", failed.failureCallbackInfo.responseHeaders?.["X-Sink"] ?? failed.failureCallbackInfo.responseHeaders?.["x-sink"], ["yes"]);
+
+    failureSink.status = 200;
+    const retried = await workflowClient.dlq.retryFailureFunction({ dlqId: failed.dlqId });
+    checks.equal("retryFailureFunction names the run", retried?.workflowRunId, workflowRunId);
+    checks.that("retryFailureFunction gives workflowCreatedAt", typeof retried?.workflowCreatedAt === "number", retried);
+    const succeeded = await waitFor("CALLBACK_SUCCESS", async () => {
+      const { entry } = await stateOf();
+      return { done: entry?.failureCallbackInfo?.state === "CALLBACK_SUCCESS", value: entry };
+    });
+    checks.equal("succeeded callback status", succeeded.failureCallbackInfo.responseStatus, 200);
+    checks.equal("succeeded callback body", succeeded.failureCallbackInfo.responseBody, "failure sink answered 200");
+    checks.equal("still one DLQ entry", (await stateOf()).count, 1);
+    const hits = failureSink.hits.slice(hitsBefore);
+    checks.equal("the failure URL was called twice", hits.length, 2);
+    checks.equal("the same failure payload both times", hits[0], hits[1]);
+    const run = await runLog(workflowRunId);
+    checks.equal("run log failureFunction state", run?.failureFunction?.state, "CALLBACK_SUCCESS");
+    return { workflowRunId, runIds: [workflowRunId], dlqId: failed.dlqId };
   },
 
   // WF_DetectTrigger: a run started against an endpoint that does not answer as a workflow fails.

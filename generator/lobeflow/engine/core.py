@@ -38,6 +38,9 @@ from lobeflow.engine.headers import (
 )
 from lobeflow.engine.http_client import DeliveryError, HttpClient
 from lobeflow.engine.model import (
+    CALLBACK_FAIL,
+    CALLBACK_INPROGRESS,
+    CALLBACK_SUCCESS,
     CANCELED,
     CREATED,
     DELIVERED,
@@ -848,9 +851,7 @@ class Engine:
                 self._fail(message, run, body, outcome)
                 return
             self._finish(message, DELIVERED)
-            if run is not None and message.call_type == FAILURE_CALL and run.failure is not None:
-                run.failure["state"] = "CALLBACK_SUCCESS"
-                self.store.put_run(run)
+            self._record_failure_callback(message, run, outcome, CALLBACK_SUCCESS)
             return
         non_retryable = (
             outcome.status == 489 and lower.get("upstash-nonretryable-error", "").lower() == "true"
@@ -864,6 +865,7 @@ class Engine:
             self.store.put_message(message)
             self._log(message, RETRY, outcome, next_delivery=int(message.due * 1000))
             self.scheduler.schedule(message)
+            self._record_failure_callback(message, run, outcome, CALLBACK_INPROGRESS)
             return
         self._fail(message, run, body, outcome)
 
@@ -906,16 +908,14 @@ class Engine:
 
     def _fail(self, message: Message, run: Run | None, body: bytes, outcome: _Outcome) -> None:
         dlq_id: str | None = None
-        if not message.no_delete:
+        # A failing failure callback is recorded on the entry it reports, not as one more.
+        if not message.no_delete and message.failure_of is None:
             dlq_id = self._to_dlq(message, run, outcome)
         if message.failure_callback is not None:
             self._publish_failure_callback(message, run, body, outcome, dlq_id)
+        self._record_failure_callback(message, run, outcome, CALLBACK_FAIL)
         if run is not None:
-            if message.call_type == FAILURE_CALL:
-                if run.failure is not None:
-                    run.failure["state"] = "CALLBACK_FAIL"
-                    self.store.put_run(run)
-            elif message.call_type in (STEP, FROM_CALLBACK) and run.state == RUN_STARTED:
+            if message.call_type in (STEP, FROM_CALLBACK) and run.state == RUN_STARTED:
                 run.dlq_id = dlq_id
                 step_name = next(
                     (v for n, v in outcome.headers if n.lower() == "upstash-error-step-name"), None
@@ -949,8 +949,8 @@ class Engine:
             "callerIP": message.caller_ip,
             "responseStatus": outcome.status or 0,
             "responseHeader": multi(outcome.headers),
-            "responseBody": outcome.body.decode("utf-8", "replace"),
-            "responseBodyBase64": base64.b64encode(outcome.body).decode(),
+            "responseBody": outcome.recorded_body.decode("utf-8", "replace"),
+            "responseBodyBase64": base64.b64encode(outcome.recorded_body).decode(),
         }
         for key, value in (
             ("queueName", message.queue),
@@ -1028,19 +1028,54 @@ class Engine:
         }
         if not any(name.lower() == "upstash-retries" for name in headers):
             headers["Upstash-Retries"] = str(message.max_retries)
-        failure_id, _ = self.accept(
+        failure_id, deduplicated = self.accept(
             message.failure_callback, headers, _json_bytes(payload), internal=True
         )
+        failure_message = self.messages.get(failure_id)
+        entry = None if dlq_id is None else self.dlq.get(dlq_id)
+        if entry is not None and failure_message is not None and not deduplicated:
+            failure_message.failure_of = dlq_id
+            self.store.put_message(failure_message)
+            entry["failureCallbackInfo"] = {"state": CALLBACK_INPROGRESS}
+            self.store.put_dlq(entry["dlqId"], entry)
         if run is not None:
             run.failure = {
                 "messageId": failure_id,
                 "url": message.failure_callback,
-                "state": "CALLBACK_INPROGRESS",
+                "state": CALLBACK_INPROGRESS,
                 "failStatus": outcome.status or 0,
-                "failResponse": outcome.body.decode("utf-8", "replace"),
+                "failResponse": outcome.recorded_body.decode("utf-8", "replace"),
                 "failHeaders": multi(outcome.headers),
                 "dlqId": dlq_id or "",
             }
+            self.store.put_run(run)
+
+    def _record_failure_callback(
+        self, message: Message, run: Run | None, outcome: _Outcome, state: str
+    ) -> None:
+        """Record an attempt of a failure callback on its DLQ entry and its run's log.
+
+        `state` is `CALLBACK_INPROGRESS` while retries are left, then `CALLBACK_SUCCESS` or
+        `CALLBACK_FAIL`; the response is the attempt's (the error text when none came).
+        """
+        if message.failure_of is None and message.call_type != FAILURE_CALL:
+            return  # not a failure callback (the common case, on the delivery path)
+        response = {
+            "responseStatus": outcome.status or 0,
+            "responseBody": outcome.recorded_body.decode("utf-8", "replace"),
+            "responseHeaders": multi(outcome.headers),
+        }
+        entry = None if message.failure_of is None else self.dlq.get(message.failure_of)
+        if entry is not None:
+            entry["failureCallbackInfo"] = {"state": state, **response}
+            self.store.put_dlq(entry["dlqId"], entry)
+        if (
+            run is not None
+            and message.call_type == FAILURE_CALL
+            and run.failure is not None
+            and run.failure.get("messageId") == message.id
+        ):
+            run.failure.update(state=state, **response)
             self.store.put_run(run)
 
     def _log(
@@ -1225,12 +1260,13 @@ class Engine:
         body = message.body
         if index is not None and run.history[index].call_type == STEP:
             body = run.body_upto(index)
-        outcome = _Outcome(
-            entry["responseStatus"] or None,
-            [(name, value) for name, values in entry["responseHeader"].items() for value in values],
-            base64.b64decode(entry["responseBodyBase64"]),
-            None,
-        )
+        status = entry["responseStatus"] or None
+        headers = [(n, value) for n, values in entry["responseHeader"].items() for value in values]
+        if status is None:
+            # No response came: the entry records the error text in place of a body.
+            outcome = _Outcome(None, headers, b"", entry["responseBody"])
+        else:
+            outcome = _Outcome(status, headers, base64.b64decode(entry["responseBodyBase64"]), None)
         self._publish_failure_callback(message, run, body, outcome, dlq_id)
         return run
 
@@ -1297,6 +1333,13 @@ class _Outcome:
     @property
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 300 and self.error is None
+
+    @property
+    def recorded_body(self) -> bytes:
+        """The body to record: the response's, or the error text when no response came."""
+        if self.status is None and self.error:
+            return self.error.encode()
+        return self.body
 
 
 def destination_headers(message: Message) -> dict[str, list[str]]:

@@ -25,6 +25,11 @@ RUN_SUCCESS = "RUN_SUCCESS"
 RUN_FAILED = "RUN_FAILED"
 RUN_CANCELED = "RUN_CANCELED"
 
+# States of a failure callback, on its DLQ entry (`failureCallbackInfo`) and run log.
+CALLBACK_INPROGRESS = "CALLBACK_INPROGRESS"
+CALLBACK_SUCCESS = "CALLBACK_SUCCESS"
+CALLBACK_FAIL = "CALLBACK_FAIL"
+
 # Workflow call types recorded in a run's step history.
 STEP = "step"
 TO_CALLBACK = "toCallback"
@@ -60,6 +65,9 @@ class Message:
     dedup_id: str | None = None
     caller_ip: str = "127.0.0.1"
     schedule_id: str | None = None
+    # For a failure-callback message: the DLQ entry whose failure it reports; its attempts
+    # are recorded on that entry (`failureCallbackInfo`) instead of making entries of their own.
+    failure_of: str | None = None
     state: str = CREATED
     # Scheduling bookkeeping: bumped whenever the message is re-queued so that stale heap
     # entries are recognised and skipped instead of searched for and removed.
