@@ -31,6 +31,7 @@ SCENARIOS = (
     "dlq_failure_callback_state",
     "non_workflow_trigger",
     "qstash_publish_dlq",
+    "flow_control_readback",
     "wait_notify",
     "webhook",
     "deliveries",

@@ -924,6 +924,51 @@ const scenarios = {
     return { workflowRunId, run: summarizeRun(run) };
   },
 
+  // Flow control read back from messages, schedules and the flow-control API, defaults included.
+  async flow_control_readback(_ctx, checks) {
+    const url = `http://127.0.0.1:${await unusedPort()}/fc`;
+    const key = `fc-ts-${randomUUID().slice(0, 8)}`;
+    const pick = (object) =>
+      Object.fromEntries(
+        ["flowControlKey", "parallelism", "rate", "period"].filter((f) => object?.[f] !== undefined).map((f) => [f, object[f]]),
+      );
+    const { messageId } = await qstashClient.publishJSON({ url, body: {}, delay: "1d", flowControl: { key, parallelism: 5 } });
+    const message = await qstashClient.messages.get(messageId);
+    checks.equal("message flow control", pick(message), { flowControlKey: key, parallelism: 5, period: 1 });
+    const rated = await qstashClient.publishJSON({ url, body: {}, delay: "1d", flowControl: { key: `${key}-r`, rate: 10, period: "2m" } });
+    checks.equal("rate-only flow control", pick(await qstashClient.messages.get(rated.messageId)), {
+      flowControlKey: `${key}-r`,
+      rate: 10,
+      period: 120,
+    });
+    const info = await qstashClient.flowControl.get(key);
+    checks.equal("flow-control API", { ...info, ratePeriodStart: typeof info.ratePeriodStart }, {
+      flowControlKey: key,
+      waitListSize: 0,
+      parallelismMax: 5,
+      parallelismCount: 0,
+      rateMax: 0,
+      rateCount: 0,
+      ratePeriod: 1,
+      ratePeriodStart: "number",
+      isPaused: false,
+      isPinnedParallelism: false,
+      isPinnedRate: false,
+    });
+    const { scheduleId } = await qstashClient.schedules.create({
+      destination: url,
+      cron: "1 1 1 1 1",
+      body: "{}",
+      flowControl: { key, parallelism: 2 },
+    });
+    const schedule = await qstashClient.schedules.get(scheduleId);
+    checks.equal("schedule flow control", pick(schedule), { flowControlKey: key, parallelism: 2, period: 1 });
+    await qstashClient.schedules.delete(scheduleId);
+    await qstashClient.messages.delete(messageId);
+    await qstashClient.messages.delete(rated.messageId);
+    return { key, message: pick(message), schedule: pick(schedule) };
+  },
+
   async qstash_publish_dlq(_ctx, checks) {
     const deadUrl = `http://127.0.0.1:${await unusedPort()}/dead`;
 

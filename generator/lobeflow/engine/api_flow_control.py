@@ -12,6 +12,7 @@ from starlette.routing import Route
 from lobeflow.engine import errors
 from lobeflow.engine.api_common import engine_of, int_param, json_response
 from lobeflow.engine.errors import ApiError
+from lobeflow.engine.model import whole_seconds
 from lobeflow.engine.scheduler import FlowKey
 
 
@@ -26,7 +27,7 @@ def key_json(key: FlowKey, time_scale: float) -> dict[str, Any]:
         "parallelismCount": key.in_flight,
         "rateMax": rate or 0,
         "rateCount": key.window_count if window_open else 0,
-        "ratePeriod": int(period) if float(period).is_integer() else period,
+        "ratePeriod": whole_seconds(period),
         "ratePeriodStart": int(key.window_start),
         "isPaused": key.paused,
         "isPinnedParallelism": key.pinned_parallelism is not None,

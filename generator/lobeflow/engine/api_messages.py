@@ -21,9 +21,9 @@ from lobeflow.engine.api_common import (
     raw_destination,
     request_headers,
 )
-from lobeflow.engine.core import destination_headers
+from lobeflow.engine.core import destination_headers, user_flow_key
 from lobeflow.engine.errors import ApiError
-from lobeflow.engine.model import Message
+from lobeflow.engine.model import Message, flow_control_json
 
 
 def _publish_answer(message_id: str, deduplicated: bool) -> dict[str, Any]:
@@ -102,15 +102,11 @@ def message_json(message: Message) -> dict[str, Any]:
         "failureCallback": message.failure_callback,
         "queueName": message.queue,
         "label": message.label,
-        "flowControlKey": message.flow_key,
         "retryDelayExpression": message.retry_delay,
         "workflowRunId": message.run_id,
     }
-    if message.flow is not None:
-        optional["parallelism"] = message.flow.parallelism
-        optional["rate"] = message.flow.rate
-        optional["period"] = message.flow.period if message.flow.rate is not None else None
     out.update({key: value for key, value in optional.items() if value is not None})
+    out.update(flow_control_json(user_flow_key(message), message.flow))
     return out
 
 

@@ -63,6 +63,7 @@ from lobeflow.engine.model import (
     Queue,
     Run,
     RunInfo,
+    flow_control_json,
 )
 from lobeflow.engine.scheduler import Scheduler
 from lobeflow.engine.schedules import KIND as SCHEDULE_KIND
@@ -952,10 +953,10 @@ class Engine:
             "responseBody": outcome.recorded_body.decode("utf-8", "replace"),
             "responseBodyBase64": base64.b64encode(outcome.recorded_body).decode(),
         }
+        entry.update(flow_control_json(user_flow_key(message), message.flow))
         for key, value in (
             ("queueName", message.queue),
             ("label", message.label),
-            ("flowControlKey", message.flow_key),
             ("failureCallback", message.failure_callback),
             ("callback", message.callback),
             ("retryDelayExpression", message.retry_delay),
@@ -1093,7 +1094,7 @@ class Engine:
                 url=message.url,
                 label=message.label,
                 queue=message.queue,
-                flow_key=message.flow_key,
+                flow_key=user_flow_key(message),
                 run_id=message.run_id,
                 error=None if outcome is None or outcome.ok else outcome.error,
                 response_status=None if outcome is None else outcome.status,
@@ -1354,6 +1355,13 @@ def destination_headers(message: Message) -> dict[str, list[str]]:
 def queue_key(name: str) -> str:
     """The flow-control key that carries the limits of queue `name`."""
     return f"queue:{name}"
+
+
+def user_flow_key(message: Message) -> str | None:
+    """The flow-control key the message was published with (not its queue's own key)."""
+    if message.queue is not None and message.flow_key == queue_key(message.queue):
+        return None
+    return message.flow_key
 
 
 def step_identity(body: bytes) -> tuple[int, int] | None:

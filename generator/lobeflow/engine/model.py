@@ -98,6 +98,26 @@ class Message:
         return cls(**values)
 
 
+def whole_seconds(seconds: float) -> int | float:
+    """A duration in seconds as the API reports it: an integer when it is one."""
+    return int(seconds) if float(seconds).is_integer() else seconds
+
+
+def flow_control_json(key: str | None, spec: FlowSpec | None) -> dict[str, Any]:
+    """The flow-control fields of a message, DLQ entry or schedule, as Upstash reports them.
+
+    `period` (seconds) is always there, 1 by default; `parallelism` and `rate` only when set.
+    """
+    if key is None or spec is None:
+        return {}
+    out: dict[str, Any] = {"flowControlKey": key, "period": whole_seconds(spec.period)}
+    if spec.parallelism is not None:
+        out["parallelism"] = spec.parallelism
+    if spec.rate is not None:
+        out["rate"] = spec.rate
+    return out
+
+
 @dataclass(slots=True, eq=False)
 class Schedule:
     """A cron schedule: the publish request it repeats, and its firing bookkeeping."""
