@@ -32,6 +32,7 @@ SCENARIOS = (
     "non_workflow_trigger",
     "qstash_publish_dlq",
     "flow_control_readback",
+    "url_groups",
     "wait_notify",
     "webhook",
     "deliveries",

@@ -54,6 +54,7 @@ const flakyFailing = new Set(); // payload keys whose /wf/flaky run still fails 
 const flakyExecutions = new Map(); // `${key}:${stepName}` -> executions, across runs
 // A failure URL: answers `status` once `gate` resolves; `hits` records each request's body.
 const failureSink = { status: 500, gate: Promise.resolve(), hits: [] };
+const groupHits = []; // requests received under /stub/group/
 
 const statsFor = (path) => {
   if (!routeStats.has(path)) {
@@ -338,6 +339,11 @@ function startAppServer() {
     try {
       const body = await readBody(req);
       if (path === "/stub/echo") return handleStub(req, body, res);
+      if (path.startsWith("/stub/group/")) {
+        groupHits.push({ path, body: body.toString("utf8"), headers: req.headers });
+        res.writeHead(200, { "content-type": "text/plain" }).end("ok");
+        return;
+      }
       if (path === "/stub/failure-sink") {
         failureSink.hits.push(body.toString("utf8"));
         await failureSink.gate;
@@ -922,6 +928,52 @@ const scenarios = {
       source: "scenario",
     });
     return { workflowRunId, run: summarizeRun(run) };
+  },
+
+  // URL groups: endpoints managed with client.urlGroups; a publish reaches every endpoint.
+  async url_groups({ baseUrl }, checks) {
+    const name = `group-${randomUUID().slice(0, 8)}`;
+    const urlA = `${baseUrl}/stub/group/a`;
+    const urlB = `${baseUrl}/stub/group/b`;
+    await qstashClient.urlGroups.addEndpoints({ name, endpoints: [{ url: urlA }, { url: urlB, name: "b" }] });
+    const group = await qstashClient.urlGroups.get(name);
+    checks.equal("group endpoints", group.endpoints, [{ url: urlA }, { url: urlB, name: "b" }]);
+    checks.that("group times", group.createdAt > 0 && group.updatedAt >= group.createdAt, group);
+    const listed = await qstashClient.urlGroups.list();
+    checks.that("list has the group", listed.some((g) => g.name === name), listed.map((g) => g.name));
+
+    const published = await qstashClient.publishJSON({ urlGroup: name, body: { via: "publish" } });
+    checks.equal("one entry per endpoint", Array.isArray(published) && published.map((p) => p.url), [urlA, urlB]);
+    checks.that(
+      "distinct message ids",
+      Array.isArray(published) && new Set(published.map((p) => p.messageId)).size === 2,
+      published,
+    );
+    const [batchGroup] = await qstashClient.batchJSON([{ urlGroup: name, body: { via: "batch" } }]);
+    checks.equal("batch answers a nested list", Array.isArray(batchGroup) && batchGroup.map((p) => p.url), [urlA, urlB]);
+    const hits = await waitFor(`4 deliveries to ${name}`, async () => {
+      const seen = groupHits.filter((hit) => hit.headers["upstash-topic-name"] === name);
+      return { done: seen.length === 4, value: seen };
+    });
+    const bodies = (path) => hits.filter((hit) => hit.path === path).map((hit) => hit.body).sort();
+    const expected = [JSON.stringify({ via: "batch" }), JSON.stringify({ via: "publish" })];
+    checks.equal("endpoint a got both", bodies("/stub/group/a"), expected);
+    checks.equal("endpoint b got both", bodies("/stub/group/b"), expected);
+    const { logs } = await qstashClient.logs({ filter: { messageId: published[1].messageId } });
+    checks.equal("logs name the group", [...new Set(logs.map((log) => log.urlGroup))], [name]);
+    checks.equal("logs name the endpoint", [...new Set(logs.map((log) => log.endpointName))], ["b"]);
+
+    await qstashClient.urlGroups.removeEndpoints({ name, endpoints: [{ name: "b" }] });
+    checks.equal("after remove", (await qstashClient.urlGroups.get(name)).endpoints, [{ url: urlA }]);
+    await qstashClient.urlGroups.delete(name);
+    let missing = null;
+    try {
+      await qstashClient.urlGroups.get(name);
+    } catch (error) {
+      missing = String(error);
+    }
+    checks.that("deleted group is gone", String(missing).includes(`url group ${name} not found`), missing);
+    return { name, published };
   },
 
   // Flow control read back from messages, schedules and the flow-control API, defaults included.

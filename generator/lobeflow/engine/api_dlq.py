@@ -24,6 +24,7 @@ _FILTERS = {
     "messageId": "messageId",
     "url": "url",
     "queueName": "queueName",
+    "topicName": "topicName",
     "label": "label",
     "workflowRunId": "workflowRunId",
     "workflowUrl": "workflowUrl",

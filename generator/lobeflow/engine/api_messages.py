@@ -21,37 +21,47 @@ from lobeflow.engine.api_common import (
     raw_destination,
     request_headers,
 )
-from lobeflow.engine.core import destination_headers, user_flow_key
+from lobeflow.engine.core import Accepted, destination_headers, user_flow_key
 from lobeflow.engine.errors import ApiError
 from lobeflow.engine.model import Message, flow_control_json
 
 
-def _publish_answer(message_id: str, deduplicated: bool) -> dict[str, Any]:
-    answer: dict[str, Any] = {"messageId": message_id}
-    if deduplicated:
+def _publish_answer(result: Accepted | list[Accepted]) -> Any:
+    """`{"messageId", "deduplicated"?}` for a URL; for a URL group, one such entry per
+    endpoint with its `url`."""
+    if isinstance(result, list):
+        return [{**_publish_answer(accepted), "url": accepted.url} for accepted in result]
+    answer: dict[str, Any] = {"messageId": result.message_id}
+    if result.deduplicated:
         answer["deduplicated"] = True
     return answer
 
 
+def _publish_status(result: Accepted | list[Accepted]) -> int:
+    """202 when nothing new was accepted (deduplicated), else 201."""
+    accepted = result if isinstance(result, list) else [result]
+    return 202 if all(item.deduplicated for item in accepted) else 201
+
+
 async def publish(request: Request) -> Response:
-    """`POST /v2/publish/{destination}`."""
+    """`POST /v2/publish/{destination}`: a URL or a URL group name."""
     engine = engine_of(request)
     destination = raw_destination(request, 3)
-    message_id, dedup = await engine.publish(
-        destination, request_headers(request), await request.body()
-    )
-    return json_response(_publish_answer(message_id, dedup), 202 if dedup else 201)
+    result = engine.accept_destination(destination, request_headers(request), await request.body())
+    await engine.store.commit()
+    return json_response(_publish_answer(result), _publish_status(result))
 
 
 async def enqueue(request: Request) -> Response:
-    """`POST /v2/enqueue/{queue}/{destination}`."""
+    """`POST /v2/enqueue/{queue}/{destination}`: a URL or a URL group name."""
     engine = engine_of(request)
     queue = request.path_params["queue"]
     destination = raw_destination(request, 4)
-    message_id, dedup = await engine.publish(
+    result = engine.accept_destination(
         destination, request_headers(request), await request.body(), queue=queue
     )
-    return json_response(_publish_answer(message_id, dedup), 202 if dedup else 201)
+    await engine.store.commit()
+    return json_response(_publish_answer(result), _publish_status(result))
 
 
 async def batch(request: Request) -> Response:
@@ -60,7 +70,7 @@ async def batch(request: Request) -> Response:
     items = await json_body(request)
     if not isinstance(items, list):
         raise ApiError(400, errors.INVALID_BATCH)
-    answers: list[dict[str, Any]] = []
+    answers: list[Any] = []
     for item in items:
         if not isinstance(item, dict) or not isinstance(item.get("destination"), str):
             raise ApiError(400, errors.MISSING_DESTINATION)
@@ -70,13 +80,13 @@ async def batch(request: Request) -> Response:
         body = item.get("body")
         raw = b"" if body is None else str(body).encode()
         queue = item.get("queue")
-        message_id, dedup = engine.accept(
+        result = engine.accept_destination(
             item["destination"],
             {str(k): str(v) for k, v in headers.items()},
             raw,
             queue=queue if isinstance(queue, str) and queue else None,
         )
-        answers.append(_publish_answer(message_id, dedup))
+        answers.append(_publish_answer(result))
     await engine.store.commit()
     return json_response(answers, 201)
 
@@ -101,6 +111,9 @@ def message_json(message: Message) -> dict[str, Any]:
         "callback": message.callback,
         "failureCallback": message.failure_callback,
         "queueName": message.queue,
+        "topicName": message.topic,
+        "endpointName": message.endpoint_name,
+        "scheduleId": message.schedule_id,
         "label": message.label,
         "retryDelayExpression": message.retry_delay,
         "workflowRunId": message.run_id,
@@ -137,6 +150,7 @@ def _message_matches(request: Request, message: Message) -> bool:
     for param, value in (
         ("url", message.url),
         ("queueName", message.queue),
+        ("topicName", message.topic),
         ("label", message.label),
         ("flowControlKey", message.flow_key),
     ):
@@ -181,6 +195,7 @@ async def events(request: Request) -> Response:
     state = params.get("state")
     url = params.get("url")
     queue = params.get("queueName")
+    topic = params.get("topicName")
     label = params.get("label")
     matching = [
         event
@@ -189,6 +204,7 @@ async def events(request: Request) -> Response:
         and (not state or event.state == state)
         and (not url or event.url == url)
         and (not queue or event.queue == queue)
+        and (not topic or event.topic == topic)
         and (not label or event.label == label)
         and in_date_range(request, event.time)
     ]

@@ -70,6 +70,9 @@ from lobeflow.engine.schedules import KIND as SCHEDULE_KIND
 from lobeflow.engine.schedules import Schedules
 from lobeflow.engine.signing import sign
 from lobeflow.engine.store import MemoryStore, SqliteStore
+from lobeflow.engine.url_groups import KIND as URL_GROUP_KIND
+from lobeflow.engine.url_groups import NAME as URL_GROUP_NAME
+from lobeflow.engine.url_groups import UrlGroup, UrlGroups
 from lobeflow.engine.waiters import EVENT_KIND, WAITER_KIND, Waiters
 
 T = TypeVar("T")
@@ -129,6 +132,8 @@ class LogEvent:
     error: str | None = None
     response_status: int | None = None
     next_delivery: int | None = None
+    topic: str | None = None
+    endpoint_name: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The QStash log shape."""
@@ -152,7 +157,20 @@ class LogEvent:
             out["responseStatus"] = self.response_status
         if self.next_delivery is not None:
             out["nextDeliveryTime"] = self.next_delivery
+        if self.topic is not None:
+            out["topicName"] = self.topic
+        if self.endpoint_name is not None:
+            out["endpointName"] = self.endpoint_name
         return out
+
+
+@dataclass(slots=True, frozen=True)
+class Accepted:
+    """One message accepted by a publish: its id, its destination URL, whether a duplicate."""
+
+    message_id: str
+    url: str
+    deduplicated: bool
 
 
 class Engine:
@@ -182,6 +200,7 @@ class Engine:
         self.queues: dict[str, Queue] = {}
         self.schedules = Schedules(self)
         self.waiters = Waiters(self)
+        self.url_groups = UrlGroups(self.store)
         self._client = HttpClient()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle = threading.Condition()
@@ -213,6 +232,7 @@ class Engine:
         self.scheduler.start()
         for record in state.objects.get(QUEUE_KIND, []):
             self._apply_queue(Queue(**record))
+        self.url_groups.load(state.objects.get(URL_GROUP_KIND, []))
         self.schedules.load(state.objects.get(SCHEDULE_KIND, []))
         self.waiters.load(state.objects.get(WAITER_KIND, []), state.objects.get(EVENT_KIND, []))
         for message in state.messages:
@@ -432,6 +452,7 @@ class Engine:
         queue: str | None = None,
         internal: bool = False,
         history_prefix: Sequence[HistoryEntry] = (),
+        topic: tuple[str, str | None] | None = None,
     ) -> tuple[str, bool]:
         """Accept one message (durable at the next `store.commit()`).
 
@@ -443,6 +464,7 @@ class Engine:
             internal: The engine itself publishes it (callbacks); skips run-state checks.
             history_prefix: For a run start: steps the new run inherits before this message's
                 own entry (resuming a dead-lettered run).
+            topic: `(url group, endpoint name)` when the publish was to a URL group.
 
         Returns:
             `(message_id, deduplicated)`.
@@ -483,6 +505,8 @@ class Engine:
                     lower = lower_map(headers)
 
         dedup_key = self._dedup_key(url, lower, body)
+        if dedup_key is not None and topic is not None:
+            dedup_key += "\0" + url  # one publish to a group is one message per endpoint
         if dedup_key is not None:
             hit = self._dedup_lookup(dedup_key)
             if hit is not None:
@@ -502,6 +526,8 @@ class Engine:
         message.call_type = call_type
         message.dedup_id = dedup_key
         message.no_delete = "WF_NoDelete" in _features(lower)
+        if topic is not None:
+            message.topic, message.endpoint_name = topic
         if is_start:
             assert run_id is not None
             if run_id in self.runs_by_id:
@@ -526,18 +552,68 @@ class Engine:
         self.scheduler.schedule(message)
         return message.id, False
 
+    def accept_destination(
+        self,
+        destination: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        queue: str | None = None,
+    ) -> Accepted | list[Accepted]:
+        """Accept a publish to a URL, or to a URL group: one message per endpoint.
+
+        Returns:
+            The message accepted for a URL; for a group, one per endpoint, in its order.
+
+        Raises:
+            ApiError: Invalid destination or header (nothing accepted), unknown group (404).
+        """
+        group = self._url_group(destination)
+        if group is None:
+            message_id, deduplicated = self.accept(destination, headers, body, queue=queue)
+            return Accepted(message_id, normalize_url(destination), deduplicated)
+        # Checked once for all endpoints, so a bad header accepts none of them.
+        self._build_message(
+            group.endpoints[0]["url"], dict(headers), lower_map(headers), b"", queue
+        )
+        accepted = []
+        for endpoint in group.endpoints:
+            message_id, deduplicated = self.accept(
+                endpoint["url"],
+                headers,
+                body,
+                queue=queue,
+                topic=(group.name, endpoint.get("name")),
+            )
+            accepted.append(Accepted(message_id, endpoint["url"], deduplicated))
+        return accepted
+
+    def _url_group(self, destination: str) -> UrlGroup | None:
+        """The group a destination names (`None` for a URL).
+
+        Raises:
+            ApiError: 404 when it has a group name's shape but no such group exists.
+        """
+        if destination.startswith(("http:", "https:")) or not URL_GROUP_NAME.match(destination):
+            return None
+        group = self.url_groups.by_name.get(destination)
+        if group is None or not group.endpoints:
+            raise ApiError(404, errors.URL_GROUP_NOT_FOUND.format(name=destination))
+        return group
+
     def check_publish(self, destination: str, headers: dict[str, str], queue: str | None) -> str:
         """Validate a publish request without accepting it.
 
         Returns:
-            The normalised destination URL.
+            The normalised destination URL, or the URL group name.
 
         Raises:
-            ApiError: Invalid destination or header.
+            ApiError: Invalid destination or header, unknown URL group.
         """
-        url = normalize_url(destination)
+        group = self._url_group(destination)
+        url = normalize_url(destination) if group is None else group.endpoints[0]["url"]
         self._build_message(url, headers, lower_map(headers), b"", queue)
-        return url
+        return url if group is None else group.name
 
     def fire_schedule(self, schedule_id: str) -> list[str]:
         """Fire a schedule now, whatever its cron says (its next cron time is kept).
@@ -772,6 +848,8 @@ class Engine:
             system["content-type"] = ("Content-Type", content_type)
         if message.schedule_id is not None:
             system["upstash-schedule-id"] = ("Upstash-Schedule-Id", message.schedule_id)
+        if message.topic is not None:
+            system["upstash-topic-name"] = ("Upstash-Topic-Name", message.topic)
         if run is not None and message.call_type != TO_CALLBACK:
             system["upstash-workflow-runid"] = ("Upstash-Workflow-RunId", run.id)
             system["upstash-workflow-createdat"] = (
@@ -956,6 +1034,9 @@ class Engine:
         entry.update(flow_control_json(user_flow_key(message), message.flow))
         for key, value in (
             ("queueName", message.queue),
+            ("topicName", message.topic),
+            ("endpointName", message.endpoint_name),
+            ("scheduleId", message.schedule_id),
             ("label", message.label),
             ("failureCallback", message.failure_callback),
             ("callback", message.callback),
@@ -978,7 +1059,7 @@ class Engine:
     def _callback_body(
         self, message: Message, outcome: _Outcome, source_body: str
     ) -> dict[str, Any]:
-        return {
+        payload = {
             "status": outcome.status or 0,
             "header": multi(outcome.headers),
             "body": base64.b64encode(outcome.body).decode(),
@@ -993,6 +1074,11 @@ class Engine:
             "createdAt": message.created_at,
             "callerIP": message.caller_ip,
         }
+        if message.topic is not None:
+            payload["topicName"] = message.topic
+            if message.endpoint_name is not None:
+                payload["endpointName"] = message.endpoint_name
+        return payload
 
     def _publish_callback(self, message: Message, outcome: _Outcome) -> None:
         assert message.callback is not None
@@ -1096,6 +1182,8 @@ class Engine:
                 queue=message.queue,
                 flow_key=user_flow_key(message),
                 run_id=message.run_id,
+                topic=message.topic,
+                endpoint_name=message.endpoint_name,
                 error=None if outcome is None or outcome.ok else outcome.error,
                 response_status=None if outcome is None else outcome.status,
                 next_delivery=next_delivery,
@@ -1166,8 +1254,13 @@ class Engine:
         ):
             if field in entry:
                 headers[header] = entry[field]
+        topic = (entry["topicName"], entry.get("endpointName")) if "topicName" in entry else None
         message_id, _ = self.accept(
-            entry["url"], headers, base64.b64decode(entry["bodyBase64"]), internal=True
+            entry["url"],
+            headers,
+            base64.b64decode(entry["bodyBase64"]),
+            internal=True,
+            topic=topic,
         )
         self.delete_dlq(dlq_id)
         return message_id

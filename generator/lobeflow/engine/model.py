@@ -65,6 +65,9 @@ class Message:
     dedup_id: str | None = None
     caller_ip: str = "127.0.0.1"
     schedule_id: str | None = None
+    # The URL group (and the endpoint's name in it) this message was published to.
+    topic: str | None = None
+    endpoint_name: str | None = None
     # For a failure-callback message: the DLQ entry whose failure it reports; its attempts
     # are recorded on that entry (`failureCallbackInfo`) instead of making entries of their own.
     failure_of: str | None = None

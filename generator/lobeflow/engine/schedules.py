@@ -140,17 +140,19 @@ class Schedules:
         schedule.error = None
         created: list[str] = []
         try:
-            message_id, deduplicated = self._engine.accept(
+            result = self._engine.accept_destination(
                 schedule.destination, schedule.headers, schedule.body, queue=schedule.queue
             )
         except ApiError as exc:
             schedule.error = exc.message
         else:
-            message = self._engine.messages.get(message_id)
-            if not deduplicated and message is not None:
-                message.schedule_id = schedule.id
-                schedule.last_states[message_id] = IN_PROGRESS
-                created.append(message_id)
+            # A schedule to a URL group creates one message per endpoint.
+            for accepted in result if isinstance(result, list) else [result]:
+                message = self._engine.messages.get(accepted.message_id)
+                if not accepted.deduplicated and message is not None:
+                    message.schedule_id = schedule.id
+                    schedule.last_states[accepted.message_id] = IN_PROGRESS
+                    created.append(accepted.message_id)
         self._engine.store.put_object(KIND, schedule.id, schedule.to_dict())
         return created
 
