@@ -240,4 +240,8 @@ def test_batch_callbacks_and_errors(
         404,
         {"error": "url group not-a-url not found"},
     )
-    assert api.client.get("/v2/nothing-here").json() == {"error": "not found"}
+    unknown = api.client.get("/v2/nothing-here")
+    assert (unknown.status_code, unknown.json()) == (
+        404,
+        {"error": "GET /v2/nothing-here is not supported by the local lobeflow engine"},
+    )

@@ -273,3 +273,27 @@ def test_retry_failure_function_needs_a_failure_callback(
 
     assert response.status_code == 400
     assert response.json() == {"error": f"dlq message {entry['dlqId']} has no failure callback"}
+
+
+def test_cancel_an_in_progress_failure_callback(
+    qstash_engine: EngineHandle, start_app: Any, api: httpx.Client, endpoint: Endpoint
+) -> None:
+    recorder, sink = endpoint
+    recorder.hold = 1.0  # the callback's first attempt stays in flight
+    app = start_app(make_app(f"{sink.url}/failure", 1, []))
+    run_id = _start_run(qstash_engine, app)
+    _wait_for_state(api, run_id, "CALLBACK_INPROGRESS")
+    (entry,) = _entries(api, run_id)
+
+    response = api.delete(f"/v2/workflows/dlq/callback/{entry['dlqId']}")
+
+    assert response.status_code == 200, response.text
+    assert _callback_state(api, run_id) == {"state": "CALLBACK_CANCELED"}
+    qstash_engine.wait_until_idle(timeout=10)
+    # The attempt in flight finished, but it is neither recorded nor retried.
+    assert _callback_state(api, run_id) == {"state": "CALLBACK_CANCELED"}
+    assert len(recorder.paths("/failure")) == 1
+    assert _run_log(api, run_id)["failureFunction"]["state"] == "CALLBACK_CANCELED"
+    again = api.post(f"/v2/workflows/dlq/callback/{entry['dlqId']}")
+    assert again.status_code == 400
+    assert "is CALLBACK_CANCELED: only a failed one can be retried" in again.json()["error"]

@@ -178,12 +178,12 @@ def test_each_endpoint_fails_into_its_own_dlq_entry(fast: EngineServer, endpoint
     # Retrying the entry delivers to that endpoint only, still as a message of the group.
     recorder.script["/bad"] = []
     response = httpx.post(
-        f"{fast.url}/v2/dlq/retry",
-        params={"dlqIds": entries[0].dlq_id},
+        f"{fast.url}/v2/dlq/retry/{entries[0].dlq_id}",
         headers={"Authorization": f"Bearer {fast.config.token}"},
         trust_env=False,
     )
-    assert response.status_code == 200, response.text
+    assert response.status_code == 201, response.text
+    assert set(response.json()) == {"messageId"}
     fast.engine.wait_until_idle(10)
     assert len(recorder.paths("/bad")) == 2
     assert recorder.paths("/bad")[-1].headers["upstash-topic-name"] == "mixed"

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lobeflow.engine import errors
-from lobeflow.engine.api_common import engine_of, int_param, json_response
+from lobeflow.engine.api_common import engine_of, int_param, json_response, not_supported
 from lobeflow.engine.errors import ApiError
 from lobeflow.engine.model import whole_seconds
 from lobeflow.engine.scheduler import FlowKey
@@ -86,7 +86,7 @@ async def action(request: Request) -> Response:
     elif verb == "resetRate":
         key.window_start, key.window_count = time.time(), 0
     else:
-        raise ApiError(404, errors.NOT_FOUND)
+        raise not_supported(request)
     engine.scheduler.release(name)
     return json_response(key_json(key, engine.config.time_scale))
 

@@ -38,6 +38,7 @@ from lobeflow.engine.headers import (
 )
 from lobeflow.engine.http_client import DeliveryError, HttpClient
 from lobeflow.engine.model import (
+    CALLBACK_CANCELED,
     CALLBACK_FAIL,
     CALLBACK_INPROGRESS,
     CALLBACK_SUCCESS,
@@ -592,8 +593,16 @@ class Engine:
         """The group a destination names (`None` for a URL).
 
         Raises:
-            ApiError: 404 when it has a group name's shape but no such group exists.
+            ApiError: 404 when it has a group name's shape but no such group exists, 501 for
+                an Upstash API destination (`api/llm`).
         """
+        if destination.startswith("api/"):
+            what = f"publishing to {destination.split('?', 1)[0]}"
+            raise ApiError(
+                501,
+                errors.NOT_SUPPORTED.format(what=what)
+                + ": LLM provider APIs make no sense locally; publish to the provider's URL",
+            )
         if destination.startswith(("http:", "https:")) or not URL_GROUP_NAME.match(destination):
             return None
         group = self.url_groups.by_name.get(destination)
@@ -1231,8 +1240,12 @@ class Engine:
         if self._dlq_sources.pop(dlq_id, None) is not None:
             self.store.delete_object(WORKFLOW_DLQ_KIND, dlq_id)
 
-    def retry_dlq(self, dlq_id: str) -> str:
+    def retry_dlq(self, dlq_id: str, overrides: Mapping[str, str] | None = None) -> str:
         """Publish a dead-lettered message again (same URL, headers, body); drop the entry.
+
+        Args:
+            dlq_id: The entry.
+            overrides: Publish headers (`Upstash-Retries`...) replacing the message's own.
 
         Returns:
             The new message id.
@@ -1254,6 +1267,10 @@ class Engine:
         ):
             if field in entry:
                 headers[header] = entry[field]
+        if overrides:
+            replaced = {name.lower() for name in overrides}
+            headers = {n: v for n, v in headers.items() if n.lower() not in replaced}
+            headers.update(overrides)
         topic = (entry["topicName"], entry.get("endpointName")) if "topicName" in entry else None
         message_id, _ = self.accept(
             entry["url"],
@@ -1331,11 +1348,20 @@ class Engine:
 
         Raises:
             ApiError: 404 if `dlq_id` is not the DLQ entry of a failed workflow run, 400 if
-                that run has no failure callback.
+                that run has no failure callback or it has not failed (as on Upstash, only a
+                `CALLBACK_FAIL` callback is retried).
         """
         run, entry, source = self._workflow_dlq(dlq_id)
         if not entry.get("failureCallback"):
             raise ApiError(400, errors.NO_FAILURE_CALLBACK.format(id=dlq_id))
+        state = entry.get("failureCallbackInfo", {}).get("state", CALLBACK_FAIL)
+        if state != CALLBACK_FAIL:
+            raise ApiError(
+                400,
+                errors.FAILURE_CALLBACK_STATE.format(
+                    id=dlq_id, state=state, detail="only a failed one can be retried"
+                ),
+            )
         message = Message(
             id=entry["messageId"],
             url=entry["url"],
@@ -1363,6 +1389,32 @@ class Engine:
             outcome = _Outcome(status, headers, base64.b64decode(entry["responseBodyBase64"]), None)
         self._publish_failure_callback(message, run, body, outcome, dlq_id)
         return run
+
+    def cancel_workflow_failure_callback(self, dlq_id: str) -> None:
+        """Cancel the in-progress failure callback of a dead-lettered run.
+
+        Raises:
+            ApiError: 404 if `dlq_id` is not the DLQ entry of a failed workflow run, 400 if its
+                failure callback is not in progress.
+        """
+        run, entry, _ = self._workflow_dlq(dlq_id)
+        info = entry.get("failureCallbackInfo")
+        pending = [m for m in self.messages.values() if m.failure_of == dlq_id]
+        if info is None or info.get("state") != CALLBACK_INPROGRESS or not pending:
+            state = "absent" if info is None else info.get("state")
+            raise ApiError(
+                400,
+                errors.FAILURE_CALLBACK_STATE.format(
+                    id=dlq_id, state=state, detail="only one in progress can be canceled"
+                ),
+            )
+        for message in pending:
+            self.cancel_message(message)
+        info["state"] = CALLBACK_CANCELED
+        self.store.put_dlq(dlq_id, entry)
+        if run.failure is not None:
+            run.failure["state"] = CALLBACK_CANCELED
+            self.store.put_run(run)
 
     def _failed_run(self, dlq_id: str) -> Run | None:
         """The run that DLQ entry `dlq_id` failed, if it is one and its source is known."""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 UNAUTHORIZED = "unauthorized: missing or invalid bearer token"
-NOT_FOUND = "not found"
-METHOD_NOT_ALLOWED = "method not allowed"
 INVALID_JSON = "invalid request body: expected JSON"
 INVALID_BATCH = "invalid batch: expected a JSON array of messages"
 MISSING_DESTINATION = "destination is required"
@@ -16,6 +14,7 @@ RUN_NOT_FOUND = "workflow run {id} not found"
 RUN_ENDED = "workflow run {id} is already {state}"
 DLQ_NOT_FOUND = "dlq message {id} not found"
 NO_FAILURE_CALLBACK = "dlq message {id} has no failure callback"
+FAILURE_CALLBACK_STATE = "the failure callback of dlq message {id} is {state}: {detail}"
 SCHEDULE_NOT_FOUND = "schedule {id} not found"
 INVALID_CRON = "invalid cron expression: {cron}"
 QUEUE_NOT_FOUND = "queue {name} not found"
