@@ -137,6 +137,7 @@ def test_unreachable_failure_url_leaves_one_entry_in_callback_fail(
     assert "doomed on purpose" in entry["responseBody"]
     assert entry["failureCallback"] == f"http://127.0.0.1:{port}/failure"
     assert info == entry["failureCallbackInfo"]
+    assert entry["failureFunctionState"] == "CALLBACK_FAIL"
     assert info["responseStatus"] == 0
     assert info["responseHeaders"] == {}
     # Never reached: the body names the cause, the same text as the message log's error.
@@ -145,6 +146,7 @@ def test_unreachable_failure_url_leaves_one_entry_in_callback_fail(
     assert str(port) in info["responseBody"]
     failure = _run_log(api, run_id)["failureFunction"]
     assert failure["state"] == "CALLBACK_FAIL"
+    assert failure["maxRetries"] == 0
     assert failure["responseBody"] == info["responseBody"]
     assert attempts == [run_id]
     filtered = api.get(

@@ -34,6 +34,7 @@ _FILTERS = {
     "flowControlKey": "flowControlKey",
     "responseStatus": "responseStatus",
     "callerIp": "callerIP",
+    "failureFunctionState": "failureFunctionState",
 }
 
 
@@ -43,9 +44,6 @@ def matches_filters(request: Request, entry: dict[str, Any]) -> bool:
         wanted = request.query_params.get(param)
         if wanted and str(entry.get(field, "")) != wanted:
             return False
-    wanted = request.query_params.get("failureFunctionState")
-    if wanted and entry.get("failureCallbackInfo", {}).get("state") != wanted:
-        return False
     return in_date_range(request, int(entry.get("createdAt", 0)))
 
 

@@ -1132,8 +1132,7 @@ class Engine:
         if entry is not None and failure_message is not None and not deduplicated:
             failure_message.failure_of = dlq_id
             self.store.put_message(failure_message)
-            entry["failureCallbackInfo"] = {"state": CALLBACK_INPROGRESS}
-            self.store.put_dlq(entry["dlqId"], entry)
+            self._set_callback_info(entry, {"state": CALLBACK_INPROGRESS})
         if run is not None:
             run.failure = {
                 "messageId": failure_id,
@@ -1144,7 +1143,16 @@ class Engine:
                 "failHeaders": multi(outcome.headers),
                 "dlqId": dlq_id or "",
             }
+            if failure_message is not None:
+                run.failure["maxRetries"] = failure_message.max_retries
             self.store.put_run(run)
+
+    def _set_callback_info(self, entry: dict[str, Any], info: dict[str, Any]) -> None:
+        """Record a DLQ entry's failure-callback state (the Workflow API also reports the
+        state alone, as `failureFunctionState`)."""
+        entry["failureCallbackInfo"] = info
+        entry["failureFunctionState"] = info["state"]
+        self.store.put_dlq(entry["dlqId"], entry)
 
     def _record_failure_callback(
         self, message: Message, run: Run | None, outcome: _Outcome, state: str
@@ -1163,8 +1171,7 @@ class Engine:
         }
         entry = None if message.failure_of is None else self.dlq.get(message.failure_of)
         if entry is not None:
-            entry["failureCallbackInfo"] = {"state": state, **response}
-            self.store.put_dlq(entry["dlqId"], entry)
+            self._set_callback_info(entry, {"state": state, **response})
         if (
             run is not None
             and message.call_type == FAILURE_CALL
@@ -1410,8 +1417,7 @@ class Engine:
             )
         for message in pending:
             self.cancel_message(message)
-        info["state"] = CALLBACK_CANCELED
-        self.store.put_dlq(dlq_id, entry)
+        self._set_callback_info(entry, {**info, "state": CALLBACK_CANCELED})
         if run.failure is not None:
             run.failure["state"] = CALLBACK_CANCELED
             self.store.put_run(run)
