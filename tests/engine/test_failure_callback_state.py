@@ -11,11 +11,13 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from lobeflow.engine import EngineConfig, EngineServer
 from lobeflow.testing import AppServer, EngineHandle
 from qstash import QStash
 from upstash_workflow import AsyncWorkflowContext
@@ -299,3 +301,45 @@ def test_cancel_an_in_progress_failure_callback(
     again = api.post(f"/v2/workflows/dlq/callback/{entry['dlqId']}")
     assert again.status_code == 400
     assert "is CALLBACK_CANCELED: only a failed one can be retried" in again.json()["error"]
+
+
+def test_callback_state_survives_an_engine_restart(tmp_path: Path, endpoint: Endpoint) -> None:
+    """The link from a pending failure callback to its DLQ entry is stored (SQLite)."""
+    recorder, sink = endpoint
+    recorder.script["/failure"] = [500]
+    config = EngineConfig(db_path=tmp_path / "engine.db")
+    headers = {
+        "Upstash-Retries": "0",
+        "Upstash-Failure-Callback": f"{sink.url}/failure",
+        "Upstash-Failure-Callback-Retries": "1",
+        "Upstash-Failure-Callback-Retry-Delay": "1500",  # ms: the retry is due after the restart
+    }
+    first = EngineServer(config, host="127.0.0.1", port=0)
+    first.start()
+    try:
+        with httpx.Client(base_url=first.url, trust_env=False, headers=_auth(first)) as client:
+            client.post(f"/v2/publish/http://127.0.0.1:{closed_port()}/gone", headers=headers)
+            deadline = time.monotonic() + 10
+            while not recorder.paths("/failure") and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.2)  # the first attempt's answer is recorded
+            (entry,) = client.get("/v2/dlq").json()["messages"]
+            assert entry["failureCallbackInfo"]["state"] == "CALLBACK_INPROGRESS"
+            assert entry["failureCallbackInfo"]["responseStatus"] == 500
+    finally:
+        first.stop()
+    second = EngineServer(config, host="127.0.0.1", port=0)
+    second.start()
+    try:
+        second.engine.wait_until_idle(10)
+        with httpx.Client(base_url=second.url, trust_env=False, headers=_auth(second)) as client:
+            (entry,) = client.get("/v2/dlq").json()["messages"]
+    finally:
+        second.stop()
+    assert entry["failureCallbackInfo"]["state"] == "CALLBACK_SUCCESS"
+    assert entry["failureCallbackInfo"]["responseStatus"] == 200
+    assert len(recorder.paths("/failure")) == 2
+
+
+def _auth(server: EngineServer) -> dict[str, str]:
+    return {"Authorization": f"Bearer {server.config.token}"}
