@@ -951,14 +951,16 @@ const scenarios = {
     );
     const [batchGroup] = await qstashClient.batchJSON([{ urlGroup: name, body: { via: "batch" } }]);
     checks.equal("batch answers a nested list", Array.isArray(batchGroup) && batchGroup.map((p) => p.url), [urlA, urlB]);
-    const hits = await waitFor(`4 deliveries to ${name}`, async () => {
+    const enqueued = await qstashClient.queue({ queueName: `${name}-q` }).enqueueJSON({ urlGroup: name, body: { via: "queue" } });
+    checks.equal("enqueue answers one entry per endpoint", Array.isArray(enqueued) && enqueued.map((p) => p.url), [urlA, urlB]);
+    const hits = await waitFor(`6 deliveries to ${name}`, async () => {
       const seen = groupHits.filter((hit) => hit.headers["upstash-topic-name"] === name);
-      return { done: seen.length === 4, value: seen };
+      return { done: seen.length === 6, value: seen };
     });
     const bodies = (path) => hits.filter((hit) => hit.path === path).map((hit) => hit.body).sort();
-    const expected = [JSON.stringify({ via: "batch" }), JSON.stringify({ via: "publish" })];
-    checks.equal("endpoint a got both", bodies("/stub/group/a"), expected);
-    checks.equal("endpoint b got both", bodies("/stub/group/b"), expected);
+    const expected = ["batch", "publish", "queue"].map((via) => JSON.stringify({ via }));
+    checks.equal("endpoint a got each message", bodies("/stub/group/a"), expected);
+    checks.equal("endpoint b got each message", bodies("/stub/group/b"), expected);
     const { logs } = await qstashClient.logs({ filter: { messageId: published[1].messageId } });
     checks.equal("logs name the group", [...new Set(logs.map((log) => log.urlGroup))], [name]);
     checks.equal("logs name the endpoint", [...new Set(logs.map((log) => log.endpointName))], ["b"]);
