@@ -127,3 +127,25 @@ def test_signing_keys_get_and_rotate(api: Api) -> None:
     # The dev keys are fixed: rotating answers them unchanged.
     rotated = client.signing_key.rotate()
     assert (rotated.current, rotated.next) == (keys.current, keys.next)
+
+
+def test_message_cancel_answers_and_dlq_filters_take_several_values(api: Api) -> None:
+    client = QStash(api.server.config.token, base_url=api.server.url)
+    held = client.message.publish(url="http://127.0.0.1:1/later", body="x", delay="1d")
+    others = [
+        client.message.publish(url="http://127.0.0.1:1/later", body="x", delay="1d").message_id
+        for _ in range(2)
+    ]
+
+    one = api.client.delete(f"/v2/messages/{held.message_id}")
+    many = api.client.request("DELETE", "/v2/messages", json={"messageIds": others})
+
+    assert (one.status_code, one.json()) == (202, {"cancelled": 1})
+    assert (many.status_code, many.json()) == (202, {"cancelled": 2})
+
+    for label in ("red", "blue", "green"):
+        client.message.publish(url="http://127.0.0.1:1/gone", body=label, retries=0, label=label)
+    api.server.engine.wait_until_idle(10)
+    for query in ({"label": ["red", "blue"]}, {"label": "red,blue"}):
+        listed = api.client.get("/v2/dlq", params=query).json()["messages"]
+        assert sorted(m["label"] for m in listed) == ["blue", "red"]

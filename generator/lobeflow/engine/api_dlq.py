@@ -41,8 +41,8 @@ _FILTERS = {
 def matches_filters(request: Request, entry: dict[str, Any]) -> bool:
     """Whether a DLQ entry passes the request's list/delete filters (fields and dates)."""
     for param, field in _FILTERS.items():
-        wanted = request.query_params.get(param)
-        if wanted and str(entry.get(field, "")) != wanted:
+        wanted = query_list(request, param)  # several values (repeated or comma-separated): any
+        if wanted and str(entry.get(field, "")) not in wanted:
             return False
     return in_date_range(request, int(entry.get("createdAt", 0)))
 

@@ -142,7 +142,7 @@ async def cancel_message(request: Request) -> Response:
         raise ApiError(404, errors.MESSAGE_NOT_FOUND.format(id=message_id))
     engine.cancel_message(message)
     await engine.store.commit()
-    return json_response({})
+    return json_response({"cancelled": 1}, 202)
 
 
 def _message_matches(request: Request, message: Message) -> bool:
@@ -182,7 +182,7 @@ async def cancel_messages(request: Request) -> Response:
     for message in targets:
         engine.cancel_message(message)
     await engine.store.commit()
-    return json_response({"cancelled": len(targets)})
+    return json_response({"cancelled": len(targets)}, 202)
 
 
 async def events(request: Request) -> Response:
