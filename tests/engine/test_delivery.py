@@ -233,5 +233,15 @@ def test_batch_callbacks_and_errors(
     payload = json.loads(callback.body)
     assert payload["status"] == 200 and base64.b64decode(payload["sourceBody"]) == b"one"
     assert api.client.post("/v2/batch", content=b"{").status_code == 400
-    assert api.publish("not-a-url").status_code == 400
-    assert api.client.get("/v2/nothing-here").json() == {"error": "not found"}
+    assert api.publish("ftp://example.com/x").status_code == 400
+    # Not a URL: the name of a URL group, and there is no such group.
+    missing = api.publish("not-a-url")
+    assert (missing.status_code, missing.json()) == (
+        404,
+        {"error": "url group not-a-url not found"},
+    )
+    unknown = api.client.get("/v2/nothing-here")
+    assert (unknown.status_code, unknown.json()) == (
+        404,
+        {"error": "GET /v2/nothing-here is not supported by the local lobeflow engine"},
+    )

@@ -27,8 +27,12 @@ SCENARIOS = (
     "context_call",
     "failure_function",
     "workflow_dlq",
+    "dlq_unreachable_failure_url",
+    "dlq_failure_callback_state",
     "non_workflow_trigger",
     "qstash_publish_dlq",
+    "flow_control_readback",
+    "url_groups",
     "wait_notify",
     "webhook",
     "deliveries",
@@ -219,6 +223,9 @@ def test_typescript_sdks_against_engine() -> None:
     assert [engine_run(run_id).state for run_id in (failed_a, failed_b)] == ["RUN_FAILED"] * 2
     assert engine_run(resumed).step_names == ["init", "flaky-first", "flaky-second"]
     assert engine_run(restarted).step_names == ["init", "flaky-first", "flaky-second"]
+
+    for name in ("dlq_unreachable_failure_url", "dlq_failure_callback_state"):
+        assert engine_run(results[name]["details"]["workflowRunId"]).state == "RUN_FAILED"
 
     non_workflow = results["non_workflow_trigger"]["details"]
     assert engine_run(non_workflow["workflowRunId"]).state == "RUN_FAILED"

@@ -168,7 +168,8 @@ def test_resume_keeps_succeeded_steps(
     response = api.post(f"/v2/workflows/dlq/resume/{dlq_id}", headers={"Upstash-Retries": "0"})
 
     assert response.status_code == 200, response.text
-    (created,) = response.json()["workflowRuns"]
+    created = response.json()  # the path form answers the one run
+    assert set(created) == {"workflowRunId", "workflowCreatedAt"}
     new_run = created["workflowRunId"]
     assert new_run != run_id
     info = qstash_engine.wait_for_run(new_run, timeout=20)
@@ -198,21 +199,77 @@ def test_resume_failing_again_lands_in_the_dlq_under_the_new_run(
     assert len(_dlq_ids(api, new_run)) == 1
 
 
-def test_callback_runs_the_failure_function_again(
+def test_callback_is_refused_once_the_failure_function_succeeded(
+    qstash_engine: EngineHandle, start_app: Any, api: httpx.Client
+) -> None:
+    """As on Upstash, only a failure callback in CALLBACK_FAIL is run again (see
+    test_failure_callback_state.py for that case)."""
+    state = Flaky()
+    app = start_app(make_app(state))
+    run_id, dlq_id = _failed_run(qstash_engine, api, app, state)
+    assert state.failures == [{"run": run_id, "status": 500, "failed": True, "payload": {"n": 4}}]
+    _wait(
+        lambda: (
+            api.get(f"/v2/workflows/dlq/{dlq_id}").json()["failureCallbackInfo"]["state"]
+            == "CALLBACK_SUCCESS"
+        ),
+        "the failure callback to succeed",
+    )
+
+    response = api.post(f"/v2/workflows/dlq/callback/{dlq_id}")
+
+    assert response.status_code == 400, response.text
+    assert response.json() == {
+        "error": f"the failure callback of dlq message {dlq_id} is CALLBACK_SUCCESS: "
+        "only a failed one can be retried"
+    }
+    cancel = api.delete(f"/v2/workflows/dlq/callback/{dlq_id}")
+    assert cancel.status_code == 400
+    assert "only one in progress can be canceled" in cancel.json()["error"]
+    assert len(state.failures) == 1
+    assert _dlq_ids(api, run_id) == [dlq_id]  # the entry stays
+
+
+def test_list_and_get_failed_runs(
     qstash_engine: EngineHandle, start_app: Any, api: httpx.Client
 ) -> None:
     state = Flaky()
     app = start_app(make_app(state))
     run_id, dlq_id = _failed_run(qstash_engine, api, app, state)
 
-    response = api.post(f"/v2/workflows/dlq/callback/{dlq_id}")
+    listed = api.get("/v2/workflows/dlq", params={"workflowRunId": run_id}).json()
+    entry = api.get(f"/v2/workflows/dlq/{dlq_id}").json()
+
+    assert [m["dlqId"] for m in listed["messages"]] == [dlq_id]
+    assert entry == listed["messages"][0]
+    assert entry["workflowRunId"] == run_id
+    assert entry["workflowUrl"] == f"{app.url}{PATH}"
+    assert entry["responseStatus"] == 500
+    assert api.get("/v2/workflows/dlq/dlq_nope").status_code == 404
+
+
+def test_restart_overrides_delay_and_label(
+    qstash_engine: EngineHandle, start_app: Any, api: httpx.Client
+) -> None:
+    state = Flaky()
+    app = start_app(make_app(state))
+    _, dlq_id = _failed_run(qstash_engine, api, app, state)
+    state.fail = False
+
+    response = api.post(
+        f"/v2/workflows/dlq/restart/{dlq_id}",
+        headers={"Upstash-Delay": "1d", "Upstash-Label": "second-try"},
+    )
 
     assert response.status_code == 200, response.text
-    assert response.json()["workflowRunId"] == run_id
-    _wait(lambda: len(state.failures) == 2, "the failure function to run again")
-    assert state.failures[1] == state.failures[0]
-    assert state.failures[1] == {"run": run_id, "status": 500, "failed": True, "payload": {"n": 4}}
-    assert _dlq_ids(api, run_id) == [dlq_id]  # the entry stays
+    new_run = response.json()["workflowRunId"]
+    logs = api.get("/v2/workflows/logs", params={"workflowRunId": new_run}).json()["runs"]
+    assert logs[0]["label"] == "second-try"
+    pending = [m for m in qstash_engine.server.engine.messages.values() if m.run_id == new_run]
+    assert len(pending) == 1 and pending[0].due > time.time() + 1  # a scaled day ahead
+    assert api.delete("/v2/workflows/runs", params={"workflowRunIds": new_run}).json() == {
+        "cancelled": 1
+    }
 
 
 def test_delete(qstash_engine: EngineHandle, start_app: Any, api: httpx.Client) -> None:
@@ -241,6 +298,8 @@ def test_unknown_ids_and_auth(qstash_engine: EngineHandle, api: httpx.Client) ->
         ("POST", "/v2/workflows/dlq/resume?dlqIds=dlq_nope"),
         ("POST", "/v2/workflows/dlq/resume/dlq_nope"),
         ("POST", "/v2/workflows/dlq/callback/dlq_nope"),
+        ("DELETE", "/v2/workflows/dlq/callback/dlq_nope"),
+        ("GET", "/v2/workflows/dlq/dlq_nope"),
         ("DELETE", "/v2/workflows/dlq/dlq_nope"),
     ):
         response = api.request(method, path)
@@ -291,7 +350,7 @@ def test_restart_after_the_engine_restarts(
         ) as client:
             response = client.post(f"/v2/workflows/dlq/restart/{dlq_id}")
             assert response.status_code == 200, response.text
-            new_run = response.json()["workflowRuns"][0]["workflowRunId"]
+            new_run = response.json()["workflowRunId"]
             assert second.engine.wait_for_run(new_run, timeout=20).state == "RUN_SUCCESS"
             assert _dlq_ids(client, run_id) == []
         assert state.done == [{"one": 5, "two": 50}]

@@ -52,6 +52,9 @@ const stubHits = []; // requests received by the context.call stub
 const errorStepNames = new Map(); // run id -> `Upstash-Error-Step-Name` values the SDK answered with
 const flakyFailing = new Set(); // payload keys whose /wf/flaky run still fails its second step
 const flakyExecutions = new Map(); // `${key}:${stepName}` -> executions, across runs
+// A failure URL: answers `status` once `gate` resolves; `hits` records each request's body.
+const failureSink = { status: 500, gate: Promise.resolve(), hits: [] };
+const groupHits = []; // requests received under /stub/group/
 
 const statsFor = (path) => {
   if (!routeStats.has(path)) {
@@ -336,6 +339,18 @@ function startAppServer() {
     try {
       const body = await readBody(req);
       if (path === "/stub/echo") return handleStub(req, body, res);
+      if (path.startsWith("/stub/group/")) {
+        groupHits.push({ path, body: body.toString("utf8"), headers: req.headers });
+        res.writeHead(200, { "content-type": "text/plain" }).end("ok");
+        return;
+      }
+      if (path === "/stub/failure-sink") {
+        failureSink.hits.push(body.toString("utf8"));
+        await failureSink.gate;
+        res.writeHead(failureSink.status, { "content-type": "text/plain", "x-sink": "yes" });
+        res.end(`failure sink answered ${failureSink.status}`);
+        return;
+      }
       if (path === "/stub/plain") {
         res.writeHead(200, { "content-type": "text/plain" });
         res.end(PLAIN_STUB_BODY);
@@ -760,6 +775,92 @@ const scenarios = {
     };
   },
 
+  // A run whose step URL and failure URL are both unreachable: one DLQ entry, whose
+  // failureCallbackInfo ends in CALLBACK_FAIL with the connection error as response body.
+  async dlq_unreachable_failure_url(_ctx, checks) {
+    const stepPort = await unusedPort();
+    const failurePort = await unusedPort();
+    const failureUrl = `http://127.0.0.1:${failurePort}/failure`;
+    const { workflowRunId } = await workflowClient.trigger({
+      url: `http://127.0.0.1:${stepPort}/wf`,
+      body: { x: 1 },
+      failureUrl,
+      retries: 0,
+    });
+    const entry = await waitFor(`CALLBACK_FAIL on the DLQ entry of ${workflowRunId}`, async () => {
+      const { messages } = await workflowClient.dlq.list({ filter: { workflowRunId } });
+      const info = messages?.[0]?.failureCallbackInfo;
+      return { done: info?.state === "CALLBACK_FAIL", value: messages?.[0] };
+    });
+    const { messages } = await workflowClient.dlq.list({ filter: { workflowRunId } });
+    checks.equal("one DLQ entry for the run", messages?.length, 1);
+    checks.equal("entry workflowRunId", entry.workflowRunId, workflowRunId);
+    checks.equal("entry failureCallback", entry.failureCallback, failureUrl);
+    checks.equal("entry responseStatus (never reached)", entry.responseStatus, 0);
+    checks.that("entry responseBody names the cause", String(entry.responseBody).includes(String(stepPort)), entry.responseBody);
+    const info = entry.failureCallbackInfo;
+    checks.equal("callback responseStatus (never reached)", info?.responseStatus, 0);
+    checks.that("callback responseBody names the cause", String(info?.responseBody).includes(String(failurePort)), info?.responseBody);
+    checks.equal("callback responseHeaders", info?.responseHeaders, {});
+    const byState = await workflowClient.dlq.list({ filter: { workflowRunId, failureFunctionState: "CALLBACK_FAIL" } });
+    checks.equal("failureFunctionState filter", (byState.messages ?? []).map((m) => m.dlqId), [entry.dlqId]);
+    const retried = await workflowClient.dlq.retryFailureFunction({ dlqId: entry.dlqId });
+    checks.equal("retryFailureFunction names the run", retried?.workflowRunId, workflowRunId);
+    return { workflowRunId, runIds: [workflowRunId], dlqId: entry.dlqId, failureCallbackInfo: info };
+  },
+
+  // The failure callback's state on the run's DLQ entry, attempt by attempt, and
+  // retryFailureFunction from CALLBACK_FAIL.
+  async dlq_failure_callback_state({ baseUrl }, checks) {
+    let release;
+    failureSink.gate = new Promise((resolve) => {
+      release = resolve;
+    });
+    failureSink.status = 500;
+    const hitsBefore = failureSink.hits.length;
+    const { workflowRunId } = await workflowClient.trigger({
+      url: `http://127.0.0.1:${await unusedPort()}/wf`,
+      body: { y: 2 },
+      failureUrl: `${baseUrl}/stub/failure-sink`,
+      retries: 0,
+    });
+    const stateOf = async () => {
+      const { messages } = await workflowClient.dlq.list({ filter: { workflowRunId } });
+      return { count: messages?.length ?? 0, entry: messages?.[0] };
+    };
+    const held = await waitFor("the failure callback in flight", async () => {
+      const { entry } = await stateOf();
+      return { done: entry?.failureCallbackInfo?.state === "CALLBACK_INPROGRESS", value: entry };
+    });
+    checks.equal("in progress: no response yet", held.failureCallbackInfo?.responseStatus, undefined);
+    release();
+    const failed = await waitFor("CALLBACK_FAIL", async () => {
+      const { entry } = await stateOf();
+      return { done: entry?.failureCallbackInfo?.state === "CALLBACK_FAIL", value: entry };
+    });
+    checks.equal("failed callback status", failed.failureCallbackInfo.responseStatus, 500);
+    checks.equal("failed callback body", failed.failureCallbackInfo.responseBody, "failure sink answered 500");
+    checks.equal("failed callback header", failed.failureCallbackInfo.responseHeaders?.["X-Sink"] ?? failed.failureCallbackInfo.responseHeaders?.["x-sink"], ["yes"]);
+
+    failureSink.status = 200;
+    const retried = await workflowClient.dlq.retryFailureFunction({ dlqId: failed.dlqId });
+    checks.equal("retryFailureFunction names the run", retried?.workflowRunId, workflowRunId);
+    checks.that("retryFailureFunction gives workflowCreatedAt", typeof retried?.workflowCreatedAt === "number", retried);
+    const succeeded = await waitFor("CALLBACK_SUCCESS", async () => {
+      const { entry } = await stateOf();
+      return { done: entry?.failureCallbackInfo?.state === "CALLBACK_SUCCESS", value: entry };
+    });
+    checks.equal("succeeded callback status", succeeded.failureCallbackInfo.responseStatus, 200);
+    checks.equal("succeeded callback body", succeeded.failureCallbackInfo.responseBody, "failure sink answered 200");
+    checks.equal("still one DLQ entry", (await stateOf()).count, 1);
+    const hits = failureSink.hits.slice(hitsBefore);
+    checks.equal("the failure URL was called twice", hits.length, 2);
+    checks.equal("the same failure payload both times", hits[0], hits[1]);
+    const run = await runLog(workflowRunId);
+    checks.equal("run log failureFunction state", run?.failureFunction?.state, "CALLBACK_SUCCESS");
+    return { workflowRunId, runIds: [workflowRunId], dlqId: failed.dlqId };
+  },
+
   // WF_DetectTrigger: a run started against an endpoint that does not answer as a workflow fails.
   async non_workflow_trigger({ baseUrl }, checks) {
     const { workflowRunId } = await workflowClient.trigger({ url: `${baseUrl}/stub/plain`, body: { x: 1 } });
@@ -827,6 +928,99 @@ const scenarios = {
       source: "scenario",
     });
     return { workflowRunId, run: summarizeRun(run) };
+  },
+
+  // URL groups: endpoints managed with client.urlGroups; a publish reaches every endpoint.
+  async url_groups({ baseUrl }, checks) {
+    const name = `group-${randomUUID().slice(0, 8)}`;
+    const urlA = `${baseUrl}/stub/group/a`;
+    const urlB = `${baseUrl}/stub/group/b`;
+    await qstashClient.urlGroups.addEndpoints({ name, endpoints: [{ url: urlA }, { url: urlB, name: "b" }] });
+    const group = await qstashClient.urlGroups.get(name);
+    checks.equal("group endpoints", group.endpoints, [{ url: urlA }, { url: urlB, name: "b" }]);
+    checks.that("group times", group.createdAt > 0 && group.updatedAt >= group.createdAt, group);
+    const listed = await qstashClient.urlGroups.list();
+    checks.that("list has the group", listed.some((g) => g.name === name), listed.map((g) => g.name));
+
+    const published = await qstashClient.publishJSON({ urlGroup: name, body: { via: "publish" } });
+    checks.equal("one entry per endpoint", Array.isArray(published) && published.map((p) => p.url), [urlA, urlB]);
+    checks.that(
+      "distinct message ids",
+      Array.isArray(published) && new Set(published.map((p) => p.messageId)).size === 2,
+      published,
+    );
+    const [batchGroup] = await qstashClient.batchJSON([{ urlGroup: name, body: { via: "batch" } }]);
+    checks.equal("batch answers a nested list", Array.isArray(batchGroup) && batchGroup.map((p) => p.url), [urlA, urlB]);
+    const enqueued = await qstashClient.queue({ queueName: `${name}-q` }).enqueueJSON({ urlGroup: name, body: { via: "queue" } });
+    checks.equal("enqueue answers one entry per endpoint", Array.isArray(enqueued) && enqueued.map((p) => p.url), [urlA, urlB]);
+    const hits = await waitFor(`6 deliveries to ${name}`, async () => {
+      const seen = groupHits.filter((hit) => hit.headers["upstash-topic-name"] === name);
+      return { done: seen.length === 6, value: seen };
+    });
+    const bodies = (path) => hits.filter((hit) => hit.path === path).map((hit) => hit.body).sort();
+    const expected = ["batch", "publish", "queue"].map((via) => JSON.stringify({ via }));
+    checks.equal("endpoint a got each message", bodies("/stub/group/a"), expected);
+    checks.equal("endpoint b got each message", bodies("/stub/group/b"), expected);
+    const { logs } = await qstashClient.logs({ filter: { messageId: published[1].messageId } });
+    checks.equal("logs name the group", [...new Set(logs.map((log) => log.urlGroup))], [name]);
+    checks.equal("logs name the endpoint", [...new Set(logs.map((log) => log.endpointName))], ["b"]);
+
+    await qstashClient.urlGroups.removeEndpoints({ name, endpoints: [{ name: "b" }] });
+    checks.equal("after remove", (await qstashClient.urlGroups.get(name)).endpoints, [{ url: urlA }]);
+    await qstashClient.urlGroups.delete(name);
+    let missing = null;
+    try {
+      await qstashClient.urlGroups.get(name);
+    } catch (error) {
+      missing = String(error);
+    }
+    checks.that("deleted group is gone", String(missing).includes(`url group ${name} not found`), missing);
+    return { name, published };
+  },
+
+  // Flow control read back from messages, schedules and the flow-control API, defaults included.
+  async flow_control_readback(_ctx, checks) {
+    const url = `http://127.0.0.1:${await unusedPort()}/fc`;
+    const key = `fc-ts-${randomUUID().slice(0, 8)}`;
+    const pick = (object) =>
+      Object.fromEntries(
+        ["flowControlKey", "parallelism", "rate", "period"].filter((f) => object?.[f] !== undefined).map((f) => [f, object[f]]),
+      );
+    const { messageId } = await qstashClient.publishJSON({ url, body: {}, delay: "1d", flowControl: { key, parallelism: 5 } });
+    const message = await qstashClient.messages.get(messageId);
+    checks.equal("message flow control", pick(message), { flowControlKey: key, parallelism: 5, period: 1 });
+    const rated = await qstashClient.publishJSON({ url, body: {}, delay: "1d", flowControl: { key: `${key}-r`, rate: 10, period: "2m" } });
+    checks.equal("rate-only flow control", pick(await qstashClient.messages.get(rated.messageId)), {
+      flowControlKey: `${key}-r`,
+      rate: 10,
+      period: 120,
+    });
+    const info = await qstashClient.flowControl.get(key);
+    checks.equal("flow-control API", { ...info, ratePeriodStart: typeof info.ratePeriodStart }, {
+      flowControlKey: key,
+      waitListSize: 0,
+      parallelismMax: 5,
+      parallelismCount: 0,
+      rateMax: 0,
+      rateCount: 0,
+      ratePeriod: 1,
+      ratePeriodStart: "number",
+      isPaused: false,
+      isPinnedParallelism: false,
+      isPinnedRate: false,
+    });
+    const { scheduleId } = await qstashClient.schedules.create({
+      destination: url,
+      cron: "1 1 1 1 1",
+      body: "{}",
+      flowControl: { key, parallelism: 2 },
+    });
+    const schedule = await qstashClient.schedules.get(scheduleId);
+    checks.equal("schedule flow control", pick(schedule), { flowControlKey: key, parallelism: 2, period: 1 });
+    await qstashClient.schedules.delete(scheduleId);
+    await qstashClient.messages.delete(messageId);
+    await qstashClient.messages.delete(rated.messageId);
+    return { key, message: pick(message), schedule: pick(schedule) };
   },
 
   async qstash_publish_dlq(_ctx, checks) {

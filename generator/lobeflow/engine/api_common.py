@@ -15,6 +15,12 @@ from lobeflow.engine.errors import ApiError
 T = TypeVar("T")
 
 
+def not_supported(request: Request, status: int = 404, reason: str = "") -> ApiError:
+    """The error for an endpoint the engine does not serve, naming the engine as the cause."""
+    message = errors.NOT_SUPPORTED.format(what=f"{request.method} {request.url.path}")
+    return ApiError(status, f"{message}: {reason}" if reason else message)
+
+
 def engine_of(request: Request) -> Engine:
     """The engine serving this request."""
     engine: Engine = request.app.state.engine

@@ -16,6 +16,7 @@ from lobeflow.engine.api_common import (
     json_response,
     page,
     query_list,
+    request_headers,
 )
 from lobeflow.engine.errors import ApiError
 
@@ -24,6 +25,8 @@ _FILTERS = {
     "messageId": "messageId",
     "url": "url",
     "queueName": "queueName",
+    "topicName": "topicName",
+    "scheduleId": "scheduleId",
     "label": "label",
     "workflowRunId": "workflowRunId",
     "workflowUrl": "workflowUrl",
@@ -31,14 +34,15 @@ _FILTERS = {
     "flowControlKey": "flowControlKey",
     "responseStatus": "responseStatus",
     "callerIp": "callerIP",
+    "failureFunctionState": "failureFunctionState",
 }
 
 
 def matches_filters(request: Request, entry: dict[str, Any]) -> bool:
     """Whether a DLQ entry passes the request's list/delete filters (fields and dates)."""
     for param, field in _FILTERS.items():
-        wanted = request.query_params.get(param)
-        if wanted and str(entry.get(field, "")) != wanted:
+        wanted = query_list(request, param)  # several values (repeated or comma-separated): any
+        if wanted and str(entry.get(field, "")) not in wanted:
             return False
     return in_date_range(request, int(entry.get("createdAt", 0)))
 
@@ -92,23 +96,45 @@ async def delete_many(request: Request) -> Response:
     return json_response({"deleted": len(entries)})
 
 
+def _overrides(request: Request) -> dict[str, str]:
+    """The request's publish headers, which replace the retried messages' own."""
+    return {
+        name: value
+        for name, value in request_headers(request).items()
+        if name.lower().startswith("upstash-") and not name.lower().startswith("upstash-telemetry-")
+    }
+
+
 async def retry(request: Request) -> Response:
     """`POST /v2/dlq/retry?dlqIds=...`: publish the messages again and drop the entries."""
     engine = engine_of(request)
     body = await json_body(request, default={})
     ids = body.get("dlqIds") if isinstance(body, dict) else None
+    overrides = _overrides(request)
     responses = []
     for entry in _selected(request, list(ids or query_list(request, "dlqIds"))):
-        message_id = engine.retry_dlq(entry["dlqId"])
+        message_id = engine.retry_dlq(entry["dlqId"], overrides)
         responses.append({"messageId": message_id})
     await engine.store.commit()
-    return json_response({"responses": responses})
+    return json_response({"responses": responses}, 201)
+
+
+async def retry_one(request: Request) -> Response:
+    """`POST /v2/dlq/retry/{dlqId}`: publish one message again; `{"messageId"}`."""
+    engine = engine_of(request)
+    dlq_id = request.path_params["dlq_id"]
+    if dlq_id not in engine.dlq:
+        raise ApiError(404, errors.DLQ_NOT_FOUND.format(id=dlq_id))
+    message_id = engine.retry_dlq(dlq_id, _overrides(request))
+    await engine.store.commit()
+    return json_response({"messageId": message_id}, 201)
 
 
 ROUTES = [
     Route("/v2/dlq", list_dlq, methods=["GET"]),
     Route("/v2/dlq", delete_many, methods=["DELETE"]),
     Route("/v2/dlq/retry", retry, methods=["POST"]),
+    Route("/v2/dlq/retry/{dlq_id}", retry_one, methods=["POST"]),
     Route("/v2/dlq/{dlq_id}", get_dlq, methods=["GET"]),
     Route("/v2/dlq/{dlq_id}", delete_dlq, methods=["DELETE"]),
 ]

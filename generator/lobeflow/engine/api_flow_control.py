@@ -10,9 +10,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lobeflow.engine import errors, limits
-from lobeflow.engine.api_common import engine_of, int_param, json_response
+from lobeflow.engine.api_common import engine_of, int_param, json_response, not_supported
 from lobeflow.engine.durations import parse_duration
 from lobeflow.engine.errors import ApiError
+from lobeflow.engine.model import whole_seconds
 from lobeflow.engine.scheduler import FlowKey
 
 
@@ -27,7 +28,7 @@ def key_json(key: FlowKey, time_scale: float) -> dict[str, Any]:
         "parallelismCount": key.in_flight,
         "rateMax": rate or 0,
         "rateCount": key.window_count if window_open else 0,
-        "ratePeriod": int(period) if float(period).is_integer() else period,
+        "ratePeriod": whole_seconds(period),
         "ratePeriodStart": int(key.window_start),
         "isPaused": key.paused,
         "isPinnedParallelism": key.pinned_parallelism is not None,
@@ -67,7 +68,7 @@ async def action(request: Request) -> Response:
     name = request.path_params["key"]
     verb = request.path_params["action"]
     if verb not in ("pause", "resume", "pin", "unpin", "resetRate"):
-        raise ApiError(404, errors.NOT_FOUND)
+        raise not_supported(request)
     # Checked before the key exists: a refused pin leaves nothing behind.
     pinned = _pin_limits(request) if verb == "pin" else (None, None, 1.0)
     key = engine.scheduler.key(name)

@@ -21,38 +21,48 @@ from lobeflow.engine.api_common import (
     raw_destination,
     request_headers,
 )
-from lobeflow.engine.core import destination_headers
+from lobeflow.engine.core import Accepted, destination_headers, user_flow_key
 from lobeflow.engine.errors import ApiError
 from lobeflow.engine.http_client import redact_url
-from lobeflow.engine.model import Message
+from lobeflow.engine.model import Message, flow_control_json
 
 
-def _publish_answer(message_id: str, deduplicated: bool) -> dict[str, Any]:
-    answer: dict[str, Any] = {"messageId": message_id}
-    if deduplicated:
+def _publish_answer(result: Accepted | list[Accepted]) -> Any:
+    """`{"messageId", "deduplicated"?}` for a URL; for a URL group, one such entry per
+    endpoint with its `url`."""
+    if isinstance(result, list):
+        return [{**_publish_answer(accepted), "url": accepted.url} for accepted in result]
+    answer: dict[str, Any] = {"messageId": result.message_id}
+    if result.deduplicated:
         answer["deduplicated"] = True
     return answer
 
 
+def _publish_status(result: Accepted | list[Accepted]) -> int:
+    """202 when nothing new was accepted (deduplicated), else 201."""
+    accepted = result if isinstance(result, list) else [result]
+    return 202 if all(item.deduplicated for item in accepted) else 201
+
+
 async def publish(request: Request) -> Response:
-    """`POST /v2/publish/{destination}`."""
+    """`POST /v2/publish/{destination}`: a URL or a URL group name."""
     engine = engine_of(request)
     destination = raw_destination(request, 3)
-    message_id, dedup = await engine.publish(
-        destination, request_headers(request), await request.body()
-    )
-    return json_response(_publish_answer(message_id, dedup), 202 if dedup else 201)
+    result = engine.accept_destination(destination, request_headers(request), await request.body())
+    await engine.store.commit()
+    return json_response(_publish_answer(result), _publish_status(result))
 
 
 async def enqueue(request: Request) -> Response:
-    """`POST /v2/enqueue/{queue}/{destination}`."""
+    """`POST /v2/enqueue/{queue}/{destination}`: a URL or a URL group name."""
     engine = engine_of(request)
     queue = request.path_params["queue"]
     destination = raw_destination(request, 4)
-    message_id, dedup = await engine.publish(
+    result = engine.accept_destination(
         destination, request_headers(request), await request.body(), queue=queue
     )
-    return json_response(_publish_answer(message_id, dedup), 202 if dedup else 201)
+    await engine.store.commit()
+    return json_response(_publish_answer(result), _publish_status(result))
 
 
 async def batch(request: Request) -> Response:
@@ -86,7 +96,7 @@ async def batch(request: Request) -> Response:
     for destination, headers, _, queue in parsed:
         engine.check_accept(destination, headers, queue, started)
     answers = [
-        _publish_answer(*engine.accept(destination, headers, raw, queue=queue))
+        _publish_answer(engine.accept_destination(destination, headers, raw, queue=queue))
         for destination, headers, raw, queue in parsed
     ]
     await engine.store.commit()
@@ -113,16 +123,15 @@ def message_json(message: Message) -> dict[str, Any]:
         "callback": message.callback,
         "failureCallback": message.failure_callback,
         "queueName": message.queue,
+        "topicName": message.topic,
+        "endpointName": message.endpoint_name,
+        "scheduleId": message.schedule_id,
         "label": message.label,
-        "flowControlKey": message.flow_key,
         "retryDelayExpression": message.retry_delay,
         "workflowRunId": message.run_id,
     }
-    if message.flow is not None:
-        optional["parallelism"] = message.flow.parallelism
-        optional["rate"] = message.flow.rate
-        optional["period"] = message.flow.period if message.flow.rate is not None else None
     out.update({key: value for key, value in optional.items() if value is not None})
+    out.update(flow_control_json(user_flow_key(message), message.flow))
     return out
 
 
@@ -145,7 +154,7 @@ async def cancel_message(request: Request) -> Response:
         raise ApiError(404, errors.MESSAGE_NOT_FOUND.format(id=message_id))
     engine.cancel_message(message)
     await engine.store.commit()
-    return json_response({})
+    return json_response({"cancelled": 1}, 202)
 
 
 def _message_matches(request: Request, message: Message) -> bool:
@@ -153,6 +162,7 @@ def _message_matches(request: Request, message: Message) -> bool:
     for param, value in (
         ("url", message.url),
         ("queueName", message.queue),
+        ("topicName", message.topic),
         ("label", message.label),
         ("flowControlKey", message.flow_key),
     ):
@@ -184,7 +194,7 @@ async def cancel_messages(request: Request) -> Response:
     for message in targets:
         engine.cancel_message(message)
     await engine.store.commit()
-    return json_response({"cancelled": len(targets)})
+    return json_response({"cancelled": len(targets)}, 202)
 
 
 async def events(request: Request) -> Response:
@@ -198,6 +208,7 @@ async def events(request: Request) -> Response:
     # Events hold URLs with credentials redacted; a filter with them still matches.
     url = redact_url(params.get("url") or "")
     queue = params.get("queueName")
+    topic = params.get("topicName")
     label = params.get("label")
     matching = [
         event
@@ -206,6 +217,7 @@ async def events(request: Request) -> Response:
         and (not state or event.state == state)
         and (not url or event.url == url)
         and (not queue or event.queue == queue)
+        and (not topic or event.topic == topic)
         and (not label or event.label == label)
         and in_date_range(request, event.time)
     ]

@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lobeflow.engine import errors, limits
-from lobeflow.engine.api_common import engine_of, json_body, json_response
+from lobeflow.engine.api_common import engine_of, json_body, json_response, not_supported
 from lobeflow.engine.core import Engine
 from lobeflow.engine.errors import ApiError
 from lobeflow.engine.model import Queue
@@ -74,7 +74,7 @@ async def action(request: Request) -> Response:
     queue = _queue(request)
     verb = request.path_params["action"]
     if verb not in ("pause", "resume"):
-        raise ApiError(404, errors.NOT_FOUND)
+        raise not_supported(request)
     engine.upsert_queue(queue.name, queue.parallelism, paused=verb == "pause")
     await engine.store.commit()
     return json_response({})

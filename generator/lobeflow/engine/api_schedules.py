@@ -8,9 +8,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lobeflow.engine import errors
-from lobeflow.engine.api_common import engine_of, json_response, raw_destination, request_headers
-from lobeflow.engine.errors import ApiError
+from lobeflow.engine.api_common import (
+    engine_of,
+    json_response,
+    not_supported,
+    raw_destination,
+    request_headers,
+)
 from lobeflow.engine.schedules import schedule_json
 
 # `POST /v2/schedules/{id}/pause|resume` shares its path shape with a create whose destination
@@ -47,7 +51,7 @@ async def patch_action(request: Request) -> Response:
     """`PATCH /v2/schedules/{id}/pause|resume` (what qstash-py and qstash-js send)."""
     action = request.path_params["action"]
     if action not in ("pause", "resume"):
-        raise ApiError(404, errors.NOT_FOUND)
+        raise not_supported(request)
     return await _set_paused(request, request.path_params["schedule_id"], action == "pause")
 
 

@@ -1,7 +1,7 @@
-"""Workflow DLQ endpoints: restart, resume, re-run the failure callback, delete.
+"""Workflow DLQ endpoints: list, get, restart, resume, the failure callback, delete.
 
 A run that failed lands in the DLQ with the message whose delivery failed; these endpoints act
-on such entries (listing them is `GET /v2/dlq?source=workflow`, served by `api_dlq`).
+on such entries (the TS client lists them with `GET /v2/dlq?source=workflow`, in `api_dlq`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lobeflow.engine import errors
-from lobeflow.engine.api_common import engine_of, int_param, json_response, query_list
+from lobeflow.engine.api_common import engine_of, int_param, json_response, page, query_list
 from lobeflow.engine.api_dlq import matches_filters
 from lobeflow.engine.core import Engine
 from lobeflow.engine.errors import ApiError
@@ -25,6 +25,10 @@ _OVERRIDES = {
     "upstash-flow-control-key": "Upstash-Flow-Control-Key",
     "upstash-flow-control-value": "Upstash-Flow-Control-Value",
     "upstash-retries": "Upstash-Retries",
+    "upstash-retry-delay": "Upstash-Retry-Delay",
+    "upstash-delay": "Upstash-Delay",
+    "upstash-label": "Upstash-Label",
+    "upstash-failure-callback": "Upstash-Failure-Callback",
 }
 
 
@@ -72,6 +76,8 @@ async def _rerun(
         run = action(engine, dlq_id, overrides)
         runs.append({"workflowRunId": run.id, "workflowCreatedAt": run.created_at})
     await engine.store.commit()
+    if "dlq_id" in request.path_params:
+        return json_response(runs[0])  # the path form names one entry and answers one run
     answer: dict[str, Any] = {"workflowRuns": runs}
     if more:
         answer["cursor"] = "next"
@@ -96,6 +102,38 @@ async def callback(request: Request) -> Response:
     return json_response({"workflowRunId": run.id, "workflowCreatedAt": run.created_at})
 
 
+async def cancel_callback(request: Request) -> Response:
+    """`DELETE /v2/workflows/dlq/callback/{dlqId}`: cancel an in-progress failure callback."""
+    engine = engine_of(request)
+    engine.cancel_workflow_failure_callback(request.path_params["dlq_id"])
+    await engine.store.commit()
+    return json_response({})
+
+
+async def list_failed(request: Request) -> Response:
+    """`GET /v2/workflows/dlq`: the entries of failed runs, newest first."""
+    engine = engine_of(request)
+    entries = [
+        engine.dlq[dlq_id]
+        for dlq_id in engine.workflow_dlq_ids()
+        if matches_filters(request, engine.dlq[dlq_id])
+    ]
+    chunk, cursor = page(request, entries, 100)
+    answer: dict[str, Any] = {"messages": chunk}
+    if cursor:
+        answer["cursor"] = cursor
+    return json_response(answer)
+
+
+async def get_failed(request: Request) -> Response:
+    """`GET /v2/workflows/dlq/{dlqId}`: the entry of one failed run."""
+    engine = engine_of(request)
+    dlq_id = request.path_params["dlq_id"]
+    if dlq_id not in engine.workflow_dlq_ids():
+        raise ApiError(404, errors.DLQ_NOT_FOUND.format(id=dlq_id))
+    return json_response(engine.dlq[dlq_id])
+
+
 async def delete(request: Request) -> Response:
     """`DELETE /v2/workflows/dlq[/{dlqId}]`: `{"deleted": N}` (unknown ids in a list skipped)."""
     engine = engine_of(request)
@@ -118,6 +156,9 @@ ROUTES = [
     Route("/v2/workflows/dlq/resume", resume, methods=["POST"]),
     Route("/v2/workflows/dlq/resume/{dlq_id}", resume, methods=["POST"]),
     Route("/v2/workflows/dlq/callback/{dlq_id}", callback, methods=["POST"]),
+    Route("/v2/workflows/dlq/callback/{dlq_id}", cancel_callback, methods=["DELETE"]),
+    Route("/v2/workflows/dlq", list_failed, methods=["GET"]),
     Route("/v2/workflows/dlq", delete, methods=["DELETE"]),
+    Route("/v2/workflows/dlq/{dlq_id}", get_failed, methods=["GET"]),
     Route("/v2/workflows/dlq/{dlq_id}", delete, methods=["DELETE"]),
 ]

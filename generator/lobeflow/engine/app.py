@@ -21,12 +21,14 @@ from lobeflow.engine import (
     api_queues,
     api_schedules,
     api_trigger,
+    api_unsupported,
+    api_url_groups,
     api_waiters,
     api_workflow_dlq,
     api_workflows,
     errors,
 )
-from lobeflow.engine.api_common import json_response
+from lobeflow.engine.api_common import json_response, not_supported
 from lobeflow.engine.core import Engine
 from lobeflow.engine.errors import ApiError
 
@@ -114,11 +116,13 @@ async def _api_error(_request: Request, exc: Exception) -> Response:
     return json_response({"error": exc.message}, exc.status)
 
 
-async def _http_error(_request: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    message = {404: errors.NOT_FOUND, 405: errors.METHOD_NOT_ALLOWED}.get(
-        exc.status_code, str(exc.detail)
-    )
+    if exc.status_code in (404, 405):
+        # No route: say it is the engine that lacks the endpoint, not the caller's resource.
+        message = not_supported(request, exc.status_code).message
+    else:
+        message = str(exc.detail)
     return json_response({"error": message}, exc.status_code)
 
 
@@ -145,6 +149,8 @@ def build_app(engine: Engine) -> ASGIApp:
             *api_queues.ROUTES,
             *api_waiters.ROUTES,
             *api_trigger.ROUTES,
+            *api_url_groups.ROUTES,
+            *api_unsupported.ROUTES,
         ],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
         lifespan=lifespan,

@@ -36,6 +36,10 @@ from lobeflow.engine.headers import (
 )
 from lobeflow.engine.http_client import HTTP_METHODS, DeliveryError, HttpClient, redact_url
 from lobeflow.engine.model import (
+    CALLBACK_CANCELED,
+    CALLBACK_FAIL,
+    CALLBACK_INPROGRESS,
+    CALLBACK_SUCCESS,
     CANCELED,
     CREATED,
     DELIVERED,
@@ -59,12 +63,16 @@ from lobeflow.engine.model import (
     RecentCounts,
     Run,
     RunInfo,
+    flow_control_json,
 )
 from lobeflow.engine.scheduler import Scheduler
 from lobeflow.engine.schedules import KIND as SCHEDULE_KIND
 from lobeflow.engine.schedules import Schedules
 from lobeflow.engine.signing import sign
 from lobeflow.engine.store import MemoryStore, SqliteStore
+from lobeflow.engine.url_groups import KIND as URL_GROUP_KIND
+from lobeflow.engine.url_groups import NAME as URL_GROUP_NAME
+from lobeflow.engine.url_groups import UrlGroup, UrlGroups
 from lobeflow.engine.waiters import EVENT_KIND, WAITER_KIND, Waiters
 
 T = TypeVar("T")
@@ -126,6 +134,8 @@ class LogEvent:
     error: str | None = None
     response_status: int | None = None
     next_delivery: int | None = None
+    topic: str | None = None
+    endpoint_name: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The QStash log shape."""
@@ -149,7 +159,20 @@ class LogEvent:
             out["responseStatus"] = self.response_status
         if self.next_delivery is not None:
             out["nextDeliveryTime"] = self.next_delivery
+        if self.topic is not None:
+            out["topicName"] = self.topic
+        if self.endpoint_name is not None:
+            out["endpointName"] = self.endpoint_name
         return out
+
+
+@dataclass(slots=True, frozen=True)
+class Accepted:
+    """One message accepted by a publish: its id, its destination URL, whether a duplicate."""
+
+    message_id: str
+    url: str
+    deduplicated: bool
 
 
 class Engine:
@@ -179,6 +202,7 @@ class Engine:
         self.queues: dict[str, Queue] = {}
         self.schedules = Schedules(self)
         self.waiters = Waiters(self)
+        self.url_groups = UrlGroups(self.store)
         self._client = HttpClient()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle = threading.Condition()
@@ -210,6 +234,7 @@ class Engine:
         self.scheduler.start()
         for record in state.objects.get(QUEUE_KIND, []):
             self._apply_queue(Queue(**record))
+        self.url_groups.load(state.objects.get(URL_GROUP_KIND, []))
         self.schedules.load(state.objects.get(SCHEDULE_KIND, []))
         self.waiters.load(state.objects.get(WAITER_KIND, []), state.objects.get(EVENT_KIND, []))
         now = time.time()
@@ -429,6 +454,7 @@ class Engine:
         queue: str | None = None,
         internal: bool = False,
         history_prefix: Sequence[HistoryEntry] = (),
+        topic: tuple[str, str | None] | None = None,
     ) -> tuple[str, bool]:
         """Accept one message (durable at the next `store.commit()`).
 
@@ -440,6 +466,7 @@ class Engine:
             internal: The engine itself publishes it (callbacks); skips run-state checks.
             history_prefix: For a run start: steps the new run inherits before this message's
                 own entry (resuming a dead-lettered run).
+            topic: `(url group, endpoint name)` when the publish was to a URL group.
 
         Returns:
             `(message_id, deduplicated)`.
@@ -479,6 +506,8 @@ class Engine:
         # On every publish, not only deduplicated ones: the table shrinks back on its own.
         self._purge_dedup()
         dedup_key = self._dedup_key(url, lower, body)
+        if dedup_key is not None and topic is not None:
+            dedup_key += "\0" + url  # one publish to a group is one message per endpoint
         if dedup_key is not None:
             hit = self._dedup_lookup(dedup_key)
             if hit is not None:
@@ -498,6 +527,8 @@ class Engine:
         message.call_type = call_type
         message.dedup_id = dedup_key
         message.no_delete = "WF_NoDelete" in _features(lower)
+        if topic is not None:
+            message.topic, message.endpoint_name = topic
         if is_start:
             assert run_id is not None
             if run_id in self.runs_by_id:
@@ -543,6 +574,9 @@ class Engine:
         Raises:
             ApiError: Invalid destination or header, or a step for a run that is not running.
         """
+        group = self._url_group(destination)
+        if group is not None:  # checked as its first endpoint: the headers are shared
+            destination = group.endpoints[0]["url"]
         url = normalize_url(destination)
         lower = lower_map(headers)
         run_id = lower.get("upstash-workflow-runid") or None
@@ -567,18 +601,76 @@ class Engine:
         if run.state != RUN_STARTED:
             raise ApiError(400, errors.RUN_ENDED.format(id=run_id, state=run.state))
 
+    def accept_destination(
+        self,
+        destination: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        queue: str | None = None,
+    ) -> Accepted | list[Accepted]:
+        """Accept a publish to a URL, or to a URL group: one message per endpoint.
+
+        Returns:
+            The message accepted for a URL; for a group, one per endpoint, in its order.
+
+        Raises:
+            ApiError: Invalid destination or header (nothing accepted), unknown group (404).
+        """
+        group = self._url_group(destination)
+        if group is None:
+            message_id, deduplicated = self.accept(destination, headers, body, queue=queue)
+            return Accepted(message_id, normalize_url(destination), deduplicated)
+        # Checked once for all endpoints, so a bad header accepts none of them.
+        self._build_message(
+            group.endpoints[0]["url"], dict(headers), lower_map(headers), b"", queue
+        )
+        accepted = []
+        for endpoint in group.endpoints:
+            message_id, deduplicated = self.accept(
+                endpoint["url"],
+                headers,
+                body,
+                queue=queue,
+                topic=(group.name, endpoint.get("name")),
+            )
+            accepted.append(Accepted(message_id, endpoint["url"], deduplicated))
+        return accepted
+
+    def _url_group(self, destination: str) -> UrlGroup | None:
+        """The group a destination names (`None` for a URL).
+
+        Raises:
+            ApiError: 404 when it has a group name's shape but no such group exists, 501 for
+                an Upstash API destination (`api/llm`).
+        """
+        if destination.startswith("api/"):
+            what = f"publishing to {destination.split('?', 1)[0]}"
+            raise ApiError(
+                501,
+                errors.NOT_SUPPORTED.format(what=what)
+                + ": LLM provider APIs make no sense locally; publish to the provider's URL",
+            )
+        if destination.startswith(("http:", "https:")) or not URL_GROUP_NAME.match(destination):
+            return None
+        group = self.url_groups.by_name.get(destination)
+        if group is None or not group.endpoints:
+            raise ApiError(404, errors.URL_GROUP_NOT_FOUND.format(name=destination))
+        return group
+
     def check_publish(self, destination: str, headers: dict[str, str], queue: str | None) -> str:
         """Validate a publish request without accepting it.
 
         Returns:
-            The normalised destination URL.
+            The normalised destination URL, or the URL group name.
 
         Raises:
-            ApiError: Invalid destination or header.
+            ApiError: Invalid destination or header, unknown URL group.
         """
-        url = normalize_url(destination)
+        group = self._url_group(destination)
+        url = normalize_url(destination) if group is None else group.endpoints[0]["url"]
         self._build_message(url, headers, lower_map(headers), b"", queue)
-        return url
+        return url if group is None else group.name
 
     def fire_schedule(self, schedule_id: str) -> list[str]:
         """Fire a schedule now, whatever its cron says (its next cron time is kept).
@@ -775,6 +867,8 @@ class Engine:
             system["content-type"] = ("Content-Type", content_type)
         if message.schedule_id is not None:
             system["upstash-schedule-id"] = ("Upstash-Schedule-Id", message.schedule_id)
+        if message.topic is not None:
+            system["upstash-topic-name"] = ("Upstash-Topic-Name", message.topic)
         if run is not None and message.call_type != TO_CALLBACK:
             system["upstash-workflow-runid"] = ("Upstash-Workflow-RunId", run.id)
             system["upstash-workflow-createdat"] = (
@@ -859,9 +953,7 @@ class Engine:
                 self._fail(message, run, body, outcome)
                 return
             self._finish(message, DELIVERED)
-            if run is not None and message.call_type == FAILURE_CALL and run.failure is not None:
-                run.failure["state"] = "CALLBACK_SUCCESS"
-                self.store.put_run(run)
+            self._record_failure_callback(message, run, outcome, CALLBACK_SUCCESS)
             return
         non_retryable = (
             outcome.status == 489 and lower.get("upstash-nonretryable-error", "").lower() == "true"
@@ -875,6 +967,7 @@ class Engine:
             self.store.put_message(message)
             self._log(message, RETRY, outcome, next_delivery=int(message.due * 1000))
             self.scheduler.schedule(message)
+            self._record_failure_callback(message, run, outcome, CALLBACK_INPROGRESS)
             return
         self._fail(message, run, body, outcome)
 
@@ -917,16 +1010,14 @@ class Engine:
 
     def _fail(self, message: Message, run: Run | None, body: bytes, outcome: _Outcome) -> None:
         dlq_id: str | None = None
-        if not message.no_delete:
+        # A failing failure callback is recorded on the entry it reports, not as one more.
+        if not message.no_delete and message.failure_of is None:
             dlq_id = self._to_dlq(message, run, outcome)
         if message.failure_callback is not None:
             self._publish_failure_callback(message, run, body, outcome, dlq_id)
+        self._record_failure_callback(message, run, outcome, CALLBACK_FAIL)
         if run is not None:
-            if message.call_type == FAILURE_CALL:
-                if run.failure is not None:
-                    run.failure["state"] = "CALLBACK_FAIL"
-                    self.store.put_run(run)
-            elif message.call_type in (STEP, FROM_CALLBACK) and run.state == RUN_STARTED:
+            if message.call_type in (STEP, FROM_CALLBACK) and run.state == RUN_STARTED:
                 run.dlq_id = dlq_id
                 step_name = next(
                     (v for n, v in outcome.headers if n.lower() == "upstash-error-step-name"), None
@@ -960,13 +1051,16 @@ class Engine:
             "callerIP": message.caller_ip,
             "responseStatus": outcome.status or 0,
             "responseHeader": multi(outcome.headers),
-            "responseBody": outcome.body.decode("utf-8", "replace"),
-            "responseBodyBase64": base64.b64encode(outcome.body).decode(),
+            "responseBody": outcome.recorded_body.decode("utf-8", "replace"),
+            "responseBodyBase64": base64.b64encode(outcome.recorded_body).decode(),
         }
+        entry.update(flow_control_json(user_flow_key(message), message.flow))
         for key, value in (
             ("queueName", message.queue),
+            ("topicName", message.topic),
+            ("endpointName", message.endpoint_name),
+            ("scheduleId", message.schedule_id),
             ("label", message.label),
-            ("flowControlKey", message.flow_key),
             ("failureCallback", message.failure_callback),
             ("callback", message.callback),
             ("retryDelayExpression", message.retry_delay),
@@ -988,7 +1082,7 @@ class Engine:
     def _callback_body(
         self, message: Message, outcome: _Outcome, source_body: str
     ) -> dict[str, Any]:
-        return {
+        payload = {
             "status": outcome.status or 0,
             "header": multi(outcome.headers),
             "body": base64.b64encode(outcome.body).decode(),
@@ -1003,6 +1097,11 @@ class Engine:
             "createdAt": message.created_at,
             "callerIP": message.caller_ip,
         }
+        if message.topic is not None:
+            payload["topicName"] = message.topic
+            if message.endpoint_name is not None:
+                payload["endpointName"] = message.endpoint_name
+        return payload
 
     def _publish_callback(self, message: Message, outcome: _Outcome) -> None:
         assert message.callback is not None
@@ -1039,19 +1138,61 @@ class Engine:
         }
         if not any(name.lower() == "upstash-retries" for name in headers):
             headers["Upstash-Retries"] = str(message.max_retries)
-        failure_id, _ = self.accept(
+        failure_id, deduplicated = self.accept(
             message.failure_callback, headers, _json_bytes(payload), internal=True
         )
+        failure_message = self.messages.get(failure_id)
+        entry = None if dlq_id is None else self.dlq.get(dlq_id)
+        if entry is not None and failure_message is not None and not deduplicated:
+            failure_message.failure_of = dlq_id
+            self.store.put_message(failure_message)
+            self._set_callback_info(entry, {"state": CALLBACK_INPROGRESS})
         if run is not None:
             run.failure = {
                 "messageId": failure_id,
                 "url": message.failure_callback,
-                "state": "CALLBACK_INPROGRESS",
+                "state": CALLBACK_INPROGRESS,
                 "failStatus": outcome.status or 0,
-                "failResponse": outcome.body.decode("utf-8", "replace"),
+                "failResponse": outcome.recorded_body.decode("utf-8", "replace"),
                 "failHeaders": multi(outcome.headers),
                 "dlqId": dlq_id or "",
             }
+            if failure_message is not None:
+                run.failure["maxRetries"] = failure_message.max_retries
+            self.store.put_run(run)
+
+    def _set_callback_info(self, entry: dict[str, Any], info: dict[str, Any]) -> None:
+        """Record a DLQ entry's failure-callback state (the Workflow API also reports the
+        state alone, as `failureFunctionState`)."""
+        entry["failureCallbackInfo"] = info
+        entry["failureFunctionState"] = info["state"]
+        self.store.put_dlq(entry["dlqId"], entry)
+
+    def _record_failure_callback(
+        self, message: Message, run: Run | None, outcome: _Outcome, state: str
+    ) -> None:
+        """Record an attempt of a failure callback on its DLQ entry and its run's log.
+
+        `state` is `CALLBACK_INPROGRESS` while retries are left, then `CALLBACK_SUCCESS` or
+        `CALLBACK_FAIL`; the response is the attempt's (the error text when none came).
+        """
+        if message.failure_of is None and message.call_type != FAILURE_CALL:
+            return  # not a failure callback (the common case, on the delivery path)
+        response = {
+            "responseStatus": outcome.status or 0,
+            "responseBody": outcome.recorded_body.decode("utf-8", "replace"),
+            "responseHeaders": multi(outcome.headers),
+        }
+        entry = None if message.failure_of is None else self.dlq.get(message.failure_of)
+        if entry is not None:
+            self._set_callback_info(entry, {"state": state, **response})
+        if (
+            run is not None
+            and message.call_type == FAILURE_CALL
+            and run.failure is not None
+            and run.failure.get("messageId") == message.id
+        ):
+            run.failure.update(state=state, **response)
             self.store.put_run(run)
 
     def _log(
@@ -1069,8 +1210,10 @@ class Engine:
                 url=redact_url(message.url),
                 label=message.label,
                 queue=message.queue,
-                flow_key=message.flow_key,
+                flow_key=user_flow_key(message),
                 run_id=message.run_id,
+                topic=message.topic,
+                endpoint_name=message.endpoint_name,
                 error=None if outcome is None or outcome.ok else outcome.error,
                 response_status=None if outcome is None else outcome.status,
                 next_delivery=next_delivery,
@@ -1118,8 +1261,12 @@ class Engine:
         if self._dlq_sources.pop(dlq_id, None) is not None:
             self.store.delete_object(WORKFLOW_DLQ_KIND, dlq_id)
 
-    def retry_dlq(self, dlq_id: str) -> str:
+    def retry_dlq(self, dlq_id: str, overrides: Mapping[str, str] | None = None) -> str:
         """Publish a dead-lettered message again (same URL, headers, body); drop the entry.
+
+        Args:
+            dlq_id: The entry.
+            overrides: Publish headers (`Upstash-Retries`...) replacing the message's own.
 
         Returns:
             The new message id.
@@ -1141,8 +1288,17 @@ class Engine:
         ):
             if field in entry:
                 headers[header] = entry[field]
+        if overrides:
+            replaced = {name.lower() for name in overrides}
+            headers = {n: v for n, v in headers.items() if n.lower() not in replaced}
+            headers.update(overrides)
+        topic = (entry["topicName"], entry.get("endpointName")) if "topicName" in entry else None
         message_id, _ = self.accept(
-            entry["url"], headers, base64.b64decode(entry["bodyBase64"]), internal=True
+            entry["url"],
+            headers,
+            base64.b64decode(entry["bodyBase64"]),
+            internal=True,
+            topic=topic,
         )
         self.delete_dlq(dlq_id)
         return message_id
@@ -1213,11 +1369,20 @@ class Engine:
 
         Raises:
             ApiError: 404 if `dlq_id` is not the DLQ entry of a failed workflow run, 400 if
-                that run has no failure callback.
+                that run has no failure callback or it has not failed (as on Upstash, only a
+                `CALLBACK_FAIL` callback is retried).
         """
         run, entry, source = self._workflow_dlq(dlq_id)
         if not entry.get("failureCallback"):
             raise ApiError(400, errors.NO_FAILURE_CALLBACK.format(id=dlq_id))
+        state = entry.get("failureCallbackInfo", {}).get("state", CALLBACK_FAIL)
+        if state != CALLBACK_FAIL:
+            raise ApiError(
+                400,
+                errors.FAILURE_CALLBACK_STATE.format(
+                    id=dlq_id, state=state, detail="only a failed one can be retried"
+                ),
+            )
         message = Message(
             id=entry["messageId"],
             url=entry["url"],
@@ -1236,14 +1401,40 @@ class Engine:
         body = message.body
         if index is not None and run.history[index].call_type == STEP:
             body = run.body_upto(index)
-        outcome = _Outcome(
-            entry["responseStatus"] or None,
-            [(name, value) for name, values in entry["responseHeader"].items() for value in values],
-            base64.b64decode(entry["responseBodyBase64"]),
-            None,
-        )
+        status = entry["responseStatus"] or None
+        headers = [(n, value) for n, values in entry["responseHeader"].items() for value in values]
+        if status is None:
+            # No response came: the entry records the error text in place of a body.
+            outcome = _Outcome(None, headers, b"", entry["responseBody"])
+        else:
+            outcome = _Outcome(status, headers, base64.b64decode(entry["responseBodyBase64"]), None)
         self._publish_failure_callback(message, run, body, outcome, dlq_id)
         return run
+
+    def cancel_workflow_failure_callback(self, dlq_id: str) -> None:
+        """Cancel the in-progress failure callback of a dead-lettered run.
+
+        Raises:
+            ApiError: 404 if `dlq_id` is not the DLQ entry of a failed workflow run, 400 if its
+                failure callback is not in progress.
+        """
+        run, entry, _ = self._workflow_dlq(dlq_id)
+        info = entry.get("failureCallbackInfo")
+        pending = [m for m in self.messages.values() if m.failure_of == dlq_id]
+        if info is None or info.get("state") != CALLBACK_INPROGRESS or not pending:
+            state = "absent" if info is None else info.get("state")
+            raise ApiError(
+                400,
+                errors.FAILURE_CALLBACK_STATE.format(
+                    id=dlq_id, state=state, detail="only one in progress can be canceled"
+                ),
+            )
+        for message in pending:
+            self.cancel_message(message)
+        self._set_callback_info(entry, {**info, "state": CALLBACK_CANCELED})
+        if run.failure is not None:
+            run.failure["state"] = CALLBACK_CANCELED
+            self.store.put_run(run)
 
     def _failed_run(self, dlq_id: str) -> Run | None:
         """The run that DLQ entry `dlq_id` failed, if it is one and its source is known."""
@@ -1309,6 +1500,13 @@ class _Outcome:
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 300 and self.error is None
 
+    @property
+    def recorded_body(self) -> bytes:
+        """The body to record: the response's, or the error text when no response came."""
+        if self.status is None and self.error:
+            return self.error.encode()
+        return self.body
+
 
 def destination_headers(message: Message) -> dict[str, list[str]]:
     """The headers a message is delivered with (forwarded ones and Content-Type), as lists."""
@@ -1322,6 +1520,13 @@ def destination_headers(message: Message) -> dict[str, list[str]]:
 def queue_key(name: str) -> str:
     """The flow-control key that carries the limits of queue `name`."""
     return f"queue:{name}"
+
+
+def user_flow_key(message: Message) -> str | None:
+    """The flow-control key the message was published with (not its queue's own key)."""
+    if message.queue is not None and message.flow_key == queue_key(message.queue):
+        return None
+    return message.flow_key
 
 
 def step_identity(body: bytes) -> tuple[int, int] | None:

@@ -26,6 +26,12 @@ RUN_SUCCESS = "RUN_SUCCESS"
 RUN_FAILED = "RUN_FAILED"
 RUN_CANCELED = "RUN_CANCELED"
 
+# States of a failure callback, on its DLQ entry (`failureCallbackInfo`) and run log.
+CALLBACK_INPROGRESS = "CALLBACK_INPROGRESS"
+CALLBACK_SUCCESS = "CALLBACK_SUCCESS"
+CALLBACK_FAIL = "CALLBACK_FAIL"
+CALLBACK_CANCELED = "CALLBACK_CANCELED"
+
 # Workflow call types recorded in a run's step history.
 STEP = "step"
 TO_CALLBACK = "toCallback"
@@ -61,6 +67,12 @@ class Message:
     dedup_id: str | None = None
     caller_ip: str = "127.0.0.1"
     schedule_id: str | None = None
+    # The URL group (and the endpoint's name in it) this message was published to.
+    topic: str | None = None
+    endpoint_name: str | None = None
+    # For a failure-callback message: the DLQ entry whose failure it reports; its attempts
+    # are recorded on that entry (`failureCallbackInfo`) instead of making entries of their own.
+    failure_of: str | None = None
     state: str = CREATED
     # Scheduling bookkeeping: bumped whenever the message is re-queued so that stale heap
     # entries are recognised and skipped instead of searched for and removed.
@@ -89,6 +101,26 @@ class Message:
         flow = data.get("flow")
         values["flow"] = None if flow is None else FlowSpec(*flow)
         return cls(**values)
+
+
+def whole_seconds(seconds: float) -> int | float:
+    """A duration in seconds as the API reports it: an integer when it is one."""
+    return int(seconds) if float(seconds).is_integer() else seconds
+
+
+def flow_control_json(key: str | None, spec: FlowSpec | None) -> dict[str, Any]:
+    """The flow-control fields of a message, DLQ entry or schedule, as Upstash reports them.
+
+    `period` (seconds) is always there, 1 by default; `parallelism` and `rate` only when set.
+    """
+    if key is None or spec is None:
+        return {}
+    out: dict[str, Any] = {"flowControlKey": key, "period": whole_seconds(spec.period)}
+    if spec.parallelism is not None:
+        out["parallelism"] = spec.parallelism
+    if spec.rate is not None:
+        out["rate"] = spec.rate
+    return out
 
 
 @dataclass(slots=True, eq=False)

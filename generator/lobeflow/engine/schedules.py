@@ -19,7 +19,7 @@ from lobeflow.engine.cron import Cron, CronError
 from lobeflow.engine.durations import parse_duration, parse_flow_control
 from lobeflow.engine.errors import ApiError
 from lobeflow.engine.headers import CALLBACK_PREFIX, FAILURE_CALLBACK_PREFIX, forwarded, lower_map
-from lobeflow.engine.model import DELIVERED, Message, Schedule
+from lobeflow.engine.model import DELIVERED, Message, Schedule, flow_control_json
 
 if TYPE_CHECKING:
     from lobeflow.engine.core import Engine
@@ -142,17 +142,19 @@ class Schedules:
         schedule.error = None
         created: list[str] = []
         try:
-            message_id, deduplicated = self._engine.accept(
+            result = self._engine.accept_destination(
                 schedule.destination, schedule.headers, schedule.body, queue=schedule.queue
             )
         except ApiError as exc:
             schedule.error = exc.message
         else:
-            message = self._engine.messages.get(message_id)
-            if not deduplicated and message is not None:
-                message.schedule_id = schedule.id
-                schedule.last_states[message_id] = IN_PROGRESS
-                created.append(message_id)
+            # A schedule to a URL group creates one message per endpoint.
+            for accepted in result if isinstance(result, list) else [result]:
+                message = self._engine.messages.get(accepted.message_id)
+                if not accepted.deduplicated and message is not None:
+                    message.schedule_id = schedule.id
+                    schedule.last_states[accepted.message_id] = IN_PROGRESS
+                    created.append(accepted.message_id)
         self._engine.store.put_object(KIND, schedule.id, schedule.to_dict())
         return created
 
@@ -233,16 +235,14 @@ def schedule_json(schedule: Schedule) -> dict[str, Any]:
         "queueName": schedule.queue,
         "label": lower.get("upstash-label"),
         "retryDelayExpression": lower.get("upstash-retry-delay"),
-        "flowControlKey": lower.get("upstash-flow-control-key"),
         "lastScheduleTime": schedule.last_time,
         "nextScheduleTime": schedule.next_time,
         "lastScheduleStates": schedule.last_states or None,
         "error": schedule.error,
     }
-    flow = parse_flow_control(lower.get("upstash-flow-control-value", ""))
-    if optional["flowControlKey"] is not None and flow is not None:
-        optional["parallelism"] = flow.parallelism
-        optional["rate"] = flow.rate
-        optional["period"] = int(flow.period) if flow.rate is not None else None
     out.update({key: value for key, value in optional.items() if value is not None})
+    flow_key = lower.get("upstash-flow-control-key") or None
+    out.update(
+        flow_control_json(flow_key, parse_flow_control(lower.get("upstash-flow-control-value", "")))
+    )
     return out
