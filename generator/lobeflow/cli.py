@@ -274,9 +274,12 @@ def _register_commands() -> None:
     from lobeflow.check.command import check
     from lobeflow.engine.command import dev
     from lobeflow.run.command import run, runs_app
+    from lobeflow.run.recovery_command import dlq_app, retry
 
     app.command(help="Run a workflow: dry-run statistics, or a pass watched to the end.")(run)
     app.add_typer(runs_app, name="runs", help="Recent runs of the project's workflows.")
+    app.command(help="Retry the failed runs of a pass (resumed from their failed step).")(retry)
+    app.add_typer(dlq_app, name="dlq", help="The dead-letter queue: list, show, retry, delete.")
     app.command(help="Check workflow code against the guide's rules (ruff-style output).")(check)
     app.command(help="Run the local QStash engine (and the project's app) in the foreground.")(dev)
 

@@ -148,6 +148,57 @@ def find_workflow(workflows: Iterable[WorkflowInfo], name: str) -> WorkflowInfo:
 
 
 @dataclass(frozen=True)
+class PassRuns:
+    """The runs of one pass.
+
+    Attributes:
+        root: The Layer-1 run.
+        pages: Layer-2 runs (page and chunk runs), recovery runs in place of those they
+            replace.
+        items: Layer-3 runs, one per item started, recovery runs in place of those they
+            replace.
+        replaced: Failed runs that a DLQ resume or restart replaced (their messages count).
+    """
+
+    root: RunLog
+    pages: tuple[RunLog, ...]
+    items: tuple[RunLog, ...]
+    replaced: tuple[RunLog, ...]
+
+
+def _fold_recoveries(runs: Iterable[RunLog], prefix: str) -> tuple[list[RunLog], list[RunLog]]:
+    """Put each recovery run in place of the failed run it resumed or restarted.
+
+    A DLQ resume or restart starts a run under a new id that QStash picks (not the layer's
+    `prefix`), with the failed run's payload. It replaces the latest earlier failed run of
+    the same payload; recovery runs that replace nothing belong to another pass and are
+    dropped.
+
+    Returns:
+        The current runs (oldest first) and the replaced ones.
+    """
+    current: dict[str, RunLog] = {}
+    by_payload: dict[str, list[str]] = {}
+    replaced: list[RunLog] = []
+    for run in sorted(runs, key=lambda run: run.created_at):
+        key = json.dumps(run.payload, sort_keys=True)
+        if run.run_id.startswith(prefix):
+            current[run.run_id] = run
+            by_payload.setdefault(key, []).append(run.run_id)
+            continue
+        candidates = by_payload.get(key, [])
+        failed = [rid for rid in candidates if current[rid].state == RUN_FAILED]
+        if not failed or not run.payload:
+            continue
+        previous = failed[-1]
+        replaced.append(current.pop(previous))
+        candidates.remove(previous)
+        current[run.run_id] = run
+        candidates.append(run.run_id)
+    return list(current.values()), replaced
+
+
+@dataclass(frozen=True)
 class _Snapshot:
     progress: Progress
     force: bool
@@ -225,7 +276,7 @@ class Runner:
         self.qstash.batch([self.target.run_start(run_id, body)])
         return run_id
 
-    def _layer1(self, run_id: str) -> RunLog:
+    def layer1(self, run_id: str) -> RunLog:
         run = self.qstash.run(run_id)
         if run is None:
             raise RunError(f"QStash knows no run {run_id!r} (runs are kept for a limited time).")
@@ -236,31 +287,37 @@ class Runner:
             )
         return run
 
-    def _children(self, root: RunLog) -> tuple[list[RunLog], list[RunLog]]:
+    def pass_runs(self, root: RunLog) -> PassRuns:
+        """Every run of the pass whose Layer-1 run is `root` (see `PassRuns`).
+
+        Raises:
+            RunError: QStash is unreachable.
+        """
         _, paginate_url, execute_url = self.target.urls
         _, paginate_prefix, execute_prefix = self.target.run_id_prefixes
         pages = [
             run
             for run in self.qstash.runs(url=paginate_url, from_date=root.created_at)
-            if run.run_id.startswith(paginate_prefix)
-            and run.payload.get("rootRunId", root.run_id) == root.run_id
+            if (
+                run.payload.get("rootRunId") == root.run_id
+                or (run.run_id.startswith(paginate_prefix) and "rootRunId" not in run.payload)
+            )
         ]
-        items = [
-            run
-            for run in self.qstash.runs(url=execute_url, from_date=root.created_at)
-            if run.run_id.startswith(execute_prefix)
-        ]
-        return pages, items
+        items = list(self.qstash.runs(url=execute_url, from_date=root.created_at))
+        pages, replaced_pages = _fold_recoveries(pages, paginate_prefix)
+        items, replaced_items = _fold_recoveries(items, execute_prefix)
+        return PassRuns(root, tuple(pages), tuple(items), tuple(replaced_pages + replaced_items))
 
     def _snapshot(self, run_id: str) -> _Snapshot:
-        root = self._layer1(run_id)
+        root = self.layer1(run_id)
         stats = _statistics(root)
         payload = root.payload
         force = payload.get("force") is True
         expects_children = (
             stats is not None and stats.to_process > 0 and payload.get("dryRun") is not True
         )
-        pages, items = self._children(root) if expects_children else ([], [])
+        runs = self.pass_runs(root) if expects_children else PassRuns(root, (), (), ())
+        pages, items = runs.pages, runs.items
         everything = [root, *pages, *items]
 
         states = dict.fromkeys((RUN_STARTED, RUN_SUCCESS, RUN_FAILED, RUN_CANCELED), 0)
@@ -300,7 +357,7 @@ class Runner:
             failed=states[RUN_FAILED],
             canceled=states[RUN_CANCELED],
             retrying=sum(run.retrying for run in everything),
-            messages=sum(run.messages for run in everything),
+            messages=sum(run.messages for run in (*everything, *runs.replaced)),
             elapsed_s=max(0, end - root.created_at) / 1000,
             finished=finished,
             errors=tuple(failures[:MAX_ERRORS]),
@@ -378,11 +435,10 @@ class Runner:
         Raises:
             RunError: QStash is unreachable, or `run_id` is not a Layer-1 run of this workflow.
         """
-        root = self._layer1(run_id)
-        pages, _ = self._children(root)
-        upper = [run.run_id for run in (root, *pages) if not run.ended]
+        root = self.layer1(run_id)
+        upper = [run.run_id for run in (root, *self.pass_runs(root).pages) if not run.ended]
         cancelled = self.qstash.cancel(upper)
-        _, items = self._children(root)
+        items = self.pass_runs(root).items
         return cancelled + self.qstash.cancel([run.run_id for run in items if not run.ended])
 
 
