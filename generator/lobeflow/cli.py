@@ -272,6 +272,7 @@ def _say(message: str) -> None:
 def _register_commands() -> None:
     # Both modules keep their heavy imports inside the command functions.
     from lobeflow.check.command import check
+    from lobeflow.console.command import console
     from lobeflow.engine.command import dev
     from lobeflow.run.command import run, runs_app
     from lobeflow.run.recovery_command import dlq_app, retry
@@ -282,6 +283,9 @@ def _register_commands() -> None:
     app.add_typer(dlq_app, name="dlq", help="The dead-letter queue: list, show, retry, delete.")
     app.command(help="Check workflow code against the guide's rules (ruff-style output).")(check)
     app.command(help="Run the local QStash engine (and the project's app) in the foreground.")(dev)
+    app.command(help="Serve the browser console for any QStash (the engine's is at /console).")(
+        console
+    )
 
 
 _register_commands()

@@ -116,9 +116,11 @@ def dev(
             lines.append(f"export APP_URL=http://{host}:{app_port}")
         print("\n".join(lines))
         return
+    from lobeflow.console.app import EngineConsole
     from lobeflow.engine.server import EngineServer  # the engine proper loads on use
 
-    server = EngineServer(config, host=host, port=port)
+    console = EngineConsole(project=Path.cwd(), app_url=f"http://{host}:{app_port}")
+    server = EngineServer(config, host=host, port=port, extra_routes=console.routes)
     try:
         server.start()
     except RuntimeError as exc:
@@ -134,6 +136,7 @@ def dev(
         except LobeflowError:
             server.stop()
             raise
+        console.set_app_url(app_process.url)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -144,7 +147,7 @@ def dev(
     lines = [*env_lines(server.url, config)]
     if app_process is not None:
         lines.append(f"export APP_URL={app_process.url}")
-    lines.append(f"lobeflow engine running at {server.url}")
+    lines.append(f"lobeflow engine running at {server.url} (console: {server.url}/console)")
     if app_process is not None:
         lines += _app_lines(app_process, reload)
     print("\n".join(lines), flush=True)
