@@ -12,7 +12,8 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,16 +163,22 @@ class PassTree:
         for chunk in self.chunks:
             self.node_items[chunk.run_id] = _page_ids(chunk)
         self.node_items[runs.root.run_id] = list(self.items_by_id)
+        self._sorted: dict[str, list[RunLog]] = {}
+        self._json: dict[str, Any] | None = None
 
     def item_runs(self, node: str) -> list[RunLog]:
         """The item runs under a node (the pass, a page or a chunk), failed first."""
+        if node in self._sorted:
+            return self._sorted[node]
         runs = [
             self.items_by_id[item]
             for item in self.node_items.get(node, [])
             if item in self.items_by_id
         ]
         order = {state: index for index, state in enumerate(_ITEM_STATES)}
-        return sorted(runs, key=lambda run: (order[_item_state(run)], run.created_at))
+        ordered = sorted(runs, key=lambda run: (order[_item_state(run)], run.created_at))
+        self._sorted[node] = ordered
+        return ordered
 
     def node_json(self, run: RunLog, kind: str) -> dict[str, Any]:
         """A node with its counts by state (over the items it led to)."""
@@ -191,6 +198,11 @@ class PassTree:
 
     def to_json(self) -> dict[str, Any]:
         """The whole tree: the pass, its pages (failed first) and their chunks."""
+        if self._json is None:
+            self._json = self._build_json()
+        return self._json
+
+    def _build_json(self) -> dict[str, Any]:
         by_id = {chunk.run_id: chunk for chunk in self.chunks}
         pages = []
         for page in self.pages:
@@ -218,6 +230,10 @@ class ConsoleService:
         self.settings = settings
         self._finished: dict[str, tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
+        # One runner per workflow and app URL, kept: its run listings refresh incrementally.
+        self._runners: dict[tuple[str, str], tuple[threading.Lock, Runner]] = {}
+        # Pass id -> (runner generation, Layer-1 run, tree): reused while nothing changed.
+        self._trees: dict[str, tuple[int, RunLog, PassTree]] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -244,8 +260,29 @@ class ConsoleService:
     def _qstash(self) -> QStashClient:
         return QStashClient(self.settings.qstash_url, self.settings.token)
 
-    def _runner(self, workflow: str) -> Runner:
-        return Runner(self._target(workflow), self._qstash(), AppClient(self.settings.app_url))
+    @contextmanager
+    def _runner(self, workflow: str) -> Iterator[Runner]:
+        """The workflow's long-lived runner, for one caller at a time."""
+        key = (workflow, self.settings.app_url)
+        with self._lock:
+            entry = self._runners.get(key)
+            if entry is None:
+                runner = Runner(
+                    self._target(workflow), self._qstash(), AppClient(self.settings.app_url)
+                )
+                entry = self._runners[key] = (threading.Lock(), runner)
+        lock, runner = entry
+        with lock:
+            yield runner
+
+    def _tree(self, runner: Runner, pass_id: str) -> tuple[Progress, RunLog, PassTree]:
+        progress, runs = runner.progress_and_runs(pass_id)
+        cached = self._trees.get(pass_id)
+        if cached is not None and cached[0] == runner.generation and cached[1] == runs.root:
+            return progress, runs.root, cached[2]
+        tree = PassTree(runs)
+        self._trees[pass_id] = (runner.generation, runs.root, tree)
+        return progress, runs.root, tree
 
     # ------------------------------------------------------------------ views
 
@@ -280,8 +317,7 @@ class ConsoleService:
         """Recent passes of every workflow, newest first, with their counts."""
         rows: list[dict[str, Any]] = []
         for target in self.targets():
-            runner = Runner(target, self._qstash(), AppClient(self.settings.app_url))
-            try:
+            with self._runner(target.name) as runner:
                 prefix = target.run_id_prefixes[0]
                 roots = [
                     run
@@ -289,38 +325,29 @@ class ConsoleService:
                     if run.run_id.startswith(prefix) and run.payload.get("dryRun") is not True
                 ][:PASSES_PER_WORKFLOW]
                 rows.extend(self._pass_json(runner, run) for run in roots)
-            finally:
-                runner.close()
         rows.sort(key=lambda row: row["createdAt"], reverse=True)
         return rows
 
     def pass_detail(self, workflow: str, pass_id: str) -> dict[str, Any]:
         """One pass: its counts and its fan-out tree (counts per node, no item lists)."""
-        runner = self._runner(workflow)
-        try:
-            root = runner.layer1(pass_id)
-            progress = runner.progress(pass_id)
-            tree = PassTree(runner.pass_runs(root))
-        finally:
-            runner.close()
+        with self._runner(workflow) as runner:
+            progress, root, tree = self._tree(runner, pass_id)
+            tree_json = tree.to_json()
         return {
             "workflow": workflow,
             "createdAt": root.created_at,
             "state": root.state,
             "progress": progress_json(progress),
-            "tree": tree.to_json(),
+            "tree": tree_json,
         }
 
     def node_items(
         self, workflow: str, pass_id: str, node: str, offset: int = 0, limit: int = ITEMS_PAGE_SIZE
     ) -> dict[str, Any]:
         """One page of the item runs under a node, failed first."""
-        runner = self._runner(workflow)
-        try:
-            tree = PassTree(runner.pass_runs(runner.layer1(pass_id)))
-        finally:
-            runner.close()
-        runs = tree.item_runs(node)
+        with self._runner(workflow) as runner:
+            _, _, tree = self._tree(runner, pass_id)
+            runs = tree.item_runs(node)
         offset = max(0, offset)
         limit = max(1, min(limit, 500))
         return {
@@ -417,28 +444,19 @@ class ConsoleService:
 
     def start(self, workflow: str, *, force: bool) -> dict[str, Any]:
         """Start a pass; returns its run id."""
-        runner = self._runner(workflow)
-        try:
+        with self._runner(workflow) as runner:
             return {"runId": runner.start(force=force)}
-        finally:
-            runner.close()
 
     def cancel(self, workflow: str, pass_id: str) -> dict[str, Any]:
         """Cancel every running run of a pass."""
-        runner = self._runner(workflow)
-        try:
+        with self._runner(workflow) as runner:
             return {"cancelled": runner.cancel(pass_id)}
-        finally:
-            runner.close()
 
     def retry_failed(self, workflow: str, pass_id: str, *, mode: str) -> dict[str, Any]:
         """Resume (or restart) every failed run of a pass: `lobeflow retry`'s library call."""
-        runner = self._runner(workflow)
-        try:
+        with self._runner(workflow) as runner:
             plan = plan_retry(runner, pass_id=pass_id)
             reruns = retry_pass(runner, plan, mode=mode) if plan.failed else []
-        finally:
-            runner.close()
         return {"retried": len(reruns), "runs": [rerun.to_json() for rerun in reruns]}
 
     def dlq_action(self, action: str, dlq_ids: list[str]) -> dict[str, Any]:
