@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -18,8 +20,10 @@ from typing import Any
 import httpx
 import pytest
 from lobeflow.console.app import CSRF_HEADER, EngineConsole
+from lobeflow.console.service import ConsoleService, ConsoleSettings
 from lobeflow.engine import EngineConfig, EngineServer
 
+from tests.helpers import run_cli
 from tests.run.conftest import TIME_SCALE, WORKFLOW, Shop
 from tests.run.test_recovery import Files, project  # noqa: F401  (the module's project)
 
@@ -237,3 +241,45 @@ def test_console_scenario_in_a_real_browser(
     while time.monotonic() < deadline and server.engine.scheduler.keys[key].in_flight:
         time.sleep(0.1)
     assert shop.store("SELECT COUNT(*), MAX(attempts) FROM results") == [(300, 1)]
+
+    # Against a QStash that is not lobeflow's engine, the project's own keys are read.
+    upstash_like = ConsoleService(
+        ConsoleSettings(server.url, server.config.token, shop.app.url, shop.project)
+    ).flow_control()
+    assert upstash_like["listed"] is False
+    assert {k["flowControlKey"] for k in upstash_like["keys"]} == {
+        f"{WORKFLOW}.process",
+        f"{WORKFLOW}.paginate",
+        f"{WORKFLOW}.execute",
+    }
+
+
+def test_lobeflow_console_serves_any_qstash(engine: EngineServer, project: Path) -> None:  # noqa: F811
+    command = [str(Path(sys.executable).parent / "lobeflow"), "console", "--port", "0"]
+    command += ["--qstash-url", engine.url, "--token", engine.config.token]
+    command += ["--project", str(project), "--app-url", "http://127.0.0.1:9"]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=project
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("lobeflow console at http://127.0.0.1:"), line
+        url = line.split()[3]
+        with httpx.Client(trust_env=False, timeout=10) as http:
+            page = http.get(url, follow_redirects=True)
+            assert page.status_code == 200 and 'name="lobeflow-csrf"' in page.text
+            assert engine.config.token not in page.text
+            overview = http.get(url + "/api/overview").json()
+            assert overview["localEngine"] is True
+            assert [w["name"] for w in overview["workflows"]] == [WORKFLOW]
+            assert http.get(url.removesuffix("/console")).status_code in (200, 307)
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+def test_lobeflow_console_refuses_a_wrong_token(engine: EngineServer) -> None:
+    result = run_cli("console", "--qstash-url", engine.url, "--token", "wrong", "--port", "0")
+    assert result.exit_code == 1
+    assert "rejected the token" in result.stderr

@@ -415,13 +415,38 @@ class ConsoleService:
         }
 
     def flow_control(self) -> dict[str, Any]:
-        """Every flow-control key: limits, in flight, waiting, paused."""
+        """Every flow-control key: limits, in flight, waiting, paused.
+
+        The list endpoint is the local engine's; elsewhere the project's own keys (one per
+        layer, from its answers files) are read one by one (`GET /v2/flowControl/{key}`).
+        """
         qstash = self._qstash()
         try:
-            keys = qstash.request("GET", "/v2/flowControl") or []
+            if self.settings.local_engine:
+                keys = qstash.request("GET", "/v2/flowControl") or []
+                return {"keys": keys if isinstance(keys, list) else [], "listed": True}
+            found = []
+            for key in self._project_keys():
+                try:
+                    found.append(qstash.request("GET", f"/v2/flowControl/{quote(key, safe='')}"))
+                except RunError:
+                    continue  # a key QStash has not seen yet
         finally:
             qstash.close()
-        return {"keys": keys if isinstance(keys, list) else []}
+        return {"keys": [key for key in found if isinstance(key, dict)], "listed": False}
+
+    def _project_keys(self) -> list[str]:
+        if self.settings.project is None:
+            return []
+        try:
+            infos = list_workflows(find_project_root(self.settings.project))
+        except ProjectError:
+            return []
+        return [
+            str(info.answers.get(f"{layer}_flow_key") or f"{info.name}.{layer}")
+            for info in infos
+            for layer in ("process", "paginate", "execute")
+        ]
 
     def start_info(self) -> dict[str, Any]:
         """Per workflow: the dry-run statistics (or why there are none)."""

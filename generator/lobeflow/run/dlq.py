@@ -148,6 +148,7 @@ class DlqEntry:
             "url": self.url,
             "createdAt": self.created_at,
             "responseStatus": self.response_status,
+            "maxRetries": self.raw.get("maxRetries"),
             "error": self.error,
             "workflowRunId": self.run_id or None,
             "workflowUrl": self.workflow_url or None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from lobeflow.errors import LobeflowError
@@ -171,9 +172,9 @@ class RunLog:
         """The run is no longer `RUN_STARTED`."""
         return self.state != RUN_STARTED
 
-    @property
+    @cached_property
     def payload(self) -> dict[str, Any]:
-        """The run-start JSON body (empty when it is not a JSON object)."""
+        """The run-start JSON body (empty when it is not a JSON object); parsed once."""
         if not self.steps or self.steps[0].step_type != "Initial":
             return {}
         try:

@@ -220,10 +220,13 @@ def _fold_recoveries(runs: Iterable[RunLog], prefix: str) -> tuple[list[RunLog],
     Returns:
         The current runs (oldest first) and the replaced ones.
     """
+    ordered = sorted(runs, key=lambda run: run.created_at)
+    if all(run.run_id.startswith(prefix) for run in ordered):
+        return ordered, []  # no recovery run: nothing to fold
     current: dict[str, RunLog] = {}
     by_payload: dict[str, list[str]] = {}
     replaced: list[RunLog] = []
-    for run in sorted(runs, key=lambda run: run.created_at):
+    for run in ordered:
         key = json.dumps(run.payload, sort_keys=True)
         if run.run_id.startswith(prefix):
             current[run.run_id] = run
@@ -295,6 +298,8 @@ class Runner:
         self.qstash = qstash
         self.app = app
         self._url_runs: dict[str, _UrlRuns] = {}
+        # Pass id -> (generation, Layer-1 run, runs): reused while no listing changed.
+        self._pass_runs: dict[str, tuple[int, RunLog, PassRuns]] = {}
         # Pass id -> (generation, Layer-1 run, snapshot) of passes seen finished.
         self._finished: dict[str, tuple[int, RunLog, _Snapshot]] = {}
         # Bumped whenever a refresh finds a new or changed run (lets callers reuse views).
@@ -353,18 +358,24 @@ class Runner:
         """
         _, paginate_url, execute_url = self.target.urls
         _, paginate_prefix, execute_prefix = self.target.run_id_prefixes
+        paginate = self._runs_since(paginate_url, root.created_at)
+        items = self._runs_since(execute_url, root.created_at)
+        known = self._pass_runs.get(root.run_id)
+        if known is not None and known[0] == self.generation and known[1] == root:
+            return known[2]
         pages = [
             run
-            for run in self._runs_since(paginate_url, root.created_at)
+            for run in paginate
             if (
                 run.payload.get("rootRunId") == root.run_id
                 or (run.run_id.startswith(paginate_prefix) and "rootRunId" not in run.payload)
             )
         ]
-        items = self._runs_since(execute_url, root.created_at)
         pages, replaced_pages = _fold_recoveries(pages, paginate_prefix)
         items, replaced_items = _fold_recoveries(items, execute_prefix)
-        return PassRuns(root, tuple(pages), tuple(items), tuple(replaced_pages + replaced_items))
+        runs = PassRuns(root, tuple(pages), tuple(items), tuple(replaced_pages + replaced_items))
+        self._pass_runs[root.run_id] = (self.generation, root, runs)
+        return runs
 
     def _snapshot(self, run_id: str) -> _Snapshot:
         root = self.layer1(run_id)

@@ -223,13 +223,14 @@ function failuresView(data, query) {
       bulk("resume", "Resume", "primary"), bulk("restart", "Restart"), bulk("delete", "Delete", "danger"),
       filter ? link("#/failures", "all entries") : null),
     entries.length ? h("table", { "data-testid": "dlq" },
-      h("tr", {}, ["", "created", "workflow / url", "run", "status", "failure callback", "error", ""].map((c) => h("th", {}, c))),
+      h("tr", {}, ["", "created", "workflow / url", "run", "status", "attempts", "failure callback", "error", ""].map((c) => h("th", {}, c))),
       entries.map((e) => h("tr", { "data-dlq": e.dlqId },
         h("td", {}, h("input", { type: "checkbox", checked: state.selected.has(e.dlqId), onchange: (ev) => { if (ev.target.checked) state.selected.add(e.dlqId); else state.selected.delete(e.dlqId); refresh(true); } })),
         h("td", {}, time(e.createdAt)),
         h("td", {}, e.workflow || e.workflowUrl || e.url),
         h("td", { class: "mono" }, e.workflowRunId ? link(`#/run/${e.workflowRunId}`, e.workflowRunId.replace(/^wfr_/, "")) : "-"),
         h("td", { class: "num" }, e.responseStatus || "-"),
+        h("td", { class: "num" }, e.maxRetries === null || e.maxRetries === undefined ? "-" : e.maxRetries + 1),
         h("td", {}, e.failureCallbackState ? stateTag(e.failureCallbackState) : "-"),
         h("td", { class: "error" }, e.error),
         h("td", {}, h("div", { class: "actions" },
@@ -256,6 +257,8 @@ function flowView(data) {
           ? h("button", { onclick: () => act("flow-control", { key: k.flowControlKey, action: "resume" }, () => `Resumed ${k.flowControlKey}.`) }, "resume")
           : h("button", { onclick: () => act("flow-control", { key: k.flowControlKey, action: "pause" }, () => `Paused ${k.flowControlKey}.`) }, "pause"))))) :
       h("p", { class: "muted" }, "No flow-control key has been used yet."),
+    data.listed ? h("p", { class: "muted" }, h("span", { class: "tag" }, "local engine"), " every key the engine knows.")
+      : h("p", { class: "muted" }, "The project's own keys (listing every key is a local-engine extra)."),
   ];
 }
 
