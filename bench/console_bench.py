@@ -7,6 +7,9 @@ One project is generated as in `workflow_bench.py` (instant work, rates off) and
 of N items runs through the engine (this process, with the console mounted at /console as
 `lobeflow dev` serves it) and the app (a child process). Once the pass has ended:
 
+- live updates: while the pass runs, the page's update (detail + root items) once a
+  second: its wall time, and this process's CPU meanwhile (an upper bound: the engine
+  keeps delivering during the update);
 - first byte: the pass-detail API (`/console/api/passes/<workflow>/<pass>`, the counts and
   the fan-out tree) and its root item list, as the page fetches them on every update;
 - CPU per update: CPU seconds of this process (engine + console) for one such update;
@@ -21,6 +24,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -55,6 +59,15 @@ def update_cost(client: httpx.Client, detail: str, items: str) -> dict[str, floa
         "wall_s": time.perf_counter() - start,
         "cpu_s": time.process_time() - cpu,
     }
+
+
+def poll_live(stop: threading.Event, detail: str, items: str) -> list[dict[str, float]]:
+    """Once a second until `stop`: one page update during the pass, with its costs."""
+    samples: list[dict[str, float]] = []
+    with httpx.Client(trust_env=False, timeout=120) as client:
+        while not stop.wait(1.0):
+            samples.append(update_cost(client, detail, items))
+    return samples
 
 
 def cpu_share(seconds: float) -> float:
@@ -120,11 +133,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             assert console.app is not None
             started = time.perf_counter()
             pass_id = console.app.service.start(WORKFLOW, force=False)["runId"]
-            server.engine.wait_until_idle(timeout=1800)
-            pass_s = time.perf_counter() - started
             base = f"{server.url}/console/"
             detail = f"{base}api/passes/{WORKFLOW}/{pass_id}"
             items = f"{detail}/items?node={pass_id}&offset=0"
+            stop = threading.Event()
+            live: list[dict[str, float]] = []
+            poller = threading.Thread(
+                target=lambda: live.extend(poll_live(stop, detail, items)), daemon=True
+            )
+            poller.start()
+            server.engine.wait_until_idle(timeout=1800)
+            pass_s = time.perf_counter() - started
+            stop.set()
+            poller.join(120)
             with httpx.Client(trust_env=False, timeout=120) as client:
                 check = client.get(detail).json()["progress"]
                 if check["processed"] != args.items or not check["finished"]:
@@ -140,6 +161,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "items": args.items,
         "pass_wall_s": round(pass_s, 2),
         "page_first_byte_ms": round(page_first * 1000, 2),
+        "live_update_wall_ms": spread([u["wall_s"] * 1000 for u in live] or [0.0], 1),
+        "live_update_cpu_ms_upper_bound": spread([u["cpu_s"] * 1000 for u in live] or [0.0], 1),
         "detail_first_byte_ms": spread([u["detail_first_byte_s"] * 1000 for u in updates], 1),
         "update_wall_ms": spread([u["wall_s"] * 1000 for u in updates], 1),
         "update_cpu_ms": spread([u["cpu_s"] * 1000 for u in updates], 1),

@@ -147,7 +147,8 @@ def dev(
     lines = [*env_lines(server.url, config)]
     if app_process is not None:
         lines.append(f"export APP_URL={app_process.url}")
-    lines.append(f"lobeflow engine running at {server.url} (console: {server.url}/console)")
+    lines.append(f"lobeflow engine running at {server.url}")
+    lines.append(f"  console   {server.url}/console")
     if app_process is not None:
         lines += _app_lines(app_process, reload)
     print("\n".join(lines), flush=True)
