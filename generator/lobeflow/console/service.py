@@ -47,6 +47,8 @@ from lobeflow.run.runner import PassRuns, Runner, WorkflowTarget, find_workflow,
 PASSES_PER_WORKFLOW = 10
 # Item rows per page of a node's item list.
 ITEMS_PAGE_SIZE = 50
+# Item lists reuse the tree of a refresh this recent (the page asked for it just before).
+ITEMS_REUSE_S = 1.0
 # How long a finished pass's figures are reused (a retry can still change them).
 FINISHED_CACHE_S = 5.0
 _ITEM_STATES = ("failed", "running", "processed", "skipped", "canceled")
@@ -232,8 +234,8 @@ class ConsoleService:
         self._lock = threading.Lock()
         # One runner per workflow and app URL, kept: its run listings refresh incrementally.
         self._runners: dict[tuple[str, str], tuple[threading.Lock, Runner]] = {}
-        # Pass id -> (runner generation, Layer-1 run, tree): reused while nothing changed.
-        self._trees: dict[str, tuple[int, RunLog, PassTree]] = {}
+        # Pass id -> (refreshed at, snapshot, tree): the tree is reused while its runs are.
+        self._trees: dict[str, tuple[float, Progress, PassTree]] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -275,13 +277,23 @@ class ConsoleService:
         with lock:
             yield runner
 
-    def _tree(self, runner: Runner, pass_id: str) -> tuple[Progress, RunLog, PassTree]:
-        progress, runs = runner.progress_and_runs(pass_id)
+    def _tree(
+        self, runner: Runner, pass_id: str, max_age: float = 0.0
+    ) -> tuple[Progress, RunLog, PassTree]:
+        """The pass's snapshot and tree; reused as is when refreshed under `max_age` s ago.
+
+        One page update asks for the tree twice (counts, then the open nodes' items): the
+        second ask reuses the first's listing instead of listing QStash again.
+        """
         cached = self._trees.get(pass_id)
-        if cached is not None and cached[0] == runner.generation and cached[1] == runs.root:
-            return progress, runs.root, cached[2]
-        tree = PassTree(runs)
-        self._trees[pass_id] = (runner.generation, runs.root, tree)
+        if cached is not None and time.monotonic() - cached[0] < max_age:
+            return cached[1], cached[2].runs.root, cached[2]
+        progress, runs = runner.progress_and_runs(pass_id)
+        if cached is not None and cached[2].runs is runs:
+            tree = cached[2]  # the runner found nothing new: same runs, same tree
+        else:
+            tree = PassTree(runs)
+        self._trees[pass_id] = (time.monotonic(), progress, tree)
         return progress, runs.root, tree
 
     # ------------------------------------------------------------------ views
@@ -346,7 +358,7 @@ class ConsoleService:
     ) -> dict[str, Any]:
         """One page of the item runs under a node, failed first."""
         with self._runner(workflow) as runner:
-            _, _, tree = self._tree(runner, pass_id)
+            _, _, tree = self._tree(runner, pass_id, max_age=ITEMS_REUSE_S)
             runs = tree.item_runs(node)
         offset = max(0, offset)
         limit = max(1, min(limit, 500))
