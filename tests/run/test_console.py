@@ -188,6 +188,9 @@ def test_console_scenario_in_a_real_browser(
             page.locator('[data-testid="dlq"] tr[data-dlq]').nth(2).wait_for()
             assert page.locator('[data-testid="dlq"] tr[data-dlq]').count() == 3
             page.locator("[data-select-all]").check()
+            page.wait_for_function(
+                "() => document.querySelectorAll('[data-dlq] input:checked').length === 3"
+            )
             _shot(page, "failures")
             page.locator('[data-bulk="resume"]').click()
             page.get_by_test_id("notice").filter(has_text="Resume: 3 run(s).").wait_for()
