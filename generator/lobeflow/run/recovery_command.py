@@ -198,7 +198,7 @@ def list_command(
     qstash_url: QStashUrlOpt = DEFAULT_QSTASH_URL,
     token: TokenOpt = DEV_TOKEN,
 ) -> None:
-    """DLQ entries: when, run, URL, status, failure-callback state, error."""
+    """DLQ entries: id, when, workflow or URL, status, failure-callback state, error."""
     from lobeflow.run.client import QStashClient
     from lobeflow.run.dlq import list_entries
     from lobeflow.run.recovery_view import dlq_table
