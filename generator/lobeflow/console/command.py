@@ -61,6 +61,7 @@ def console(
     except OSError as exc:
         sock.close()
         raise typer.BadParameter(f"cannot listen on {host}:{port}: {exc}") from exc
+    sock.listen(128)  # connections made once the URL is printed wait for the server
     bound = sock.getsockname()[1]
     print(f"lobeflow console at http://{host}:{bound}/console (QStash {qstash_url})", flush=True)
     server = uvicorn.Server(
