@@ -53,6 +53,11 @@ def test_dev_serves_the_project_app_with_the_engine(project: Path, tmp_path: Pat
         assert f"dry run   {app_url}/api/workflows/{WORKFLOW}/stats" in log.read_text()
         live = httpx.get(f"{engine_url}/v2/liveness", timeout=10)
         assert live.status_code in (200, 401)
+        # The console on the engine's port, pointed at the app dev started.
+        _wait_for(log, rf"console +{engine_url}/console")
+        overview = httpx.get(f"{engine_url}/console/api/overview", timeout=10).json()
+        assert overview["appUrl"] == app_url and overview["localEngine"] is True
+        assert [workflow["name"] for workflow in overview["workflows"]] == [WORKFLOW]
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(60)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from itertools import islice
 from typing import Any
 
 from starlette.requests import Request
@@ -12,9 +14,9 @@ from lobeflow.engine import errors
 from lobeflow.engine.api_common import (
     engine_of,
     in_date_range,
+    int_param,
     json_body,
     json_response,
-    page,
     query_list,
 )
 from lobeflow.engine.errors import ApiError
@@ -101,18 +103,30 @@ async def run_logs(request: Request) -> Response:
     created_at = params.get("workflowCreatedAt")
     labels = query_list(request, "label")
     keys = query_list(request, "flowControlKey")
-    runs = [
+    from_date, to_date = int_param(request, "fromDate", 0), int_param(request, "toDate", 0)
+    if run_id:
+        candidates: Iterable[Run] = (
+            [engine.runs_by_id[run_id]] if run_id in engine.runs_by_id else []
+        )
+    else:
+        candidates = reversed(engine.runs_by_id.values())
+    matching = (
         run
-        for run in reversed(engine.runs_by_id.values())
-        if (not run_id or run.id == run_id)
-        and (not url or run.url == url)
+        for run in candidates
+        if (not url or run.url == url)
         and (not state or run.state == state)
         and (not created_at or str(run.created_at) == created_at)
         and (not labels or run.label in labels)
         and (not keys or run.flow_key in keys)
-        and in_date_range(request, run.created_at)
-    ]
-    chunk, cursor = page(request, runs, 10)
+        and (not from_date or run.created_at >= from_date)
+        and (not to_date or run.created_at <= to_date)
+    )
+    # Stop at the first run past the page: a poll for the newest runs scans few of them.
+    start = max(0, int_param(request, "cursor", 0))
+    count = max(1, int_param(request, "count", 10))
+    window = list(islice(matching, start + count + 1))
+    chunk = window[start : start + count]
+    cursor = str(start + count) if len(window) > start + count else ""
     logs = []
     for run in chunk:
         pending = [engine.messages[m] for m in run.pending if m in engine.messages]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lobeflow.engine import (
@@ -32,8 +33,9 @@ from lobeflow.engine.api_common import json_response, not_supported
 from lobeflow.engine.core import Engine
 from lobeflow.engine.errors import ApiError
 
-# Called by third parties (createWebhook URLs), so not behind the bearer token.
-_PUBLIC_PREFIXES = ("/v2/workflows/hooks/",)
+# Called by third parties (createWebhook URLs), so not behind the bearer token; the
+# console (when mounted) checks its requests itself and keeps the token server-side.
+_PUBLIC_PREFIXES = ("/v2/workflows/hooks/", "/console")
 
 
 class BearerAuth:
@@ -126,8 +128,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return json_response({"error": message}, exc.status_code)
 
 
-def build_app(engine: Engine) -> ASGIApp:
-    """The engine's HTTP API as an ASGI app; its lifespan starts and stops the engine."""
+def build_app(engine: Engine, extra_routes: Sequence[BaseRoute] = ()) -> ASGIApp:
+    """The engine's HTTP API as an ASGI app; its lifespan starts and stops the engine.
+
+    `extra_routes` are served first (the console at `/console`).
+    """
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -139,6 +144,7 @@ def build_app(engine: Engine) -> ASGIApp:
 
     app = Starlette(
         routes=[
+            *extra_routes,
             *api_messages.ROUTES,
             *api_workflow_dlq.ROUTES,
             *api_workflows.ROUTES,

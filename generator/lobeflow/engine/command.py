@@ -164,12 +164,14 @@ def dev(
             lines.append(f"export APP_URL=http://{host}:{app_port}")
         print("\n".join(lines))
         return
+    from lobeflow.console.app import EngineConsole
     from lobeflow.engine.server import EngineServer  # the engine proper loads on use
 
     # Held while this engine runs: a second engine on the same file would deliver the same
     # pending messages again.
     state_lock = None if db_path is None else lock_state(db_path)
-    server = EngineServer(config, host=host, port=port)
+    console = EngineConsole(project=Path.cwd(), app_url=f"http://{host}:{app_port}")
+    server = EngineServer(config, host=host, port=port, extra_routes=console.routes)
     try:
         server.start()
     except RuntimeError as exc:
@@ -185,6 +187,7 @@ def dev(
         except LobeflowError:
             server.stop()
             raise
+        console.set_app_url(app_process.url)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -201,6 +204,7 @@ def dev(
         if db_path is not None
         else "  state in memory only (--db FILE: keep it)"
     )
+    lines.append(f"  console   {server.url}/console")
     if app_process is not None:
         lines += _app_lines(app_process, reload)
     print("\n".join(lines), flush=True)

@@ -6,12 +6,14 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from lobeflow.engine.config import EngineConfig
 
 if TYPE_CHECKING:
     import uvicorn
+    from starlette.routing import BaseRoute
 
 
 _START_TIMEOUT_S = 30.0
@@ -28,8 +30,14 @@ class EngineServer:
         server.stop()
     """
 
-    def __init__(self, config: EngineConfig, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Create a stopped server."""
+    def __init__(
+        self,
+        config: EngineConfig,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        extra_routes: Callable[[EngineServer], Sequence[BaseRoute]] | None = None,
+    ) -> None:
+        """Create a stopped server; `extra_routes(server)`, once bound, adds routes."""
         # Imported here: `lobeflow --help` imports this module and must stay quick to start.
         from lobeflow.engine.core import Engine
 
@@ -37,6 +45,7 @@ class EngineServer:
         self.host = host
         self.port = port
         self.engine = Engine(config)
+        self._extra_routes = extra_routes
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -67,7 +76,7 @@ class EngineServer:
         from lobeflow.engine.app import build_app
 
         config = uvicorn.Config(
-            build_app(self.engine),
+            build_app(self.engine, self._extra_routes(self) if self._extra_routes else ()),
             log_level="warning",
             access_log=False,
             lifespan="on",

@@ -103,14 +103,21 @@ class QStashClient:
         """Close the connection pool."""
         self._http.close()
 
-    def _request(
+    def request(
         self,
         method: str,
         path: str,
         *,
-        params: Mapping[str, str] | None = None,
+        params: Mapping[str, str | list[str]] | None = None,
         body: Any = None,
+        not_found: str | None = None,
     ) -> Any:
+        """One API call; returns the JSON answer (None when the body is not JSON).
+
+        Raises:
+            RunError: Unreachable, token rejected, or any non-2xx answer (a 404 says
+                `not_found` when given).
+        """
         try:
             response = self._http.request(
                 method,
@@ -125,6 +132,8 @@ class QStashClient:
             raise RunError(
                 f"QStash at {self.base_url} rejected the token: set QSTASH_TOKEN (or --token)."
             )
+        if response.status_code == 404 and not_found is not None:
+            raise RunError(not_found)
         if response.status_code >= 300:
             raise RunError(
                 f"{method} {self.base_url}{path} answered {response.status_code}: "
@@ -141,7 +150,7 @@ class QStashClient:
         Raises:
             RunError: Unreachable, or the token is rejected.
         """
-        self._request("GET", "/v2/workflows/logs", params={"count": "1"})
+        self.request("GET", "/v2/workflows/logs", params={"count": "1"})
 
     def batch(self, messages: list[dict[str, Any]]) -> None:
         """Publish messages with one `/v2/batch` request (headers kept verbatim).
@@ -149,7 +158,7 @@ class QStashClient:
         Raises:
             RunError: QStash refused them.
         """
-        self._request("POST", "/v2/batch", body=messages)
+        self.request("POST", "/v2/batch", body=messages)
 
     def runs(
         self,
@@ -183,7 +192,7 @@ class QStashClient:
                 params[name] = value
         yielded = 0
         for _ in range(MAX_LOG_PAGES):
-            page = self._request("GET", "/v2/workflows/logs", params=params) or {}
+            page = self.request("GET", "/v2/workflows/logs", params=params) or {}
             for entry in page.get("runs") or []:
                 yield RunLog.from_api(entry)
                 yielded += 1
@@ -202,7 +211,7 @@ class QStashClient:
         """Cancel these runs (those already ended are left alone); returns how many."""
         if not run_ids:
             return 0
-        answer = self._request("DELETE", "/v2/workflows/runs", body={"workflowRunIds": run_ids})
+        answer = self.request("DELETE", "/v2/workflows/runs", body={"workflowRunIds": run_ids})
         return int(answer.get("cancelled", 0)) if isinstance(answer, dict) else 0
 
 

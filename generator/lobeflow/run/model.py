@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from lobeflow.errors import LobeflowError
@@ -83,6 +84,27 @@ class StepLog:
 
 
 @dataclass(frozen=True)
+class NextStep:
+    """A delivery of a run not done yet: in progress, waiting to retry, or failed for good."""
+
+    name: str
+    state: str
+    retries: int
+    error: str
+    time: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form (the console's step timeline)."""
+        return {
+            "name": self.name,
+            "state": self.state,
+            "retries": self.retries,
+            "error": self.error,
+            "time": self.time,
+        }
+
+
+@dataclass(frozen=True)
 class RunLog:
     """One workflow run as the QStash logs API (`GET /v2/workflows/logs`) reports it."""
 
@@ -95,18 +117,31 @@ class RunLog:
     errors: tuple[str, ...] = ()
     retrying: bool = False
     failure_callback: bool = False
+    next_steps: tuple[NextStep, ...] = ()
 
     @classmethod
     def from_api(cls, data: dict[str, Any]) -> RunLog:
         """Parse one entry of the logs API's `runs` list."""
         steps: list[StepLog] = []
         errors: list[str] = []
+        upcoming: list[NextStep] = []
         retrying = False
         for group in data.get("steps") or []:
             for step in group.get("steps") or []:
                 if group.get("type") == "next":
                     retrying = retrying or step.get("state") == "STEP_RETRY"
-                    errors.extend(_error_text(error) for error in step.get("errors") or [])
+                    step_errors = [_error_text(error) for error in step.get("errors") or []]
+                    errors.extend(step_errors)
+                    last = (step.get("errors") or [{}])[-1]
+                    upcoming.append(
+                        NextStep(
+                            name=str(step.get("stepName") or ""),
+                            state=str(step.get("state") or ""),
+                            retries=int(step.get("retries") or 0),
+                            error=step_errors[-1] if step_errors else "",
+                            time=int(last.get("time") or 0) if isinstance(last, dict) else 0,
+                        )
+                    )
                     continue
                 steps.append(
                     StepLog(
@@ -129,6 +164,7 @@ class RunLog:
             errors=tuple(errors),
             retrying=retrying,
             failure_callback=bool(data.get("failureFunction")),
+            next_steps=tuple(upcoming),
         )
 
     @property
@@ -136,9 +172,9 @@ class RunLog:
         """The run is no longer `RUN_STARTED`."""
         return self.state != RUN_STARTED
 
-    @property
+    @cached_property
     def payload(self) -> dict[str, Any]:
-        """The run-start JSON body (empty when it is not a JSON object)."""
+        """The run-start JSON body (empty when it is not a JSON object); parsed once."""
         if not self.steps or self.steps[0].step_type != "Initial":
             return {}
         try:

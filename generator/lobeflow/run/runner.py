@@ -41,6 +41,10 @@ from lobeflow.run.model import (
 # The feature sets the SDK declares on its run-start and failure-callback messages.
 SDK_FEATURE_SET = "LazyFetch,InitialBody,WF_DetectTrigger"
 FAILURE_FEATURE_SET = "LazyFetch,InitialBody"
+# Cancelling lists the item runs again until two listings CANCEL_SETTLE_S apart find none
+# running (at most CANCEL_ROUNDS listings): deliveries in flight may still start some.
+CANCEL_ROUNDS = 20
+CANCEL_SETTLE_S = 0.3
 # Errors kept in a snapshot; `failed` still counts them all.
 MAX_ERRORS = 20
 
@@ -143,12 +147,106 @@ def find_workflow(workflows: Iterable[WorkflowInfo], name: str) -> WorkflowInfo:
     raise RunError(f"Unknown workflow {name!r}. Workflows of this project: {names}.")
 
 
+# Runs created this long before the newest one seen are listed again on a refresh, in case
+# QStash makes a run visible a little after its creation time.
+REFRESH_OVERLAP_MS = 2_000
+
+
+class _UrlRuns:
+    """The runs at one workflow URL created since `since`, kept up to date incrementally.
+
+    Ended runs do not change, so a refresh lists only the window that can have changed:
+    from the oldest run still running (or the newest one seen) onwards.
+    """
+
+    def __init__(self, since: int) -> None:
+        self.since = since
+        self.runs: dict[str, RunLog] = {}
+
+    def refresh(self, qstash: QStashClient, url: str) -> bool:
+        """List the changing window; True if any run is new or changed."""
+        running = [run.created_at for run in self.runs.values() if not run.ended]
+        if self.runs and not running:
+            # Nothing runs: only a new run (a retry, another pass) can change anything, and
+            # the newest run tells whether there is one.
+            newest = next(qstash.runs(url=url, limit=1), None)
+            if newest is None or self.runs.get(newest.run_id) == newest:
+                return False
+        if running:
+            start = min(running)
+        elif self.runs:
+            start = max(run.created_at for run in self.runs.values()) - REFRESH_OVERLAP_MS
+        else:
+            start = self.since
+        changed = False
+        for run in qstash.runs(url=url, from_date=max(self.since, start)):
+            if self.runs.get(run.run_id) != run:
+                self.runs[run.run_id] = run
+                changed = True
+        return changed
+
+
+@dataclass(frozen=True)
+class PassRuns:
+    """The runs of one pass.
+
+    Attributes:
+        root: The Layer-1 run.
+        pages: Layer-2 runs (page and chunk runs), recovery runs in place of those they
+            replace.
+        items: Layer-3 runs, one per item started, recovery runs in place of those they
+            replace.
+        replaced: Failed runs that a DLQ resume or restart replaced (their messages count).
+    """
+
+    root: RunLog
+    pages: tuple[RunLog, ...]
+    items: tuple[RunLog, ...]
+    replaced: tuple[RunLog, ...]
+
+
+def _fold_recoveries(runs: Iterable[RunLog], prefix: str) -> tuple[list[RunLog], list[RunLog]]:
+    """Put each recovery run in place of the failed run it resumed or restarted.
+
+    A DLQ resume or restart starts a run under a new id that QStash picks (not the layer's
+    `prefix`), with the failed run's payload. It replaces the latest earlier failed run of
+    the same payload; recovery runs that replace nothing belong to another pass and are
+    dropped.
+
+    Returns:
+        The current runs (oldest first) and the replaced ones.
+    """
+    ordered = sorted(runs, key=lambda run: run.created_at)
+    if all(run.run_id.startswith(prefix) for run in ordered):
+        return ordered, []  # no recovery run: nothing to fold
+    current: dict[str, RunLog] = {}
+    by_payload: dict[str, list[str]] = {}
+    replaced: list[RunLog] = []
+    for run in ordered:
+        key = json.dumps(run.payload, sort_keys=True)
+        if run.run_id.startswith(prefix):
+            current[run.run_id] = run
+            by_payload.setdefault(key, []).append(run.run_id)
+            continue
+        candidates = by_payload.get(key, [])
+        failed = [rid for rid in candidates if current[rid].state == RUN_FAILED]
+        if not failed or not run.payload:
+            continue
+        previous = failed[-1]
+        replaced.append(current.pop(previous))
+        candidates.remove(previous)
+        current[run.run_id] = run
+        candidates.append(run.run_id)
+    return list(current.values()), replaced
+
+
 @dataclass(frozen=True)
 class _Snapshot:
     progress: Progress
     force: bool
     # No run of the pass is running; more may still appear (QStash creates runs async).
     idle: bool
+    runs: PassRuns | None = None
 
 
 def _statistics(run: RunLog) -> Statistics | None:
@@ -195,6 +293,22 @@ class Runner:
         self.target = target
         self.qstash = qstash
         self.app = app
+        self._url_runs: dict[str, _UrlRuns] = {}
+        # Pass id -> (generation, Layer-1 run, runs): reused while no listing changed.
+        self._pass_runs: dict[str, tuple[int, RunLog, PassRuns]] = {}
+        # Pass id -> (generation, Layer-1 run, snapshot) of passes seen finished.
+        self._finished: dict[str, tuple[int, RunLog, _Snapshot]] = {}
+        # Bumped whenever a refresh finds a new or changed run (lets callers reuse views).
+        self.generation = 0
+
+    def _runs_since(self, url: str, since: int) -> list[RunLog]:
+        """Runs at `url` created at or after `since`, refreshed incrementally."""
+        cached = self._url_runs.get(url)
+        if cached is None or cached.since > since:
+            cached = self._url_runs[url] = _UrlRuns(since)
+        if cached.refresh(self.qstash, url):
+            self.generation += 1
+        return [run for run in cached.runs.values() if run.created_at >= since]
 
     def close(self) -> None:
         """Close both HTTP clients."""
@@ -221,7 +335,7 @@ class Runner:
         self.qstash.batch([self.target.run_start(run_id, body)])
         return run_id
 
-    def _layer1(self, run_id: str) -> RunLog:
+    def layer1(self, run_id: str) -> RunLog:
         run = self.qstash.run(run_id)
         if run is None:
             raise RunError(f"QStash knows no run {run_id!r} (runs are kept for a limited time).")
@@ -232,31 +346,46 @@ class Runner:
             )
         return run
 
-    def _children(self, root: RunLog) -> tuple[list[RunLog], list[RunLog]]:
+    def pass_runs(self, root: RunLog) -> PassRuns:
+        """Every run of the pass whose Layer-1 run is `root` (see `PassRuns`).
+
+        Raises:
+            RunError: QStash is unreachable.
+        """
         _, paginate_url, execute_url = self.target.urls
         _, paginate_prefix, execute_prefix = self.target.run_id_prefixes
+        paginate = self._runs_since(paginate_url, root.created_at)
+        items = self._runs_since(execute_url, root.created_at)
+        known = self._pass_runs.get(root.run_id)
+        if known is not None and known[0] == self.generation and known[1] == root:
+            return known[2]
         pages = [
             run
-            for run in self.qstash.runs(url=paginate_url, from_date=root.created_at)
-            if run.run_id.startswith(paginate_prefix)
-            and run.payload.get("rootRunId", root.run_id) == root.run_id
+            for run in paginate
+            if (
+                run.payload.get("rootRunId") == root.run_id
+                or (run.run_id.startswith(paginate_prefix) and "rootRunId" not in run.payload)
+            )
         ]
-        items = [
-            run
-            for run in self.qstash.runs(url=execute_url, from_date=root.created_at)
-            if run.run_id.startswith(execute_prefix)
-        ]
-        return pages, items
+        pages, replaced_pages = _fold_recoveries(pages, paginate_prefix)
+        items, replaced_items = _fold_recoveries(items, execute_prefix)
+        runs = PassRuns(root, tuple(pages), tuple(items), tuple(replaced_pages + replaced_items))
+        self._pass_runs[root.run_id] = (self.generation, root, runs)
+        return runs
 
     def _snapshot(self, run_id: str) -> _Snapshot:
-        root = self._layer1(run_id)
+        root = self.layer1(run_id)
         stats = _statistics(root)
         payload = root.payload
         force = payload.get("force") is True
         expects_children = (
             stats is not None and stats.to_process > 0 and payload.get("dryRun") is not True
         )
-        pages, items = self._children(root) if expects_children else ([], [])
+        runs = self.pass_runs(root) if expects_children else PassRuns(root, (), (), ())
+        known = self._finished.get(run_id)
+        if known is not None and known[0] == self.generation and known[1] == root:
+            return known[2]  # a finished pass whose runs did not change
+        pages, items = runs.pages, runs.items
         everything = [root, *pages, *items]
 
         states = dict.fromkeys((RUN_STARTED, RUN_SUCCESS, RUN_FAILED, RUN_CANCELED), 0)
@@ -281,10 +410,13 @@ class Runner:
         processed = states[RUN_SUCCESS] - sum(run.skipped for run in items)
         idle = not upper_running and states[RUN_STARTED] == 0
         done = processed + skipped + states[RUN_FAILED] + states[RUN_CANCELED]
+        # A failed or cancelled page never starts its items: once nothing runs, that is all.
+        page_lost = any(run.state in (RUN_FAILED, RUN_CANCELED) for run in pages)
         finished = root.ended and (
             not expects_children
             or root.state != RUN_SUCCESS
             or (idle and bool(pages) and stats is not None and done >= stats.to_process)
+            or (idle and page_lost)
         )
         end = max((run.completed_at or 0) for run in everything) if finished else now_ms()
         progress = Progress(
@@ -296,12 +428,25 @@ class Runner:
             failed=states[RUN_FAILED],
             canceled=states[RUN_CANCELED],
             retrying=sum(run.retrying for run in everything),
-            messages=sum(run.messages for run in everything),
+            messages=sum(run.messages for run in (*everything, *runs.replaced)),
             elapsed_s=max(0, end - root.created_at) / 1000,
             finished=finished,
             errors=tuple(failures[:MAX_ERRORS]),
         )
-        return _Snapshot(progress, force, idle and root.ended)
+        snapshot = _Snapshot(progress, force, idle and root.ended, runs)
+        if finished:
+            self._finished[run_id] = (self.generation, root, snapshot)
+        return snapshot
+
+    def progress_and_runs(self, run_id: str) -> tuple[Progress, PassRuns]:
+        """One snapshot of the pass and the runs it was computed from (one listing).
+
+        Raises:
+            RunError: QStash is unreachable, or `run_id` is not a Layer-1 run of this workflow.
+        """
+        snapshot = self._snapshot(run_id)
+        assert snapshot.runs is not None
+        return snapshot.progress, snapshot.runs
 
     def progress(self, run_id: str) -> Progress:
         """One snapshot of the pass whose Layer-1 run is `run_id`.
@@ -369,17 +514,25 @@ class Runner:
     def cancel(self, run_id: str) -> int:
         """Cancel every running run of the pass; returns how many were cancelled.
 
-        Layers 1 and 2 go first, so that no new item run starts meanwhile.
+        Layers 1 and 2 go first, so that no new item run starts meanwhile. A Layer-2 step
+        being delivered at that moment may still publish item runs when it ends: the item
+        runs are listed and cancelled again until a listing finds none running.
 
         Raises:
             RunError: QStash is unreachable, or `run_id` is not a Layer-1 run of this workflow.
         """
-        root = self._layer1(run_id)
-        pages, _ = self._children(root)
-        upper = [run.run_id for run in (root, *pages) if not run.ended]
+        root = self.layer1(run_id)
+        upper = [run.run_id for run in (root, *self.pass_runs(root).pages) if not run.ended]
         cancelled = self.qstash.cancel(upper)
-        _, items = self._children(root)
-        return cancelled + self.qstash.cancel([run.run_id for run in items if not run.ended])
+        quiet = 0
+        for _ in range(CANCEL_ROUNDS):
+            items = [run.run_id for run in self.pass_runs(root).items if not run.ended]
+            cancelled += self.qstash.cancel(items)
+            quiet = 0 if items else quiet + 1
+            if quiet == 2:
+                break
+            time.sleep(CANCEL_SETTLE_S)
+        return cancelled
 
 
 def _changed(before: Progress | None, after: Progress) -> bool:

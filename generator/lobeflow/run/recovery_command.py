@@ -1,0 +1,344 @@
+"""`lobeflow retry` and `lobeflow dlq`: the thin CLI skin over `run.recovery` and `run.dlq`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from lobeflow.engine.config import DEV_TOKEN
+from lobeflow.project import ProjectError
+from lobeflow.run.command import (
+    DEFAULT_APP_URL,
+    DEFAULT_QSTASH_URL,
+    EXIT_INTERRUPTED,
+    AppUrlOpt,
+    JsonOpt,
+    ProjectOpt,
+    QStashUrlOpt,
+    TokenOpt,
+    _consoles,
+    _ListByDefault,
+    _print_json,
+    _target,
+    _targets,
+)
+from lobeflow.run.model import COMPLETED, INTERRUPTED, JSON_SCHEMA_VERSION, RunError
+
+if TYPE_CHECKING:
+    from lobeflow.run.client import QStashClient
+    from lobeflow.run.dlq import DlqEntry, DlqFilter
+
+
+def retry(
+    workflow: Annotated[str, typer.Argument(help="Workflow name, e.g. welcome-placeholder.")],
+    *,
+    pass_id: Annotated[
+        str | None,
+        typer.Option("--pass", metavar="RUN_ID", help="The pass (default: the latest)."),
+    ] = None,
+    item: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--item", metavar="ID", help="Only the failed run of this item (or run id); repeat."
+        ),
+    ] = None,
+    restart: Annotated[
+        bool,
+        typer.Option("--restart", help="Start failed runs over instead of resuming them."),
+    ] = False,
+    json_output: JsonOpt = False,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to watch before giving up (the runs go on).")
+    ] = 3600.0,
+    interval: Annotated[float, typer.Option(help="Seconds between progress polls.")] = 0.5,
+    project: ProjectOpt = Path("."),
+    app_url: AppUrlOpt = DEFAULT_APP_URL,
+    qstash_url: QStashUrlOpt = DEFAULT_QSTASH_URL,
+    token: TokenOpt = DEV_TOKEN,
+) -> None:
+    """Retry the failed runs of a pass: resumed from their failed step, watched to the end."""
+    from lobeflow.run.client import AppClient, QStashClient
+    from lobeflow.run.progress import ProgressView
+    from lobeflow.run.recovery import RESTART, RESUME, plan_retry, watch_reruns
+    from lobeflow.run.recovery import retry as start_retry
+    from lobeflow.run.recovery_view import retry_summary_view
+    from lobeflow.run.runner import Runner
+
+    if timeout <= 0 or interval <= 0:
+        raise RunError("--timeout and --interval must be positive.")
+    target = _target(project, app_url, workflow)
+    runner = Runner(target, QStashClient(qstash_url, token), AppClient(app_url))
+    mode = RESTART if restart else RESUME
+    out, err = _consoles()
+    try:
+        runner.qstash.check()
+        plan = plan_retry(runner, pass_id=pass_id, items=item or ())
+        if not plan.failed:
+            if json_output:
+                _print_json(
+                    {
+                        "schemaVersion": JSON_SCHEMA_VERSION,
+                        "workflow": target.name,
+                        "passRunId": plan.pass_id,
+                        "mode": mode,
+                        "outcome": COMPLETED,
+                        "retried": 0,
+                        "running": plan.running,
+                    }
+                )
+            else:
+                still = " (it is still running)" if plan.running else ""
+                out.print(f"Nothing to retry: pass {plan.pass_id} has no failed runs{still}.")
+            return
+        reruns = start_retry(runner, plan, mode=mode)
+        if json_output:
+            summary = watch_reruns(
+                runner, plan, reruns, mode=mode, timeout=timeout, interval=interval
+            )
+            _print_json({**summary.to_json(), "running": plan.running})
+        else:
+            verb = "Restarted" if restart else "Resumed"
+            err.print(
+                f"{verb} {len(reruns)} failed run(s) of pass [bold]{plan.pass_id}[/] "
+                f"of {target.name} via {runner.qstash.base_url}"
+            )
+            if plan.running:
+                err.print(
+                    "[yellow]The pass is still running: runs that fail from now on are not "
+                    "part of this retry.[/]"
+                )
+            with ProgressView(err, f"retry {target.name}") as view:
+                summary = watch_reruns(
+                    runner,
+                    plan,
+                    reruns,
+                    mode=mode,
+                    on_progress=view.update,
+                    timeout=timeout,
+                    interval=interval,
+                )
+            out.print(retry_summary_view(summary))
+        if summary.outcome == INTERRUPTED:
+            err.print(
+                f"Stopped watching; the retried runs go on (`lobeflow run {target.name} "
+                f"--watch {plan.pass_id}`)."
+            )
+            raise typer.Exit(EXIT_INTERRUPTED)
+        if summary.outcome != COMPLETED:
+            raise typer.Exit(1)
+    finally:
+        runner.close()
+
+
+dlq_app = typer.Typer(
+    cls=_ListByDefault,
+    help="The dead-letter queue: `dlq [list]`, `dlq show ID`, `dlq retry ID...`, "
+    "`dlq delete ID...`.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _filter(
+    project: Path,
+    app_url: str,
+    qstash: QStashClient,
+    *,
+    workflow: str | None,
+    pass_id: str | None,
+    error: str | None,
+    since: str | None,
+) -> DlqFilter:
+    from lobeflow.run.client import AppClient
+    from lobeflow.run.dlq import DlqFilter, parse_since
+    from lobeflow.run.runner import Runner
+
+    urls: tuple[str, ...] = ()
+    run_ids: frozenset[str] | None = None
+    if workflow or pass_id:
+        if not workflow:
+            raise RunError("--pass needs the workflow: `lobeflow dlq list --workflow NAME`.")
+        target = _target(project, app_url, workflow)
+        urls = target.urls
+        if pass_id:
+            runner = Runner(target, qstash, AppClient(app_url))
+            runs = runner.pass_runs(runner.layer1(pass_id))
+            run_ids = frozenset(
+                run.run_id for run in (runs.root, *runs.pages, *runs.items, *runs.replaced)
+            )
+    return DlqFilter(
+        workflow_urls=urls,
+        run_ids=run_ids,
+        error=error or "",
+        since=None if since is None else parse_since(since),
+    )
+
+
+@dlq_app.command("list")
+def list_command(
+    *,
+    workflow: Annotated[
+        str | None, typer.Option("--workflow", "-w", help="Only entries of this workflow.")
+    ] = None,
+    pass_id: Annotated[
+        str | None,
+        typer.Option("--pass", metavar="RUN_ID", help="Only entries of this pass's runs."),
+    ] = None,
+    error: Annotated[
+        str | None, typer.Option(help="Only entries whose error contains this text.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only entries since: 30m, 2h, 1d, or an ISO time.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="How many entries, newest first.")] = 50,
+    json_output: JsonOpt = False,
+    project: ProjectOpt = Path("."),
+    app_url: AppUrlOpt = DEFAULT_APP_URL,
+    qstash_url: QStashUrlOpt = DEFAULT_QSTASH_URL,
+    token: TokenOpt = DEV_TOKEN,
+) -> None:
+    """DLQ entries: id, when, workflow or URL, status, failure-callback state, error."""
+    from lobeflow.run.client import QStashClient
+    from lobeflow.run.dlq import list_entries
+    from lobeflow.run.recovery_view import dlq_table
+
+    if limit < 1:
+        raise RunError("--limit must be at least 1.")
+    qstash = QStashClient(qstash_url, token)
+    try:
+        where = _filter(
+            project,
+            app_url,
+            qstash,
+            workflow=workflow,
+            pass_id=pass_id,
+            error=error,
+            since=since,
+        )
+        entries = list_entries(qstash, where)
+    finally:
+        qstash.close()
+    shown = entries[:limit]
+    if json_output:
+        _print_json(
+            {
+                "schemaVersion": JSON_SCHEMA_VERSION,
+                "total": len(entries),
+                "entries": [entry.to_json() for entry in shown],
+            }
+        )
+        return
+    out, _ = _consoles()
+    if not shown:
+        out.print("The DLQ has no matching entries.")
+        return
+    out.print(dlq_table(shown, _workflow_names(project, app_url)))
+    if len(entries) > len(shown):
+        out.print(f"{len(shown)} of {len(entries)} entries shown (--limit).")
+
+
+def _workflow_names(project: Path, app_url: str) -> dict[str, str]:
+    """Workflow URL -> workflow name, for the project's workflows (empty outside one)."""
+    try:
+        targets = _targets(project, app_url)
+    except ProjectError:
+        return {}
+    return {url: target.name for target in targets for url in target.urls}
+
+
+def _entries(qstash: QStashClient, ids: list[str]) -> list[DlqEntry]:
+    from lobeflow.run.dlq import get_entry
+
+    return [get_entry(qstash, dlq_id) for dlq_id in dict.fromkeys(ids)]
+
+
+@dlq_app.command("show")
+def show_command(
+    dlq_id: Annotated[str, typer.Argument(help="The DLQ entry id.")],
+    *,
+    json_output: JsonOpt = False,
+    qstash_url: QStashUrlOpt = DEFAULT_QSTASH_URL,
+    token: TokenOpt = DEV_TOKEN,
+) -> None:
+    """One DLQ entry: the message, its last answer and failure-callback state."""
+    from lobeflow.run.client import QStashClient
+    from lobeflow.run.recovery_view import dlq_entry_view
+
+    qstash = QStashClient(qstash_url, token)
+    try:
+        (entry,) = _entries(qstash, [dlq_id])
+    finally:
+        qstash.close()
+    if json_output:
+        _print_json({"schemaVersion": JSON_SCHEMA_VERSION, **entry.to_json(), "raw": entry.raw})
+        return
+    out, _ = _consoles()
+    out.print(dlq_entry_view(entry))
+
+
+IdsArg = Annotated[list[str], typer.Argument(help="DLQ entry ids.", show_default=False)]
+
+
+@dlq_app.command("retry")
+def retry_command(
+    dlq_ids: IdsArg,
+    *,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Start workflow runs over instead of resuming.")
+    ] = False,
+    json_output: JsonOpt = False,
+    qstash_url: QStashUrlOpt = DEFAULT_QSTASH_URL,
+    token: TokenOpt = DEV_TOKEN,
+) -> None:
+    """Retry entries: workflow runs resumed from their failed step, messages re-published."""
+    from lobeflow.run.client import QStashClient
+    from lobeflow.run.dlq import RESTART, RESUME, retry_entries
+
+    qstash = QStashClient(qstash_url, token)
+    try:
+        entries = _entries(qstash, dlq_ids)
+        reruns = retry_entries(qstash, entries, mode=RESTART if restart else RESUME)
+    finally:
+        qstash.close()
+    if json_output:
+        _print_json(
+            {"schemaVersion": JSON_SCHEMA_VERSION, "runs": [rerun.to_json() for rerun in reruns]}
+        )
+        return
+    out, _ = _consoles()
+    verb = "restarted" if restart else "resumed"
+    for rerun in reruns:
+        if rerun.run_id:
+            out.print(
+                f"{rerun.dlq_id}: run {rerun.previous_run_id} {verb} as {rerun.run_id}",
+                soft_wrap=True,
+            )
+        else:
+            out.print(
+                f"{rerun.dlq_id}: published again as message {rerun.message_id}", soft_wrap=True
+            )
+
+
+@dlq_app.command("delete")
+def delete_command(
+    dlq_ids: IdsArg,
+    *,
+    json_output: JsonOpt = False,
+    qstash_url: QStashUrlOpt = DEFAULT_QSTASH_URL,
+    token: TokenOpt = DEV_TOKEN,
+) -> None:
+    """Delete entries (their runs stay failed; nothing is retried)."""
+    from lobeflow.run.client import QStashClient
+    from lobeflow.run.dlq import delete_entries
+
+    qstash = QStashClient(qstash_url, token)
+    try:
+        deleted = delete_entries(qstash, _entries(qstash, dlq_ids))
+    finally:
+        qstash.close()
+    if json_output:
+        _print_json({"schemaVersion": JSON_SCHEMA_VERSION, "deleted": deleted})
+        return
+    out, _ = _consoles()
+    out.print(f"Deleted {deleted} DLQ entr{'y' if deleted == 1 else 'ies'}.")
