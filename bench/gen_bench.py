@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import BIN, ROOT, emit, load_average, parser, spread
+from lobeflow import provenance
 
 ANSWERS = {"entity": "user", "workflow_name": "welcome-placeholder", "verb": "generate"}
 # Both tools name the project after its directory: the same leaf keeps the answers equal.
@@ -62,8 +63,11 @@ def lobeflow_new(dest: Path) -> list[str]:
 
 def copier_copy(template: Path, dest: Path) -> list[str]:
     """A bare `copier copy` of `template` with the same answers."""
-    data = [arg for key, value in ANSWERS.items() for arg in ("--data", f"{key}={value}")]
-    return [str(BIN / "copier"), "copy", "--defaults", *data, str(template), str(dest)]
+    # lobeflow records where it was installed from; plain copier is told the same.
+    answers = {**ANSWERS, **provenance.copier_data()}
+    data = [arg for key, value in answers.items() for arg in ("--data", f"{key}={value}")]
+    # --trust: the template derives its names through lobeflow's own Jinja extension.
+    return [str(BIN / "copier"), "copy", "--trust", "--defaults", *data, str(template), str(dest)]
 
 
 def template_copies(scratch: Path) -> tuple[Path, Path]:

@@ -435,17 +435,24 @@ class ConsoleService:
         qstash = self._qstash()
         try:
             if self.settings.local_engine:
-                keys = qstash.request("GET", "/v2/flowControl") or []
-                return {"keys": keys if isinstance(keys, list) else [], "listed": True}
-            found = []
-            for key in self._project_keys():
-                try:
-                    found.append(qstash.request("GET", f"/v2/flowControl/{quote(key, safe='')}"))
-                except RunError:
-                    continue  # a key QStash has not seen yet
+                listed = qstash.request("GET", "/v2/flowControl") or []
+                found = [key for key in listed if isinstance(key, dict)]
+            else:
+                found = []
+                for key in self._project_keys():
+                    try:
+                        found.append(
+                            qstash.request("GET", f"/v2/flowControl/{quote(key, safe='')}")
+                        )
+                    except RunError:
+                        continue  # a key QStash has not seen yet (or forgot, being idle)
         finally:
             qstash.close()
-        return {"keys": [key for key in found if isinstance(key, dict)], "listed": False}
+        keys = [key for key in found if isinstance(key, dict)]
+        # QStash forgets idle keys; the project's own keys stay on show (and can be paused).
+        seen = {key.get("flowControlKey") for key in keys}
+        keys += [_idle_key(name) for name in self._project_keys() if name not in seen]
+        return {"keys": keys, "listed": self.settings.local_engine}
 
     def _project_keys(self) -> list[str]:
         if self.settings.project is None:
@@ -523,6 +530,23 @@ class ConsoleService:
         finally:
             qstash.close()
         return {"key": key, "action": action}
+
+
+def _idle_key(name: str) -> dict[str, Any]:
+    """A key with nothing waiting or in flight, in the `GET /v2/flowControl/{key}` shape."""
+    return {
+        "flowControlKey": name,
+        "waitListSize": 0,
+        "parallelismMax": 0,
+        "parallelismCount": 0,
+        "rateMax": 0,
+        "rateCount": 0,
+        "ratePeriod": 0,
+        "ratePeriodStart": 0,
+        "isPaused": False,
+        "isPinnedParallelism": False,
+        "isPinnedRate": False,
+    }
 
 
 __all__ = ["ConsoleService", "ConsoleSettings", "PassTree", "progress_json"]
