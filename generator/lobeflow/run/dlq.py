@@ -14,7 +14,6 @@ the local engine:
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lobeflow.run.client import QStashClient
-from lobeflow.run.model import RunError
+from lobeflow.run.model import RunError, sdk_error_line
 
 # The DLQ list's page size, and the ids sent in one resume/restart/delete request.
 DLQ_PAGE_SIZE = 100
@@ -62,13 +61,9 @@ def parse_since(text: str, *, now_s: float | None = None) -> int:
 
 def _response_error(status: int, body: str) -> str:
     """The error line of a failed delivery: the SDK's `Kind: message`, else the raw body."""
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        parsed = None
-    if isinstance(parsed, dict) and parsed.get("message"):
-        kind = parsed.get("error")
-        return f"{kind}: {parsed['message']}" if kind else str(parsed["message"])
+    line = sdk_error_line(body)
+    if line:
+        return line
     text = " ".join(body.split())
     if text:
         return text[:300]

@@ -235,18 +235,23 @@ def _is_empty(steps: tuple[StepLog, ...]) -> bool:
     return all(step.out.strip() in ("", "null", "None") for step in steps)
 
 
+def sdk_error_line(body: str) -> str | None:
+    """`RuntimeError: boom` from a workflow SDK's error body (None: not such a body)."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(parsed, dict) and parsed.get("message"):
+        kind = parsed.get("error")
+        return f"{kind}: {parsed['message']}" if kind else str(parsed["message"])
+    return None
+
+
 def _error_text(error: dict[str, Any]) -> str:
     """`RuntimeError: boom` from the SDK's error body, else QStash's own error line."""
     body = error.get("body")
-    if isinstance(body, str):
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            parsed = None
-        if isinstance(parsed, dict) and parsed.get("message"):
-            kind = parsed.get("error")
-            return f"{kind}: {parsed['message']}" if kind else str(parsed["message"])
-    return str(error.get("error") or "delivery failed")
+    line = sdk_error_line(body) if isinstance(body, str) else None
+    return line or str(error.get("error") or "delivery failed")
 
 
 @dataclass(frozen=True)

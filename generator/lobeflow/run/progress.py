@@ -111,12 +111,17 @@ class ProgressView:
         )
 
 
+def outcome_color(outcome: str) -> str:
+    """The colour of a pass's (or a retry's) outcome in its summary title."""
+    if outcome in (INTERRUPTED, TIMED_OUT):
+        return "yellow"
+    return "green" if outcome == COMPLETED else "red"
+
+
 def summary_view(summary: Summary) -> RenderableType:
     """The summary of a pass: counts, messages, duration and the first errors."""
     progress = summary.progress
-    color = "green" if summary.outcome == COMPLETED else "red"
-    if summary.outcome in (INTERRUPTED, TIMED_OUT):
-        color = "yellow"
+    color = outcome_color(summary.outcome)
     title = f"[bold]Pass of {summary.workflow}: [{color}]{summary.outcome}[/][/]"
     table = Table("", show_header=False)
     table.add_column("", overflow="fold")

@@ -9,8 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lobeflow.run.dlq import DlqEntry
-from lobeflow.run.model import COMPLETED, INTERRUPTED, TIMED_OUT
-from lobeflow.run.progress import SHOWN_ERRORS, format_duration
+from lobeflow.run.progress import SHOWN_ERRORS, format_duration, outcome_color
 from lobeflow.run.recovery import RetrySummary
 
 _CALLBACK_STYLE = {"CALLBACK_SUCCESS": "green", "CALLBACK_FAIL": "red"}
@@ -19,9 +18,7 @@ _CALLBACK_STYLE = {"CALLBACK_SUCCESS": "green", "CALLBACK_FAIL": "red"}
 def retry_summary_view(summary: RetrySummary) -> RenderableType:
     """The summary of a retry: retried, now processed, still failing, messages."""
     progress = summary.progress
-    color = "green" if summary.outcome == COMPLETED else "red"
-    if summary.outcome in (INTERRUPTED, TIMED_OUT):
-        color = "yellow"
+    color = outcome_color(summary.outcome)
     title = f"[bold]Retry ({summary.mode}) of {summary.workflow}: [{color}]{summary.outcome}[/][/]"
     table = Table("", show_header=False)
     table.add_column("", overflow="fold")
