@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from types import TracebackType
 
 from rich import box
@@ -18,6 +19,7 @@ from lobeflow.run.model import (
     RUN_FAILED,
     RUN_SUCCESS,
     TIMED_OUT,
+    ItemError,
     Progress,
     Statistics,
     Summary,
@@ -135,16 +137,19 @@ def summary_view(summary: Summary) -> RenderableType:
         table.add_row("cancelled", f"[yellow]{progress.canceled}[/]")
     table.add_row("messages", str(progress.messages))
     table.add_row("duration", format_duration(progress.elapsed_s))
-    parts: list[RenderableType] = [title, table]
-    if progress.errors:
-        parts.append("First errors:")
-        errors = Table("layer", "item")
-        errors.add_column("run", overflow="fold")
-        errors.add_column("error", overflow="fold")
-        for error in progress.errors[:SHOWN_ERRORS]:
-            errors.add_row(error.layer, error.item, error.run_id, Text(error.error, style="red"))
-        parts.append(errors)
-    return Group(*parts)
+    return Group(title, table, *errors_view("First errors:", progress.errors))
+
+
+def errors_view(heading: str, errors: Sequence[ItemError]) -> list[RenderableType]:
+    """The first failed items of a pass (or a retry) under a heading; nothing if none."""
+    if not errors:
+        return []
+    table = Table("layer", "item")
+    table.add_column("run", overflow="fold")
+    table.add_column("error", overflow="fold")
+    for error in errors[:SHOWN_ERRORS]:
+        table.add_row(error.layer, error.item, error.run_id, Text(error.error, style="red"))
+    return [heading, table]
 
 
 def interrupted_hint(workflow: str, run_id: str) -> str:

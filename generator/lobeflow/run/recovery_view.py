@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lobeflow.run.dlq import DlqEntry
-from lobeflow.run.progress import SHOWN_ERRORS, format_duration, outcome_color
+from lobeflow.run.progress import errors_view, format_duration, outcome_color
 from lobeflow.run.recovery import RetrySummary
 
 _CALLBACK_STYLE = {"CALLBACK_SUCCESS": "green", "CALLBACK_FAIL": "red"}
@@ -40,16 +40,7 @@ def retry_summary_view(summary: RetrySummary) -> RenderableType:
             f"{whole.processed} processed, {whole.skipped} skipped, {whole.failed} failed "
             f"of {total}",
         )
-    parts: list[RenderableType] = [title, table]
-    if progress.errors:
-        parts.append("Still failing:")
-        errors = Table("layer", "item")
-        errors.add_column("run", overflow="fold")
-        errors.add_column("error", overflow="fold")
-        for error in progress.errors[:SHOWN_ERRORS]:
-            errors.add_row(error.layer, error.item, error.run_id, Text(error.error, style="red"))
-        parts.append(errors)
-    return Group(*parts)
+    return Group(title, table, *errors_view("Still failing:", progress.errors))
 
 
 def _time(millis: int) -> str:
