@@ -2,6 +2,8 @@
 # `make test-fast`: lint, types, and the in-process unit and golden tests (no suites that
 # start apps, engines or copier processes, no TypeScript SDK tests).
 PYTHON ?= python3
+# Test processes for `make test` (most tests wait on subprocesses and sockets, not the CPU).
+TEST_WORKERS ?= 2
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CODE   := generator tests bench $(wildcard scripts)
@@ -24,7 +26,8 @@ test: setup
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=10 -m "not serial"
+	$(BIN)/python -m pytest -q -m serial
 
 test-fast: setup
 	$(BIN)/ruff check $(CODE)

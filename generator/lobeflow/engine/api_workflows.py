@@ -21,6 +21,7 @@ from lobeflow.engine.api_common import (
 )
 from lobeflow.engine.errors import ApiError
 from lobeflow.engine.model import RUN_STARTED, Run
+from lobeflow.engine.run_changes import RunChanges
 from lobeflow.engine.workflow import raw_steps, run_log
 
 
@@ -94,9 +95,19 @@ async def bulk_cancel(request: Request) -> Response:
 
 
 async def run_logs(request: Request) -> Response:
-    """`GET /v2/workflows/logs` (alias `/v2/workflows/events`): runs newest first."""
+    """`GET /v2/workflows/logs` (alias `/v2/workflows/events`): runs newest first.
+
+    Engine-only: `changedSince=<changeToken>` keeps only runs whose log changed since the
+    token (see `run_changes`); every answer carries a `changeToken`.
+    """
     engine = engine_of(request)
+    changes: RunChanges = request.app.state.run_changes
     params = request.query_params
+    since: int | None = None
+    if "changedSince" in params:
+        since = changes.parse(params["changedSince"])
+        if since is None:
+            raise ApiError(400, errors.INVALID_CHANGE_TOKEN.format(token=params["changedSince"]))
     run_id = params.get("workflowRunId")
     url = params.get("workflowUrl")
     state = params.get("state")
@@ -121,6 +132,9 @@ async def run_logs(request: Request) -> Response:
         and (not from_date or run.created_at >= from_date)
         and (not to_date or run.created_at <= to_date)
     )
+    if since is not None:
+        threshold = since
+        matching = (run for run in matching if changes.observe(run, engine.messages) > threshold)
     # Stop at the first run past the page: a poll for the newest runs scans few of them.
     start = max(0, int_param(request, "cursor", 0))
     count = max(1, int_param(request, "count", 10))
@@ -131,7 +145,9 @@ async def run_logs(request: Request) -> Response:
     for run in chunk:
         pending = [engine.messages[m] for m in run.pending if m in engine.messages]
         logs.append(run_log(run, pending))
-    return json_response({"cursor": cursor, "runs": logs})
+        changes.observe(run, engine.messages)
+    changes.forget_missing(engine.runs_by_id)
+    return json_response({"cursor": cursor, "runs": logs, "changeToken": changes.token})
 
 
 ROUTES = [

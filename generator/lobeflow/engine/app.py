@@ -32,6 +32,7 @@ from lobeflow.engine import (
 from lobeflow.engine.api_common import json_response, not_supported
 from lobeflow.engine.core import Engine
 from lobeflow.engine.errors import ApiError
+from lobeflow.engine.run_changes import RunChanges
 
 # Called by third parties (createWebhook URLs), so not behind the bearer token; the
 # console (when mounted) checks its requests itself and keeps the token server-side.
@@ -162,4 +163,5 @@ def build_app(engine: Engine, extra_routes: Sequence[BaseRoute] = ()) -> ASGIApp
         lifespan=lifespan,
     )
     app.state.engine = engine
+    app.state.run_changes = RunChanges()
     return BodyLimit(BearerAuth(app, engine.config.token), engine.config.max_body_bytes)

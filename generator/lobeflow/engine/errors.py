@@ -30,6 +30,7 @@ INVALID_WAIT = "invalid wait request: {detail}"
 FLOW_CONTROL_NOT_FOUND = "flow control key {key} not found"
 URL_GROUP_NOT_FOUND = "url group {name} not found"
 INVALID_URL_GROUP = "invalid url group request: {detail}"
+INVALID_CHANGE_TOKEN = "invalid changedSince {token!r}: pass the changeToken of an earlier answer"
 NOT_SUPPORTED = "{what} is not supported by the local lobeflow engine"
 NON_WORKFLOW_DESTINATION = (
     "detected a non-workflow destination for trigger/invoke. "

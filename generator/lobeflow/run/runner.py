@@ -155,16 +155,18 @@ REFRESH_OVERLAP_MS = 2_000
 class _UrlRuns:
     """The runs at one workflow URL created since `since`, kept up to date incrementally.
 
-    Ended runs do not change, so a refresh lists only the window that can have changed:
-    from the oldest run still running (or the newest one seen) onwards.
+    On the local engine each refresh asks only for the runs changed since the last one
+    (its `changedSince` extra). Elsewhere ended runs do not change, so a refresh lists only
+    the window that can have changed: from the oldest run still running onwards.
     """
 
     def __init__(self, since: int) -> None:
         self.since = since
         self.runs: dict[str, RunLog] = {}
+        self.token: str | None = None
 
     def refresh(self, qstash: QStashClient, url: str) -> bool:
-        """List the changing window; True if any run is new or changed."""
+        """List what can have changed; True if any run is new or changed."""
         running = [run.created_at for run in self.runs.values() if not run.ended]
         if self.runs and not running:
             # Nothing runs: only a new run (a retry, another pass) can change anything, and
@@ -172,14 +174,19 @@ class _UrlRuns:
             newest = next(qstash.runs(url=url, limit=1), None)
             if newest is None or self.runs.get(newest.run_id) == newest:
                 return False
-        if running:
+        if self.token is not None:
+            start = self.since
+        elif running:
             start = min(running)
         elif self.runs:
             start = max(run.created_at for run in self.runs.values()) - REFRESH_OVERLAP_MS
         else:
             start = self.since
+        listed, self.token = qstash.run_changes(
+            url=url, from_date=max(self.since, start), token=self.token
+        )
         changed = False
-        for run in qstash.runs(url=url, from_date=max(self.since, start)):
+        for run in listed:
             if self.runs.get(run.run_id) != run:
                 self.runs[run.run_id] = run
                 changed = True
