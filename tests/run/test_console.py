@@ -118,6 +118,23 @@ def _count(page: Any, name: str) -> str:
     return str(page.locator(f'[data-testid="pass-counts"] [data-count="{name}"]').inner_text())
 
 
+def _unchanged_answers_are_304(detail_url: str) -> str:
+    """Once the pass has finished, its detail answers 304 to its own ETag; the ETag."""
+    with httpx.Client(trust_env=False) as http:
+        deadline = time.monotonic() + 30
+        first = http.get(detail_url)
+        while not first.json()["progress"]["finished"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+            first = http.get(detail_url)
+        assert first.json()["progress"]["finished"], first.text
+        etag = first.headers["etag"]
+        assert first.headers["cache-control"] == "no-cache"
+        again = http.get(detail_url, headers={"If-None-Match": etag})
+        assert again.status_code == 304 and again.content == b""
+        assert http.get(detail_url).headers["etag"] == etag
+    return etag
+
+
 def test_console_scenario_in_a_real_browser(
     start_shop: StartShop,
     console_engine: tuple[EngineServer, EngineConsole],
@@ -159,6 +176,8 @@ def test_console_scenario_in_a_real_browser(
             pass_id = page.url.rsplit("/", 1)[1]
             page.locator('details[data-kind="page"]').first.wait_for()
             _shot(page, "pass-detail")
+            detail_url = server.url + f"/console/api/passes/{WORKFLOW}/{pass_id}"
+            finished_etag = _unchanged_answers_are_304(detail_url)
 
             page.goto(server.url + "/console/#/passes")
             passes = page.locator(f'[data-testid="passes"] tr[data-pass="{pass_id}"]')
@@ -202,6 +221,11 @@ def test_console_scenario_in_a_real_browser(
                 }"""
             )
             assert shop.store("SELECT COUNT(*), MAX(attempts) FROM results") == [(300, 1)]
+            # The retried pass answers anew: the old ETag no longer matches.
+            with httpx.Client(trust_env=False) as http:
+                changed = http.get(detail_url, headers={"If-None-Match": finished_etag})
+            assert changed.status_code == 200 and changed.headers["etag"] != finished_etag
+            assert changed.json()["progress"]["processed"] == 300
             assert files.executions("load") == Counter(dict.fromkeys(ids, 1))
             assert files.executions("process") == Counter(dict.fromkeys(ids, 1))
 

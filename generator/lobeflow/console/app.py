@@ -7,6 +7,7 @@ own origin and carry the CSRF token embedded in the page. The QStash token stays
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import secrets
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 MOUNT_PATH = "/console"
 CSRF_HEADER = "x-lobeflow-csrf"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+# Encoded answers kept (one per polled URL: passes, a pass, its open item pages).
+ENCODED_CACHE_SIZE = 64
 _STATIC = resources.files("lobeflow.console") / "static"
 
 
@@ -52,6 +55,8 @@ class ConsoleApp:
         self.service = ConsoleService(settings)
         self.csrf_token = secrets.token_urlsafe(32)
         self.allowed_hosts = LOOPBACK_HOSTS if allowed_hosts is None else allowed_hosts
+        # Request URL -> (answer, its JSON, its ETag), newest last.
+        self._encoded: dict[str, tuple[Any, bytes, str]] = {}
         get = self._get
         post = self._post
         routes: list[Route | Mount] = [
@@ -147,9 +152,28 @@ class ConsoleApp:
                 data = await run_in_threadpool(view, params)
             except LobeflowError as exc:
                 return _error(400, str(exc))
-            return JSONResponse(data, headers={"Cache-Control": "no-store"})
+            body, etag = self._encode(str(request.url), data)
+            # `no-cache`: the page revalidates every poll; unchanged data costs a 304.
+            headers = {"Cache-Control": "no-cache", "ETag": etag}
+            if etag in request.headers.get("if-none-match", ""):
+                return Response(status_code=304, headers=headers)
+            return Response(body, media_type="application/json", headers=headers)
 
         return endpoint
+
+    def _encode(self, key: str, data: Any) -> tuple[bytes, str]:
+        """The JSON body and ETag of `data`; re-used when a view answers the same object."""
+        known = self._encoded.get(key)
+        if known is not None and known[0] is data:
+            return known[1], known[2]
+        body = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        encoded = body.encode()
+        etag = f'"{hashlib.blake2b(encoded, digest_size=12).hexdigest()}"'
+        self._encoded.pop(key, None)
+        self._encoded[key] = (data, encoded, etag)
+        while len(self._encoded) > ENCODED_CACHE_SIZE:
+            del self._encoded[next(iter(self._encoded))]
+        return encoded, etag
 
     def _post(self, path: str, action: Callable[[dict[str, Any]], Any]) -> Route:
         """A POST-only action route, behind the origin and CSRF checks."""

@@ -236,6 +236,10 @@ class ConsoleService:
         self._runners: dict[tuple[str, str], tuple[threading.Lock, Runner]] = {}
         # Pass id -> (refreshed at, snapshot, tree): the tree is reused while its runs are.
         self._trees: dict[str, tuple[float, Progress, PassTree]] = {}
+        # The last answer per pass / item page and what it was made of: while those are
+        # unchanged the same object is returned, which the app sends without encoding again.
+        self._details: dict[str, tuple[Progress, PassTree, dict[str, Any]]] = {}
+        self._item_pages: dict[tuple[str, str, int, int], tuple[list[RunLog], dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -344,30 +348,40 @@ class ConsoleService:
         """One pass: its counts and its fan-out tree (counts per node, no item lists)."""
         with self._runner(workflow) as runner:
             progress, root, tree = self._tree(runner, pass_id)
-            tree_json = tree.to_json()
-        return {
-            "workflow": workflow,
-            "createdAt": root.created_at,
-            "state": root.state,
-            "progress": progress_json(progress),
-            "tree": tree_json,
-        }
+            known = self._details.get(pass_id)
+            if known is not None and known[0] == progress and known[1] is tree:
+                return known[2]
+            data = {
+                "workflow": workflow,
+                "createdAt": root.created_at,
+                "state": root.state,
+                "progress": progress_json(progress),
+                "tree": tree.to_json(),
+            }
+            self._details[pass_id] = (progress, tree, data)
+        return data
 
     def node_items(
         self, workflow: str, pass_id: str, node: str, offset: int = 0, limit: int = ITEMS_PAGE_SIZE
     ) -> dict[str, Any]:
         """One page of the item runs under a node, failed first."""
+        offset = max(0, offset)
+        limit = max(1, min(limit, 500))
+        key = (pass_id, node, offset, limit)
         with self._runner(workflow) as runner:
             _, _, tree = self._tree(runner, pass_id, max_age=ITEMS_REUSE_S)
             runs = tree.item_runs(node)
-        offset = max(0, offset)
-        limit = max(1, min(limit, 500))
-        return {
-            "node": node,
-            "total": len(runs),
-            "offset": offset,
-            "items": [_run_json(run, "execute") for run in runs[offset : offset + limit]],
-        }
+            known = self._item_pages.get(key)
+            if known is not None and known[0] is runs:
+                return known[1]
+            data = {
+                "node": node,
+                "total": len(runs),
+                "offset": offset,
+                "items": [_run_json(run, "execute") for run in runs[offset : offset + limit]],
+            }
+            self._item_pages[key] = (runs, data)
+        return data
 
     def run_detail(self, run_id: str) -> dict[str, Any]:
         """One run: payload, step timeline, errors, its workflow and layer, its pass."""

@@ -19,6 +19,8 @@ from lobeflow.run.model import RunError, RunLog, Statistics
 DEFAULT_TIMEOUT_S = 10.0
 # The logs API's page size; Upstash caps `count` well above this.
 LOGS_PAGE_SIZE = 100
+# The page size of a `changedSince` listing (the local engine's, which has no cap).
+CHANGES_PAGE_SIZE = 1_000
 # Bounds one listing, so a runaway listing cannot loop forever.
 MAX_LOG_PAGES = 1_000
 # The bearer token of the app's statistics route (the generated app reads it too).
@@ -213,6 +215,7 @@ class QStashClient:
         params = {"count": str(LOGS_PAGE_SIZE), "workflowUrl": url, "fromDate": str(from_date)}
         if token is not None:
             params["changedSince"] = token
+            params["count"] = str(CHANGES_PAGE_SIZE)
         runs: list[RunLog] = []
         next_token: str | None = None
         for number, page in enumerate(self._log_pages(params)):

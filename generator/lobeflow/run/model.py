@@ -183,7 +183,7 @@ class RunLog:
             return {}
         return body if isinstance(body, dict) else {}
 
-    @property
+    @cached_property
     def work_steps(self) -> tuple[StepLog, ...]:
         """The steps after the initial payload."""
         return tuple(step for step in self.steps if step.step_type != "Initial")
@@ -198,7 +198,7 @@ class RunLog:
         """Creation to completion, in milliseconds (None while running)."""
         return None if self.completed_at is None else self.completed_at - self.created_at
 
-    @property
+    @cached_property
     def skipped(self) -> bool:
         """A successful run that ended after one step returning nothing.
 
@@ -209,6 +209,10 @@ class RunLog:
 
     def item(self) -> str:
         """What the run works on, from its payload: an item id, a page, a chunk, a pass."""
+        return self._item
+
+    @cached_property
+    def _item(self) -> str:
         payload = self.payload
         for key, value in payload.items():
             if key.endswith("Id") and key != "rootRunId" and isinstance(value, str):

@@ -15,7 +15,7 @@ import dataclasses
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from lobeflow.project import WorkflowInfo
@@ -164,11 +164,13 @@ class _UrlRuns:
         self.since = since
         self.runs: dict[str, RunLog] = {}
         self.token: str | None = None
+        # Kept as runs arrive, so that a refresh with nothing running costs O(1) here.
+        self.running: dict[str, int] = {}  # run id -> created at
+        self.newest = 0
 
     def refresh(self, qstash: QStashClient, url: str) -> bool:
         """List what can have changed; True if any run is new or changed."""
-        running = [run.created_at for run in self.runs.values() if not run.ended]
-        if self.runs and not running:
+        if self.runs and not self.running:
             # Nothing runs: only a new run (a retry, another pass) can change anything, and
             # the newest run tells whether there is one.
             newest = next(qstash.runs(url=url, limit=1), None)
@@ -176,10 +178,10 @@ class _UrlRuns:
                 return False
         if self.token is not None:
             start = self.since
-        elif running:
-            start = min(running)
+        elif self.running:
+            start = min(self.running.values())
         elif self.runs:
-            start = max(run.created_at for run in self.runs.values()) - REFRESH_OVERLAP_MS
+            start = self.newest - REFRESH_OVERLAP_MS
         else:
             start = self.since
         listed, self.token = qstash.run_changes(
@@ -190,6 +192,11 @@ class _UrlRuns:
             if self.runs.get(run.run_id) != run:
                 self.runs[run.run_id] = run
                 changed = True
+                self.newest = max(self.newest, run.created_at)
+                if run.ended:
+                    self.running.pop(run.run_id, None)
+                else:
+                    self.running[run.run_id] = run.created_at
         return changed
 
 
@@ -308,13 +315,15 @@ class Runner:
         # Bumped whenever a refresh finds a new or changed run (lets callers reuse views).
         self.generation = 0
 
-    def _runs_since(self, url: str, since: int) -> list[RunLog]:
+    def _runs_since(self, url: str, since: int) -> Collection[RunLog]:
         """Runs at `url` created at or after `since`, refreshed incrementally."""
         cached = self._url_runs.get(url)
         if cached is None or cached.since > since:
             cached = self._url_runs[url] = _UrlRuns(since)
         if cached.refresh(self.qstash, url):
             self.generation += 1
+        if cached.since == since:
+            return cached.runs.values()  # no copy: callers only read it
         return [run for run in cached.runs.values() if run.created_at >= since]
 
     def close(self) -> None:

@@ -257,8 +257,8 @@ function flowView(data) {
           ? h("button", { onclick: () => act("flow-control", { key: k.flowControlKey, action: "resume" }, () => `Resumed ${k.flowControlKey}.`) }, "resume")
           : h("button", { onclick: () => act("flow-control", { key: k.flowControlKey, action: "pause" }, () => `Paused ${k.flowControlKey}.`) }, "pause"))))) :
       h("p", { class: "muted" }, "No flow-control key has been used yet."),
-    data.listed ? h("p", { class: "muted" }, h("span", { class: "tag" }, "local engine"), " every key the engine knows.")
-      : h("p", { class: "muted" }, "The project's own keys (listing every key is a local-engine extra)."),
+    data.listed ? h("p", { class: "muted" }, h("span", { class: "tag" }, "local engine"), " every key that holds work, a pause or a pin, and the project's own keys (the engine forgets idle keys, as QStash does).")
+      : h("p", { class: "muted" }, "The project's own keys (listing the other active keys is a local-engine extra)."),
   ];
 }
 
