@@ -21,10 +21,10 @@ from lobeflow.engine.api_common import (
     raw_destination,
     request_headers,
 )
-from lobeflow.engine.core import Accepted, destination_headers, user_flow_key
 from lobeflow.engine.errors import ApiError
 from lobeflow.engine.http_client import redact_url
-from lobeflow.engine.model import Message, flow_control_json
+from lobeflow.engine.message_building import destination_headers, user_flow_key
+from lobeflow.engine.model import Accepted, Message, flow_control_json
 
 
 def _publish_answer(result: Accepted | list[Accepted]) -> Any:

@@ -21,9 +21,10 @@ from lobeflow.engine.api_common import (
     raw_destination,
     request_headers,
 )
-from lobeflow.engine.core import Engine, normalize_url, now_ms
+from lobeflow.engine.core import Engine
 from lobeflow.engine.errors import ApiError
 from lobeflow.engine.headers import lower_map
+from lobeflow.engine.message_building import normalize_url, now_ms
 
 # What the TS SDK declares on its own run-start messages.
 _FEATURES = "LazyFetch,InitialBody,WF_DetectTrigger"

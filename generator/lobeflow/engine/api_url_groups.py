@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lobeflow.engine.api_common import engine_of, json_body, json_response
-from lobeflow.engine.core import normalize_url
+from lobeflow.engine.message_building import normalize_url
 from lobeflow.engine.url_groups import parse_endpoints
 
 

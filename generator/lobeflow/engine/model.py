@@ -353,3 +353,80 @@ class RunInfo:
     created_at: int
     completed_at: int | None
     response: str | None
+
+
+@dataclass(slots=True)
+class LogEvent:
+    """One state change of a message, as `GET /v2/events` reports it."""
+
+    time: int
+    message_id: str
+    state: str
+    url: str
+    label: str | None
+    queue: str | None
+    flow_key: str | None
+    run_id: str | None
+    error: str | None = None
+    response_status: int | None = None
+    next_delivery: int | None = None
+    topic: str | None = None
+    endpoint_name: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The QStash log shape."""
+        out: dict[str, Any] = {
+            "time": self.time,
+            "messageId": self.message_id,
+            "state": self.state,
+            "url": self.url,
+        }
+        if self.label is not None:
+            out["label"] = self.label
+        if self.queue is not None:
+            out["queueName"] = self.queue
+        if self.flow_key is not None:
+            out["flowControlKey"] = self.flow_key
+        if self.run_id is not None:
+            out["workflowRunId"] = self.run_id
+        if self.error is not None:
+            out["error"] = self.error
+        if self.response_status is not None:
+            out["responseStatus"] = self.response_status
+        if self.next_delivery is not None:
+            out["nextDeliveryTime"] = self.next_delivery
+        if self.topic is not None:
+            out["topicName"] = self.topic
+        if self.endpoint_name is not None:
+            out["endpointName"] = self.endpoint_name
+        return out
+
+
+@dataclass(slots=True, frozen=True)
+class Accepted:
+    """One message accepted by a publish: its id, its destination URL, whether a duplicate."""
+
+    message_id: str
+    url: str
+    deduplicated: bool
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one delivery attempt gave: a response, or the error that came instead."""
+
+    status: int | None
+    headers: list[tuple[str, str]]
+    body: bytes
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300 and self.error is None
+
+    @property
+    def recorded_body(self) -> bytes:
+        """The body to record: the response's, or the error text when no response came."""
+        if self.status is None and self.error:
+            return self.error.encode()
+        return self.body

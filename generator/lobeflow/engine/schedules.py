@@ -11,7 +11,8 @@ import asyncio
 import base64
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from lobeflow.engine import errors
 from lobeflow.engine.config import DEFAULT_RETRIES
@@ -19,10 +20,8 @@ from lobeflow.engine.cron import Cron, CronError
 from lobeflow.engine.durations import parse_duration, parse_flow_control
 from lobeflow.engine.errors import ApiError
 from lobeflow.engine.headers import CALLBACK_PREFIX, FAILURE_CALLBACK_PREFIX, forwarded, lower_map
-from lobeflow.engine.model import DELIVERED, Message, Schedule, flow_control_json
-
-if TYPE_CHECKING:
-    from lobeflow.engine.core import Engine
+from lobeflow.engine.model import DELIVERED, Accepted, Message, Schedule, flow_control_json
+from lobeflow.engine.store import MemoryStore
 
 KIND = "schedule"
 IN_PROGRESS = "IN_PROGRESS"
@@ -33,10 +32,28 @@ FAIL = "FAIL"
 _SCHEDULE_HEADERS = frozenset({"upstash-cron", "upstash-schedule-id", "upstash-queue-name"})
 
 
+class ScheduleEngine(Protocol):
+    """What schedules need of the engine (`Engine` passes itself); declared here so that this
+    module depends on the engine's data, not on the engine."""
+
+    store: MemoryStore
+    messages: dict[str, Message]
+
+    def check_publish(self, destination: str, headers: dict[str, str], queue: str | None) -> str:
+        """Validate a publish without accepting it; the normalised URL or group name."""
+        ...
+
+    def accept_destination(
+        self, destination: str, headers: Mapping[str, str], body: bytes, *, queue: str | None = None
+    ) -> Accepted | list[Accepted]:
+        """Accept a publish to a URL or URL group."""
+        ...
+
+
 class Schedules:
     """The engine's schedules and their timers (all on the engine's event loop)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: ScheduleEngine) -> None:
         """Create an empty set of schedules for `engine`."""
         self._engine = engine
         self.by_id: dict[str, Schedule] = {}

@@ -13,15 +13,15 @@ import contextlib
 import json
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from lobeflow.engine import errors, limits
+from lobeflow.engine.config import EngineConfig
 from lobeflow.engine.errors import ApiError
 from lobeflow.engine.headers import lower_map
-from lobeflow.engine.model import RUN_STARTED
-
-if TYPE_CHECKING:
-    from lobeflow.engine.core import Engine
+from lobeflow.engine.model import RUN_STARTED, Run
+from lobeflow.engine.store import MemoryStore
 
 WAITER_KIND = "waiter"
 EVENT_KIND = "event"
@@ -29,10 +29,25 @@ EVENT_KIND = "event"
 _DEFAULT_TIMEOUT = "7d"
 
 
+class WaiterEngine(Protocol):
+    """What waiters need of the engine (`Engine` passes itself); declared here so that this
+    module depends on the engine's data, not on the engine."""
+
+    config: EngineConfig
+    store: MemoryStore
+    runs_by_id: dict[str, Run]
+
+    def accept(
+        self, destination: str, headers: Mapping[str, str], body: bytes, *, internal: bool = False
+    ) -> tuple[str, bool]:
+        """Accept one message (durable at the next store commit)."""
+        ...
+
+
 class Waiters:
     """Waiters by event id, events notified ahead of their waiter, and the timeout timers."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: WaiterEngine) -> None:
         """Create an empty registry for `engine`."""
         self._engine = engine
         self.by_id: dict[str, dict[str, Any]] = {}

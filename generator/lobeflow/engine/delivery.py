@@ -1,0 +1,140 @@
+"""Delivering: one attempt of a message, its outcome, and the delay before a retry."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from lobeflow.engine import errors
+from lobeflow.engine.dead_letters import DeadLetters
+from lobeflow.engine.durations import eval_retry_delay, parse_retry_after
+from lobeflow.engine.http_client import DeliveryError, redact_url
+from lobeflow.engine.message_building import delivery_body, delivery_headers
+from lobeflow.engine.model import (
+    CALLBACK_INPROGRESS,
+    CALLBACK_SUCCESS,
+    DELIVERED,
+    PENDING_STATES,
+    RETRY,
+    RUN_STARTED,
+    STEP,
+    DeliveryRecord,
+    Message,
+    Outcome,
+    Run,
+)
+
+_SDK_VERSION_HEADER = "upstash-workflow-sdk-version"
+
+
+class Delivery(DeadLetters):
+    """The scheduler's delivery callback: an HTTP attempt, then success, retry or failure."""
+
+    async def _deliver(self, message: Message) -> None:
+        run = None if message.run_id is None else self.runs_by_id.get(message.run_id)
+        body = delivery_body(message, run)
+        timeout = message.timeout if message.timeout is not None else self.config.request_timeout
+        self._log(message, "ACTIVE")
+        started = time.perf_counter()
+        status: int | None = None
+        response_headers: list[tuple[str, str]] = []
+        response_body = b""
+        error: str | None = None
+        try:
+            headers = delivery_headers(message, run, body, self.config.current_signing_key)
+            response = await self._client.request(
+                message.method, message.url, headers, body, timeout
+            )
+            status = response.status
+            response_headers = response.headers
+            response_body = response.body
+        except TimeoutError:
+            error = errors.DELIVERY_TIMEOUT.format(seconds=f"{timeout:g}")
+        except DeliveryError as exc:
+            error = errors.DELIVERY_CONNECT_ERROR.format(error=str(exc))
+        except Exception as exc:
+            # Anything unforeseen still ends as a failed attempt (retry or DLQ), never as a
+            # message left ACTIVE forever.
+            error = errors.DELIVERY_CONNECT_ERROR.format(error=f"{type(exc).__name__}: {exc}")
+        duration = time.perf_counter() - started
+        self._deliveries += 1
+        self._deliveries_by_url[message.url] = self._deliveries_by_url.get(message.url, 0) + 1
+        ok = status is not None and 200 <= status < 300
+        if not ok:
+            self._failed += 1
+            if error is None:
+                error = errors.NON_2XX.format(status=status)
+        if self.config.on_delivery is not None:
+            self.config.on_delivery(
+                DeliveryRecord(
+                    time=time.time(),
+                    message_id=message.id,
+                    run_id=message.run_id,
+                    url=redact_url(message.url),
+                    status=status,
+                    attempt=message.retried + 1,
+                    duration_ms=duration * 1000,
+                    error=None if ok else error,
+                )
+            )
+        if message.state not in PENDING_STATES:
+            return  # cancelled while in flight
+        outcome = Outcome(status, response_headers, response_body, error)
+        self._after_attempt(message, run, body, outcome)
+
+    def _after_attempt(
+        self, message: Message, run: Run | None, body: bytes, outcome: Outcome
+    ) -> None:
+        if message.callback is not None and (run is None or run.state == RUN_STARTED):
+            self._publish_callback(message, outcome)
+        lower = {name.lower(): value for name, value in outcome.headers}
+        if outcome.ok:
+            if (
+                run is not None
+                and message.entry_index == 0
+                and message.call_type == STEP
+                and "WF_DetectTrigger" in run.features
+                and _SDK_VERSION_HEADER not in lower
+            ):
+                outcome.error = errors.NON_WORKFLOW_DESTINATION
+                self._fail(message, run, body, outcome)
+                return
+            self._finish(message, DELIVERED)
+            self._record_failure_callback(message, run, outcome, CALLBACK_SUCCESS)
+            return
+        non_retryable = (
+            outcome.status == 489 and lower.get("upstash-nonretryable-error", "").lower() == "true"
+        )
+        if not non_retryable and message.retried < message.max_retries:
+            delay = self._retry_delay(message, lower)
+            message.retried += 1
+            message.state = RETRY
+            message.due = time.time() + delay * self.config.time_scale
+            self._retries += 1
+            self.store.put_message(message)
+            self._log(message, RETRY, outcome, next_delivery=int(message.due * 1000))
+            self.scheduler.schedule(message)
+            self._record_failure_callback(message, run, outcome, CALLBACK_INPROGRESS)
+            return
+        self._fail(message, run, body, outcome)
+
+    def _retry_delay(self, message: Message, response_headers: dict[str, str]) -> float:
+        for name in (
+            "retry-after",
+            "x-ratelimit-reset",
+            "x-ratelimit-reset-requests",
+            "x-ratelimit-reset-tokens",
+        ):
+            if (value := response_headers.get(name)) is not None:
+                seconds = parse_retry_after(value, time.time())
+                if seconds is not None and seconds <= 86_400:
+                    return seconds
+        if message.retry_delay is not None:
+            seconds = eval_retry_delay(message.retry_delay, message.retried)
+            if seconds is not None:
+                return min(seconds, self.config.max_retry_delay)
+        try:
+            backoff = math.exp(2.5 * (message.retried + 1))
+        except OverflowError:
+            backoff = self.config.max_retry_delay
+        return min(self.config.max_retry_delay, backoff)
