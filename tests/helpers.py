@@ -7,6 +7,8 @@ import io
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,21 @@ from pathlib import Path
 from lobeflow.cli import main
 
 _BIN = Path(sys.executable).parent
+
+
+def wait_for(
+    condition: Callable[[], object], what: str, timeout: float = 10.0, interval: float = 0.02
+) -> None:
+    """Poll `condition` until it is true.
+
+    Raises:
+        AssertionError: still false after `timeout` seconds (naming `what`).
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from lobeflow.engine import EngineConfig, EngineServer
-from lobeflow.testing import AppServer, serve_app
+from lobeflow.testing import AppServer, EngineHandle, serve_app
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -134,6 +134,18 @@ class Api:
         assert response.status_code in (200, 201), response.text
         message_id: str = response.json()["messageId"]
         return message_id
+
+
+@pytest.fixture
+def api(qstash_engine: EngineHandle) -> Iterator[httpx.Client]:
+    """An authenticated client for the engine API of `qstash_engine`."""
+    with httpx.Client(
+        base_url=qstash_engine.url,
+        headers={"Authorization": f"Bearer {qstash_engine.token}"},
+        trust_env=False,
+        timeout=10,
+    ) as client:
+        yield client
 
 
 @pytest.fixture

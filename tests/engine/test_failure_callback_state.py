@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from fastapi import FastAPI
 from lobeflow.engine import EngineConfig, EngineServer
 from lobeflow.testing import AppServer, EngineHandle
@@ -51,18 +49,6 @@ def make_app(failure_url: str, retries: int, attempts: list[str]) -> FastAPI:
         await context.run("explode", explode)
 
     return app
-
-
-@pytest.fixture
-def api(qstash_engine: EngineHandle) -> Iterator[httpx.Client]:
-    """An authenticated client for the engine API."""
-    with httpx.Client(
-        base_url=qstash_engine.url,
-        headers={"Authorization": f"Bearer {qstash_engine.token}"},
-        trust_env=False,
-        timeout=10,
-    ) as client:
-        yield client
 
 
 def _start_run(engine: EngineHandle, app: AppServer) -> str:

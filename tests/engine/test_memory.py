@@ -10,17 +10,9 @@ from lobeflow.engine import EngineServer, core, model
 from lobeflow.testing import AppServer
 
 from tests.engine.conftest import Api, Recorder
+from tests.helpers import wait_for
 
 Endpoint = tuple[Recorder, AppServer]
-
-
-def _eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()
 
 
 def _batch(api: Api, items: list[dict[str, object]]) -> None:
@@ -55,7 +47,11 @@ def test_flow_control_keys_are_forgotten_once_idle(
         )
         server.engine.wait_until_idle(30)
         # Rate-limited keys are kept until their window ends (20 ms at this scale).
-        assert _eventually(lambda: not scheduler.keys), sorted(scheduler.keys)[:5]
+        wait_for(
+            lambda: not scheduler.keys,
+            f"every key forgotten, left: {sorted(scheduler.keys)[:5]}",
+            5,
+        )
     assert len(recorder.hits) == 600
     peaks = server.engine.counters().max_in_flight
     assert len(peaks) == 600 and set(peaks.values()) == {1}
@@ -68,7 +64,7 @@ def test_flow_control_keys_are_forgotten_once_idle(
     assert {"held", "pin"} <= set(scheduler.keys)
     assert api.client.post("/v2/flowControl/held/resume").status_code == 200
     server.engine.wait_until_idle(10)
-    assert _eventually(lambda: "held" not in scheduler.keys)
+    wait_for(lambda: "held" not in scheduler.keys, "the key held to be forgotten", 5)
     assert "pin" in scheduler.keys
 
 
@@ -91,7 +87,7 @@ def test_a_rate_window_outlives_its_messages(
     first, second = recorder.paths("/r")
     assert second.started - first.started >= 0.9
     assert time.monotonic() - started >= 0.5
-    assert _eventually(lambda: "slow" not in server.engine.scheduler.keys)
+    wait_for(lambda: "slow" not in server.engine.scheduler.keys, "the slow key to be forgotten", 5)
 
 
 def test_per_url_counters_are_bounded(

@@ -7,7 +7,6 @@ retries the run lands in the DLQ, and the endpoints act on that entry.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,8 @@ from lobeflow.testing import DEFAULT_TIME_SCALE, AppServer, EngineHandle
 from qstash import QStash
 from upstash_workflow import AsyncWorkflowContext
 from upstash_workflow.fastapi import Serve
+
+from tests.helpers import wait_for
 
 PATH = "/wf/flaky"
 
@@ -80,27 +81,6 @@ def make_app(state: Flaky) -> FastAPI:
     return app
 
 
-@pytest.fixture
-def api(qstash_engine: EngineHandle) -> Iterator[httpx.Client]:
-    """An authenticated client for the engine API."""
-    with httpx.Client(
-        base_url=qstash_engine.url,
-        headers={"Authorization": f"Bearer {qstash_engine.token}"},
-        trust_env=False,
-        timeout=10,
-    ) as client:
-        yield client
-
-
-def _wait(predicate: Any, what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _failed_run(
     engine: EngineHandle, api: httpx.Client, app: AppServer, state: Flaky
 ) -> tuple[str, str]:
@@ -116,10 +96,10 @@ def _failed_run(
         started[:] = [run.run_id for run in runs if run.run_id not in before]
         return bool(started)
 
-    _wait(run_started, "the run to start")
+    wait_for(run_started, "the run to start")
     run_id = started[0]
     assert engine.wait_for_run(run_id, timeout=20).state == "RUN_FAILED"
-    _wait(lambda: len(state.failures) == 1, "the failure function")
+    wait_for(lambda: len(state.failures) == 1, "the failure function")
     dlq_ids = _dlq_ids(api, run_id)
     assert len(dlq_ids) == 1, dlq_ids
     return run_id, dlq_ids[0]
@@ -192,7 +172,7 @@ def test_resume_failing_again_lands_in_the_dlq_under_the_new_run(
 
     new_run = response.json()["workflowRuns"][0]["workflowRunId"]
     assert qstash_engine.wait_for_run(new_run, timeout=20).state == "RUN_FAILED"
-    _wait(lambda: len(state.failures) == 2, "the failure function of the new run")
+    wait_for(lambda: len(state.failures) == 2, "the failure function of the new run")
     assert state.failures[1]["run"] == new_run
     assert state.failures[1]["payload"] == {"n": 4}
     assert state.executions["first"] == 1
@@ -208,7 +188,7 @@ def test_callback_is_refused_once_the_failure_function_succeeded(
     app = start_app(make_app(state))
     run_id, dlq_id = _failed_run(qstash_engine, api, app, state)
     assert state.failures == [{"run": run_id, "status": 500, "failed": True, "payload": {"n": 4}}]
-    _wait(
+    wait_for(
         lambda: (
             api.get(f"/v2/workflows/dlq/{dlq_id}").json()["failureCallbackInfo"]["state"]
             == "CALLBACK_SUCCESS"

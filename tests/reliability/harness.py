@@ -10,7 +10,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Any
 import httpx
 from lobeflow.scaffold import add_workflow
 from lobeflow.spec import WorkflowSpec
+
+from tests.helpers import wait_for
 
 PACKAGE = "relapp"
 # The reference workflow (user / welcome-placeholder / generate); every name the tests use
@@ -97,21 +98,6 @@ def free_port() -> int:
         return port
 
 
-def wait_for(
-    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
-) -> None:
-    """Poll `condition` until true.
-
-    Raises:
-        TimeoutError: still false after `timeout` seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached in {timeout}s")
-        time.sleep(interval)
-
-
 class Process:
     """A child process on 127.0.0.1:port with its output in a log file."""
 
@@ -145,7 +131,7 @@ class Process:
                 self.cmd, cwd=self.cwd, env=dict(self.env), stdout=out, stderr=subprocess.STDOUT
             )
         try:
-            wait_for(lambda: self._alive_or_raise() and ready(), timeout, f"{self.name} up")
+            wait_for(lambda: self._alive_or_raise() and ready(), f"{self.name} up", timeout)
         except BaseException:
             self.kill()
             raise

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from lobeflow.engine import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_TOKEN
 
+from tests.helpers import wait_for
 from tests.reliability.conftest import record_figures, run
 from tests.reliability.harness import (
     Outcome,
@@ -25,7 +26,6 @@ from tests.reliability.harness import (
     free_port,
     start_app_process,
     start_engine,
-    wait_for,
 )
 
 N_ITEMS = 500
@@ -89,7 +89,7 @@ def test_crash_and_restart_lose_and_duplicate_nothing(
         started = time.monotonic()
         run(project.workflow_class.trigger_process_users())
         for share in KILLS_AT:
-            wait_for(_saved_at_least(db, share * N_ITEMS), 120, f"{share:.0%} saved", 0.01)
+            wait_for(_saved_at_least(db, share * N_ITEMS), f"{share:.0%} saved", 120, 0.01)
             target.kill()
             saved_at_kill.append(len(attempts(db)))
             time.sleep(0.5)
@@ -97,8 +97,8 @@ def test_crash_and_restart_lose_and_duplicate_nothing(
                 start_engine(engine, DEV_TOKEN)
             else:
                 start_app_process(app)
-        wait_for(lambda: len(attempts(db)) >= N_ITEMS, 120, "every item saved", 0.1)
-        wait_for(lambda: _runs_in_state(engine, "RUN_STARTED") == 0, 60, "every run ended")
+        wait_for(lambda: len(attempts(db)) >= N_ITEMS, "every item saved", 120, 0.1)
+        wait_for(lambda: _runs_in_state(engine, "RUN_STARTED") == 0, "every run ended", 60)
         elapsed = time.monotonic() - started
         # Late re-deliveries (at-least-once after a crash) have had time to land.
         time.sleep(1.0)
