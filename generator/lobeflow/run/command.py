@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -62,9 +61,7 @@ def _targets(project: Path, app_url: str) -> list[WorkflowTarget]:
     from lobeflow.run.runner import WorkflowTarget
 
     root = find_project_root(project)
-    return [
-        WorkflowTarget.from_workflow(info, app_url, os.environ) for info in list_workflows(root)
-    ]
+    return [WorkflowTarget.from_workflow(info, app_url) for info in list_workflows(root)]
 
 
 def _target(project: Path, app_url: str, workflow: str) -> WorkflowTarget:
@@ -72,7 +69,7 @@ def _target(project: Path, app_url: str, workflow: str) -> WorkflowTarget:
 
     root = find_project_root(project)
     info = find_workflow(list_workflows(root), workflow)
-    return WorkflowTarget.from_workflow(info, app_url, os.environ)
+    return WorkflowTarget.from_workflow(info, app_url)
 
 
 def _print_json(payload: Any) -> None:
