@@ -1,5 +1,7 @@
-"""Layer 1, `process-users`: statistics, dry runs, then Layer 2; and the operations
-routes beside it: dry-run statistics and the pass start."""
+"""Layer 1, `process-users`: statistics, dry runs, then Layer 2.
+
+Beside it, the operations routes: dry-run statistics and the pass start.
+"""
 
 from __future__ import annotations
 
@@ -82,7 +84,7 @@ async def start_pass(request: StartRequest | None = None) -> StartedPass:
     """Start one pass: a Layer-1 run under a new run id (`lobeflow run` calls this)."""
     force = request is not None and request.force
     try:
-        run_id = await WelcomePlaceholderWorkflow.trigger_process_users({"force": force})
+        run_id = await WelcomePlaceholderWorkflow.start_pass(force=force)
     except _runtime.ConfigurationError as error:
         raise HTTPException(500, str(error)) from None
     except QStashError as error:

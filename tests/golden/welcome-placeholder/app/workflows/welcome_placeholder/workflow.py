@@ -96,6 +96,11 @@ class WelcomePlaceholderWorkflow:
         )
         return started[0]
 
+    @classmethod
+    async def start_pass(cls, *, force: bool = False) -> str:
+        """Start a pass (Layer 1 under a new run id, never a dry run); returns the run id."""
+        return await cls.trigger_process_users({"force": force})
+
     @staticmethod
     async def trigger_paginate_users(
         payload: PaginateUsersPayload | Mapping[str, Any] | None = None,
