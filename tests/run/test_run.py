@@ -13,8 +13,8 @@ import pytest
 from lobeflow.engine import EngineConfig, EngineServer
 from lobeflow.run import Progress, RunError
 from lobeflow.run.client import QStashClient
-from lobeflow.run.command import EXIT_INTERRUPTED
 from lobeflow.run.model import COMPLETED, COMPLETED_WITH_FAILURES, INTERRUPTED
+from lobeflow.run.options import EXIT_INTERRUPTED
 from lobeflow.run.progress import SHORT_RUN_ID, interrupted_hint
 from lobeflow.testing import serve_app
 from starlette.applications import Starlette
