@@ -431,6 +431,18 @@ def test_runs_table_fits_80_columns_and_shows_what_each_run_works_on(
     failed = next(row for row in rows if row["state"] == "RUN_FAILED")
     assert "RuntimeError" in items[failed["runId"][-SHORT_RUN_ID:]]
 
+    # The pass's summary fits too: ids shortened as here, which `--watch` takes back.
+    short = root["runId"][-SHORT_RUN_ID:]
+    watched = cli("run", WORKFLOW, "--watch", short, *shop.cli_args())
+    assert watched.exit_code == 1, watched.output  # completed with failures
+    box = watched.stdout.splitlines()
+    assert max(len(line) for line in box) <= 80, watched.stdout
+    id_rows = [line for line in box if "run id" in line]
+    assert len(id_rows) == 1 and short in id_rows[0], watched.stdout
+    assert root["runId"] not in watched.stdout  # in full: `--json`, and stderr's first line
+    assert root["runId"] in watched.stderr
+    assert any(failed["runId"][-SHORT_RUN_ID:] in line for line in box), watched.stdout
+
     wide = cli("runs", "--limit", "50", "--wide", *shop.cli_args())
     assert all(row["runId"] in wide.stdout for row in rows), wide.stdout
 

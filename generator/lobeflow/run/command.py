@@ -54,7 +54,11 @@ def run(
     json_output: JsonOpt = False,
     watch: Annotated[
         str | None,
-        typer.Option("--watch", metavar="RUN_ID", help="Watch a pass already started."),
+        typer.Option(
+            "--watch",
+            metavar="RUN_ID",
+            help="Watch a pass already started (its id, or the end of it).",
+        ),
     ] = None,
     cancel: Annotated[
         str | None,
@@ -100,6 +104,7 @@ def run(
                 out.print(statistics_table(target.name, stats, force=force))
             return
         if cancel is not None:
+            cancel = runner.layer1(cancel).run_id  # in full when given abbreviated
             cancelled = runner.cancel(cancel)
             if json_output:
                 print_json(
@@ -113,7 +118,7 @@ def run(
             else:
                 out.print(f"Cancelled {cancelled} running run(s) of pass {cancel}.")
             return
-        run_id = watch or runner.start(force=force)
+        run_id = runner.layer1(watch).run_id if watch else runner.start(force=force)
         if json_output:
             summary = runner.watch(run_id, timeout=timeout, interval=interval)
             print_json(summary.to_json())

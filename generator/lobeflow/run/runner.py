@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from lobeflow.project import WorkflowInfo
@@ -288,9 +288,16 @@ class Runner:
         return run_id
 
     def layer1(self, run_id: str) -> RunLog:
-        run = self.qstash.run(run_id)
-        if run is None:
-            raise RunError(f"QStash knows no run {run_id!r} (runs are kept for a limited time).")
+        """The Layer-1 run of a pass: `run_id` in full, its end as `lobeflow run` and `runs`
+        show it, or a prefix that one recent Layer-1 run alone has.
+
+        Raises:
+            RunError: QStash does not know the run, the id matches several, the run is not
+                a Layer-1 run of this workflow, or QStash is unreachable.
+        """
+        run = self.qstash.run(run_id) or _abbreviated_run(
+            self.qstash, [self.target.urls[0]], run_id
+        )
         if run.url != self.target.urls[0]:
             raise RunError(
                 f"Run {run_id} is not a Layer-1 run of {self.target.name} at "
@@ -420,7 +427,7 @@ class Runner:
         """Poll the pass until every run of it has ended, `timeout` passes, or Ctrl-C.
 
         Args:
-            run_id: The pass's Layer-1 run id.
+            run_id: The pass's Layer-1 run id (or its end, or a unique prefix).
             on_progress: Called with every snapshot, the last one included.
             timeout: Seconds to watch before giving up (the pass goes on).
             interval: Seconds between polls.
@@ -433,6 +440,7 @@ class Runner:
         Raises:
             RunError: QStash is unreachable, or `run_id` is not a Layer-1 run of this workflow.
         """
+        run_id = self.layer1(run_id).run_id  # in full, once: the polls look it up exactly
         deadline = time.monotonic() + timeout
         last: _Snapshot | None = None
         quiet_since: float | None = None
@@ -560,7 +568,8 @@ def show_run(qstash: QStashClient, targets: Iterable[WorkflowTarget], run_id: st
             unreachable.
     """
     targets = list(targets)
-    run = qstash.run(run_id) or _abbreviated_run(qstash, targets, run_id)
+    urls: list[str | None] = [url for target in targets for url in target.urls] or [None]
+    run = qstash.run(run_id) or _abbreviated_run(qstash, urls, run_id)
     for target in targets:
         layer = target.layer_of(run.url)
         if layer is not None:
@@ -572,9 +581,8 @@ def show_run(qstash: QStashClient, targets: Iterable[WorkflowTarget], run_id: st
 ABBREVIATION_SCAN = 1000
 
 
-def _abbreviated_run(qstash: QStashClient, targets: list[WorkflowTarget], given: str) -> RunLog:
-    """The one recent run whose id starts or ends with `given`."""
-    urls: list[str | None] = [url for target in targets for url in target.urls] or [None]
+def _abbreviated_run(qstash: QStashClient, urls: Sequence[str | None], given: str) -> RunLog:
+    """The one recent run at `urls` (None: any URL) whose id starts or ends with `given`."""
     found = {
         run.run_id: run
         for url in urls
