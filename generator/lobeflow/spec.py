@@ -398,6 +398,11 @@ class WorkflowSpec:
         return f"{self.route_prefix}/stats"
 
     @property
+    def start_path(self) -> str:
+        """The route that starts a pass (template 0.1.5 on)."""
+        return f"{self.route_prefix}/start"
+
+    @property
     def run_id_prefixes(self) -> tuple[str, str, str]:
         """Run-id prefixes of the three layers (`wfr_<workflow>-<layer>-`)."""
         base = f"wfr_{self.name}-"

@@ -14,6 +14,7 @@ from jinja2 import Environment, pass_context
 from jinja2.ext import Extension
 from jinja2.runtime import Context, Undefined
 
+from lobeflow import provenance
 from lobeflow.errors import LobeflowError
 from lobeflow.naming import parse_name, pluralize
 from lobeflow.spec import LAYERS, WorkflowSpec, check_answer
@@ -45,7 +46,10 @@ def plural(entity: Any) -> str:
 
 
 def answer_error(name: str, value: Any) -> str:
-    """Why one answer is out of its own domain ('' if it is fine)."""
+    """Why one answer is out of its own domain ('' if it is fine): the workflow's answers,
+    and lobeflow's install origin (which lands in pyproject.toml and the README)."""
+    if name in (provenance.UV_SOURCE_ANSWER, provenance.PIP_INSTALL_ANSWER):
+        return provenance.answer_error(name, value)
     return check_answer(name, value)
 
 

@@ -74,7 +74,7 @@ class Shop:
     def target(self) -> WorkflowTarget:
         """The workflow as the runner sees it."""
         (info,) = list_workflows(self.project)
-        return WorkflowTarget.from_workflow(info, self.app.url, {})
+        return WorkflowTarget.from_workflow(info, self.app.url)
 
     def runner(self) -> Runner:
         """A runner of the workflow; close it after use."""

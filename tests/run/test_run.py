@@ -13,9 +13,13 @@ import pytest
 from lobeflow.engine import EngineConfig, EngineServer
 from lobeflow.run import Progress, RunError
 from lobeflow.run.client import QStashClient
-from lobeflow.run.command import EXIT_INTERRUPTED
 from lobeflow.run.model import COMPLETED, COMPLETED_WITH_FAILURES, INTERRUPTED
+from lobeflow.run.options import EXIT_INTERRUPTED
 from lobeflow.run.progress import SHORT_RUN_ID, interrupted_hint
+from lobeflow.testing import serve_app
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 from typer.testing import Result
 
 from tests.run.conftest import WORKFLOW, Shop, free_tcp_port
@@ -105,7 +109,7 @@ def test_dry_run_numbers_equal_what_the_real_run_processes(start_shop: StartShop
     assert forced["statistics"]["toProcess"] == 70
 
 
-def test_dry_run_sends_the_statistics_token(
+def test_dry_run_and_start_send_the_operations_token(
     start_shop: StartShop, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The app requires the token once it is set (always in production).
@@ -115,13 +119,66 @@ def test_dry_run_sends_the_statistics_token(
     for token, status in ((None, 401), ("wrong", 403)):
         if token is not None:
             monkeypatch.setenv("LOBEFLOW_STATS_TOKEN", token)
-        refused = cli("run", WORKFLOW, "--dry-run", *shop.cli_args())
-        assert isinstance(refused.exception, RunError), refused.output
-        expected = f"refused the statistics request ({status}): set LOBEFLOW_STATS_TOKEN"
-        assert expected in str(refused.exception)
+        for args, what in ((["--dry-run"], "statistics request"), ([], "pass start")):
+            refused = cli("run", WORKFLOW, *args, *shop.cli_args())
+            assert isinstance(refused.exception, RunError), refused.output
+            expected = f"refused the {what} ({status}): set LOBEFLOW_STATS_TOKEN"
+            assert expected in str(refused.exception)
+    assert _layer3_states(shop) == {} and shop.engine.engine.runs(url_prefix=shop.app.url) == []
     monkeypatch.setenv("LOBEFLOW_STATS_TOKEN", "s3cret")
     dry = _json(cli("run", WORKFLOW, "--dry-run", "--json", *shop.cli_args()))
     assert dry["statistics"]["totalEligible"] == 3
+    started = cli("run", WORKFLOW, "--json", *shop.cli_args())
+    assert started.exit_code == 0, started.output
+    assert _json(started)["processed"] == 3
+
+
+def test_start_goes_through_the_apps_start_route(start_shop: StartShop) -> None:
+    # The app writes the run-start message (its flow control, its retries): its own
+    # Layer-1 settings apply, whatever the environment `lobeflow run` has.
+    shop = start_shop(extra_env={"WELCOME_PLACEHOLDER_PROCESS_FLOW_KEY": "from-the-app"})
+    shop.seed(2)
+    runner = shop.runner()
+    try:
+        run_id = runner.start(force=False)
+        assert run_id.startswith(shop.target.run_id_prefixes[0])
+        assert runner.watch(run_id, timeout=60, interval=0.1).outcome == COMPLETED
+        logs = runner.qstash.request(
+            "GET", "/v2/workflows/logs", params={"flowControlKey": "from-the-app"}
+        )
+    finally:
+        runner.close()
+    assert [run["workflowRunId"] for run in logs["runs"]] == [run_id]
+
+
+def test_start_errors_name_their_cause(start_shop: StartShop, cli: Cli) -> None:
+    # The routes of an app generated before template 0.1.5: statistics, no start route.
+    shop = start_shop()
+    counts = {"totalEligible": 1, "toProcess": 1, "alreadyProcessed": 0}
+    stats = Route(
+        f"/api/workflows/{WORKFLOW}/stats", lambda _: JSONResponse(counts), methods=["GET"]
+    )
+    old_app = serve_app(Starlette(routes=[stats]))
+    try:
+        args = shop.cli_args()
+        args[args.index("--app-url") + 1] = old_app.url
+        dry = _json(cli("run", WORKFLOW, "--dry-run", "--json", *args))
+        assert dry["statistics"] == counts
+        missing = cli("run", WORKFLOW, *args)
+    finally:
+        old_app.stop()
+    assert isinstance(missing.exception, RunError), missing.output
+    message = str(missing.exception)
+    assert f"has no route POST /api/workflows/{WORKFLOW}/start" in message
+    assert "run `lobeflow update`" in message and "\n" not in message
+
+    # QStash refuses the app's run start: the app's own explanation comes through.
+    refusing = start_shop(extra_env={"QSTASH_TOKEN": "not-the-token"})
+    refused = cli("run", WORKFLOW, *refusing.cli_args())
+    assert isinstance(refused.exception, RunError), refused.output
+    message = str(refused.exception)
+    assert "could not answer the pass start (502): QStash refused the run start" in message
+    assert "\n" not in message
 
 
 def test_failures_are_counted_once_and_match_the_engine_counters(
@@ -373,6 +430,18 @@ def test_runs_table_fits_80_columns_and_shows_what_each_run_works_on(
     assert sum("chunk of 5" in line for line in pages) == 1
     failed = next(row for row in rows if row["state"] == "RUN_FAILED")
     assert "RuntimeError" in items[failed["runId"][-SHORT_RUN_ID:]]
+
+    # The pass's summary fits too: ids shortened as here, which `--watch` takes back.
+    short = root["runId"][-SHORT_RUN_ID:]
+    watched = cli("run", WORKFLOW, "--watch", short, *shop.cli_args())
+    assert watched.exit_code == 1, watched.output  # completed with failures
+    box = watched.stdout.splitlines()
+    assert max(len(line) for line in box) <= 80, watched.stdout
+    id_rows = [line for line in box if "run id" in line]
+    assert len(id_rows) == 1 and short in id_rows[0], watched.stdout
+    assert root["runId"] not in watched.stdout  # in full: `--json`, and stderr's first line
+    assert root["runId"] in watched.stderr
+    assert any(failed["runId"][-SHORT_RUN_ID:] in line for line in box), watched.stdout
 
     wide = cli("runs", "--limit", "50", "--wide", *shop.cli_args())
     assert all(row["runId"] in wide.stdout for row in rows), wide.stdout

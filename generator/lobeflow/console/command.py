@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from lobeflow.engine.config import DEV_TOKEN
-from lobeflow.run.command import (
+from lobeflow.run.options import (
     DEFAULT_APP_URL,
     DEFAULT_QSTASH_URL,
     AppUrlOpt,

@@ -9,7 +9,6 @@ per node, paginated item lists, run timelines.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -252,16 +251,14 @@ class ConsoleService:
             infos = list_workflows(root)
         except ProjectError:
             return []
-        return [
-            WorkflowTarget.from_workflow(info, self.settings.app_url, os.environ) for info in infos
-        ]
+        return [WorkflowTarget.from_workflow(info, self.settings.app_url) for info in infos]
 
     def _target(self, workflow: str) -> WorkflowTarget:
         if self.settings.project is None:
             raise RunError("The console was started outside a project: no workflows.")
         root = find_project_root(self.settings.project)
         info = find_workflow(list_workflows(root), workflow)
-        return WorkflowTarget.from_workflow(info, self.settings.app_url, os.environ)
+        return WorkflowTarget.from_workflow(info, self.settings.app_url)
 
     def _qstash(self) -> QStashClient:
         return QStashClient(self.settings.qstash_url, self.settings.token)

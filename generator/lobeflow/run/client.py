@@ -1,7 +1,8 @@
-"""HTTP clients of a pass: the app's dry-run statistics route and the QStash REST API.
+"""HTTP clients of a pass: the app's operations routes and the QStash REST API.
 
-Only endpoints that Upstash QStash itself serves are used (batch publish, workflow logs,
-bulk cancel), so the same code watches a pass on the local engine and in production.
+The app starts passes (its start route) and answers dry runs (its statistics route); of
+QStash only endpoints that Upstash QStash itself serves are used (workflow logs, bulk
+cancel), so the same code watches a pass on the local engine and in production.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ LOGS_PAGE_SIZE = 100
 CHANGES_PAGE_SIZE = 1_000
 # Bounds one listing, so a runaway listing cannot loop forever.
 MAX_LOG_PAGES = 1_000
-# The bearer token of the app's statistics route (the generated app reads it too).
+# The bearer token of the app's operations routes, statistics and pass start (the
+# generated app reads it too).
 STATS_TOKEN_ENV = "LOBEFLOW_STATS_TOKEN"
 
 
@@ -39,13 +41,20 @@ def _hint(url: str, what: str) -> str:
     )
 
 
+_NOT_MOUNTED = "is APP_URL this project's app, and is the workflow mounted?"
+_NO_START_ROUTE = (
+    "apps generated before template 0.1.5 have none; run `lobeflow update` in the project "
+    "and restart the app (or check that APP_URL is this project's app)."
+)
+
+
 class AppClient:
-    """The generated app, over HTTP: its dry-run statistics route."""
+    """The generated app, over HTTP: its operations routes (dry-run statistics, pass start)."""
 
     def __init__(
         self, base_url: str, *, timeout: float = DEFAULT_TIMEOUT_S, stats_token: str | None = None
     ) -> None:
-        """Talk to the app served at `base_url` (its APP_URL), with the statistics route's
+        """Talk to the app served at `base_url` (its APP_URL), with the operations routes'
         bearer token (default: STATS_TOKEN_ENV; the app requires it in production)."""
         self.base_url = base_url.rstrip("/")
         token = os.environ.get(STATS_TOKEN_ENV, "") if stats_token is None else stats_token
@@ -56,36 +65,82 @@ class AppClient:
         """Close the connection pool."""
         self._http.close()
 
+    def _call(
+        self, method: str, path: str, what: str, *, missing: str = _NOT_MOUNTED, **options: Any
+    ) -> httpx.Response:
+        """One request to an operations route; a 200 answer, else a one-line RunError.
+
+        `what` names the request in messages; `missing` is the advice when there is no route.
+        """
+        url = self.base_url + path
+        try:
+            response = self._http.request(method, url, **options)
+        except httpx.HTTPError as exc:
+            raise RunError(_hint(self.base_url, "app") + f" ({exc})") from exc
+        status = response.status_code
+        if status in (404, 405):
+            raise RunError(f"The app at {self.base_url} has no route {method} {path}: {missing}")
+        if status in (401, 403):
+            raise RunError(
+                f"The app at {self.base_url} refused the {what} ({status}): "
+                f"set {STATS_TOKEN_ENV} to the app's value."
+            )
+        if status != 200:
+            raise RunError(
+                f"The app at {self.base_url} could not answer the {what} ({status}): "
+                f"{_detail(response)}"
+            )
+        return response
+
     def statistics(self, path: str, *, force: bool) -> Statistics:
         """GET the statistics route at `path`; it starts nothing.
 
         Raises:
             RunError: The app is unreachable, or the route is missing or answers garbage.
         """
-        url = self.base_url + path
-        try:
-            response = self._http.get(url, params={"force": "true"} if force else None)
-        except httpx.HTTPError as exc:
-            raise RunError(_hint(self.base_url, "app") + f" ({exc})") from exc
-        if response.status_code == 404:
-            raise RunError(
-                f"The app at {self.base_url} has no route {path}: is APP_URL this project's "
-                "app, and is the workflow mounted?"
-            )
-        if response.status_code in (401, 403):
-            raise RunError(
-                f"The app at {self.base_url} refused the statistics request "
-                f"({response.status_code}): set {STATS_TOKEN_ENV} to the app's value."
-            )
-        if response.status_code != 200:
-            raise RunError(f"GET {url} answered {response.status_code}: {response.text[:300]}")
+        params = {"force": "true"} if force else None
+        response = self._call("GET", path, "statistics request", params=params)
         try:
             stats = Statistics.from_json(response.json())
         except ValueError:
             stats = None
         if stats is None:
-            raise RunError(f"GET {url} did not return dry-run statistics: {response.text[:300]}")
+            raise RunError(
+                f"GET {self.base_url}{path} did not return dry-run statistics: "
+                f"{response.text[:300]}"
+            )
         return stats
+
+    def start(self, path: str, *, force: bool) -> str:
+        """POST the start route at `path`: the app starts one pass; returns its run id.
+
+        Raises:
+            RunError: The app is unreachable, has no start route (an app generated before
+                template 0.1.5), refused the token, or could not start the run (QStash
+                refused it: the app's own message).
+        """
+        response = self._call(
+            "POST", path, "pass start", missing=_NO_START_ROUTE, json={"force": force}
+        )
+        try:
+            run_id = response.json().get("workflowRunId")
+        except (ValueError, AttributeError):
+            run_id = None
+        if not isinstance(run_id, str) or not run_id:
+            raise RunError(
+                f"POST {self.base_url}{path} did not return a workflowRunId: {response.text[:300]}"
+            )
+        return run_id
+
+
+def _detail(response: httpx.Response) -> str:
+    """The error a FastAPI app gives (its `detail`), else the start of the body."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    text = detail if isinstance(detail, str) else response.text
+    return " ".join(text.split())[:300]
 
 
 class QStashClient:
@@ -153,14 +208,6 @@ class QStashClient:
             RunError: Unreachable, or the token is rejected.
         """
         self.request("GET", "/v2/workflows/logs", params={"count": "1"})
-
-    def batch(self, messages: list[dict[str, Any]]) -> None:
-        """Publish messages with one `/v2/batch` request (headers kept verbatim).
-
-        Raises:
-            RunError: QStash refused them.
-        """
-        self.request("POST", "/v2/batch", body=messages)
 
     def runs(
         self,

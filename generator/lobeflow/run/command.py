@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
-from typer.core import TyperGroup
 
 from lobeflow.engine.config import DEV_TOKEN
-from lobeflow.project import ProjectError, find_project_root, list_workflows
+from lobeflow.project import ProjectError
 from lobeflow.run.model import (
     COMPLETED,
     INTERRUPTED,
@@ -20,74 +16,34 @@ from lobeflow.run.model import (
     RUN_STATES,
     RunError,
 )
+from lobeflow.run.options import (
+    DEFAULT_APP_URL,
+    DEFAULT_INTERVAL_S,
+    DEFAULT_QSTASH_URL,
+    DEFAULT_TIMEOUT_S,
+    EXIT_INTERRUPTED,
+    AppUrlOpt,
+    IntervalOpt,
+    JsonOpt,
+    ListByDefault,
+    ProjectOpt,
+    QStashUrlOpt,
+    TimeoutOpt,
+    TokenOpt,
+    WorkflowArg,
+    check_watch_times,
+    consoles,
+    find_target,
+    print_json,
+    project_targets,
+)
 
-if TYPE_CHECKING:
-    from lobeflow.run.runner import WorkflowTarget
-
-DEFAULT_APP_URL = "http://127.0.0.1:8000"
-DEFAULT_QSTASH_URL = "http://127.0.0.1:8080"
-# Exit status after Ctrl-C, as shells report SIGINT.
-EXIT_INTERRUPTED = 130
 # Console width of `runs --wide`: enough for any row, so nothing is cut or folded.
 WIDE_COLUMNS = 1000
 
-ProjectOpt = Annotated[
-    Path, typer.Option("--project", "-p", help="A directory inside the project.")
-]
-AppUrlOpt = Annotated[
-    str,
-    typer.Option("--app-url", envvar="APP_URL", help="Where the app runs (the app's own APP_URL)."),
-]
-QStashUrlOpt = Annotated[
-    str,
-    typer.Option(
-        "--qstash-url", envvar="QSTASH_URL", help="QStash base URL (local engine or Upstash)."
-    ),
-]
-TokenOpt = Annotated[
-    str,
-    typer.Option(
-        "--token",
-        envvar="QSTASH_TOKEN",
-        show_default=False,
-        help="QStash token [default: the local engine's dev token].",
-    ),
-]
-JsonOpt = Annotated[
-    bool, typer.Option("--json", help="Print one JSON object (docs/run.md), nothing else.")
-]
-
-
-def _targets(project: Path, app_url: str) -> list[WorkflowTarget]:
-    from lobeflow.run.runner import WorkflowTarget
-
-    root = find_project_root(project)
-    return [
-        WorkflowTarget.from_workflow(info, app_url, os.environ) for info in list_workflows(root)
-    ]
-
-
-def _target(project: Path, app_url: str, workflow: str) -> WorkflowTarget:
-    from lobeflow.run.runner import WorkflowTarget, find_workflow
-
-    root = find_project_root(project)
-    info = find_workflow(list_workflows(root), workflow)
-    return WorkflowTarget.from_workflow(info, app_url, os.environ)
-
-
-def _print_json(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2) + "\n")
-    sys.stdout.flush()
-
-
-def _consoles() -> tuple[Any, Any]:
-    from rich.console import Console
-
-    return Console(highlight=False), Console(stderr=True, highlight=False)
-
 
 def run(
-    workflow: Annotated[str, typer.Argument(help="Workflow name, e.g. welcome-placeholder.")],
+    workflow: WorkflowArg,
     *,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the statistics only; start nothing.")
@@ -98,16 +54,18 @@ def run(
     json_output: JsonOpt = False,
     watch: Annotated[
         str | None,
-        typer.Option("--watch", metavar="RUN_ID", help="Watch a pass already started."),
+        typer.Option(
+            "--watch",
+            metavar="RUN_ID",
+            help="Watch a pass already started (its id, or the end of it).",
+        ),
     ] = None,
     cancel: Annotated[
         str | None,
         typer.Option("--cancel", metavar="RUN_ID", help="Cancel every running run of a pass."),
     ] = None,
-    timeout: Annotated[
-        float, typer.Option(help="Seconds to watch before giving up (the pass goes on).")
-    ] = 3600.0,
-    interval: Annotated[float, typer.Option(help="Seconds between progress polls.")] = 0.5,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
+    interval: IntervalOpt = DEFAULT_INTERVAL_S,
     project: ProjectOpt = Path("."),
     app_url: AppUrlOpt = DEFAULT_APP_URL,
     qstash_url: QStashUrlOpt = DEFAULT_QSTASH_URL,
@@ -125,16 +83,15 @@ def run(
 
     if sum(map(bool, (dry_run, watch, cancel))) > 1:
         raise RunError("Give at most one of --dry-run, --watch and --cancel.")
-    if timeout <= 0 or interval <= 0:
-        raise RunError("--timeout and --interval must be positive.")
-    target = _target(project, app_url, workflow)
+    check_watch_times(timeout, interval)
+    target = find_target(project, app_url, workflow)
     runner = Runner(target, QStashClient(qstash_url, token), AppClient(app_url))
-    out, err = _consoles()
+    out, err = consoles()
     try:
         if dry_run:
             stats = runner.dry_run(force=force)
             if json_output:
-                _print_json(
+                print_json(
                     {
                         "schemaVersion": JSON_SCHEMA_VERSION,
                         "workflow": target.name,
@@ -147,9 +104,10 @@ def run(
                 out.print(statistics_table(target.name, stats, force=force))
             return
         if cancel is not None:
+            cancel = runner.layer1(cancel).run_id  # in full when given abbreviated
             cancelled = runner.cancel(cancel)
             if json_output:
-                _print_json(
+                print_json(
                     {
                         "schemaVersion": JSON_SCHEMA_VERSION,
                         "workflow": target.name,
@@ -160,10 +118,10 @@ def run(
             else:
                 out.print(f"Cancelled {cancelled} running run(s) of pass {cancel}.")
             return
-        run_id = watch or runner.start(force=force)
+        run_id = runner.layer1(watch).run_id if watch else runner.start(force=force)
         if json_output:
             summary = runner.watch(run_id, timeout=timeout, interval=interval)
-            _print_json(summary.to_json())
+            print_json(summary.to_json())
         else:
             verb = "Watching" if watch else "Started"
             err.print(
@@ -183,19 +141,8 @@ def run(
         runner.close()
 
 
-class _ListByDefault(TyperGroup):
-    """`lobeflow runs [WORKFLOW]` lists runs; `lobeflow runs show RUN_ID` shows one."""
-
-    # `ctx` is typer's own click Context; Any keeps this override valid for mypy.
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        """Route anything that is not a subcommand (or help) to `list`."""
-        if not args or (args[0] not in self.commands and args[0] not in ("-h", "--help")):
-            args = ["list", *args]
-        return super().parse_args(ctx, args)
-
-
 runs_app = typer.Typer(
-    cls=_ListByDefault,
+    cls=ListByDefault,
     help="Recent workflow runs (`runs [WORKFLOW]`) and the steps of one (`runs show RUN_ID`).",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -242,16 +189,18 @@ def list_command(
     wanted_state = _state_filter(state)
     if limit < 1:
         raise RunError("--limit must be at least 1.")
-    targets = [_target(project, app_url, workflow)] if workflow else _targets(project, app_url)
+    wanted = (
+        [find_target(project, app_url, workflow)] if workflow else project_targets(project, app_url)
+    )
     qstash = QStashClient(qstash_url, token)
     try:
-        rows = list_runs(qstash, targets, state=wanted_state, limit=limit)
+        rows = list_runs(qstash, wanted, state=wanted_state, limit=limit)
     finally:
         qstash.close()
     if json_output:
-        _print_json({"schemaVersion": JSON_SCHEMA_VERSION, "runs": [row.to_json() for row in rows]})
+        print_json({"schemaVersion": JSON_SCHEMA_VERSION, "runs": [row.to_json() for row in rows]})
         return
-    out, _ = _consoles()
+    out, _ = consoles()
     if rows:
         width = out.width
         if wide:  # as wide as the table needs: lines longer than the terminal, nothing cut
@@ -279,16 +228,16 @@ def show_command(
     from lobeflow.run.runner import show_run
 
     try:
-        targets = _targets(project, app_url)
+        known = project_targets(project, app_url)
     except ProjectError:
-        targets = []  # outside a project the run is still shown, without its workflow
+        known = []  # outside a project the run is still shown, without its workflow
     qstash = QStashClient(qstash_url, token)
     try:
-        row = show_run(qstash, targets, run_id)
+        row = show_run(qstash, known, run_id)
     finally:
         qstash.close()
     if json_output:
-        _print_json({"schemaVersion": JSON_SCHEMA_VERSION, **row.to_json(steps=True)})
+        print_json({"schemaVersion": JSON_SCHEMA_VERSION, **row.to_json(steps=True)})
         return
-    out, _ = _consoles()
+    out, _ = consoles()
     out.print(run_view(row))

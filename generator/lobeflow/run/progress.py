@@ -127,7 +127,9 @@ def summary_view(summary: Summary) -> RenderableType:
     title = f"[bold]Pass of {summary.workflow}: [{color}]{summary.outcome}[/][/]"
     table = Table("", show_header=False)
     table.add_column("", overflow="fold")
-    table.add_row("run id", progress.run_id)
+    # The end of the id, as `lobeflow runs` shows it (every command takes it); `--json` and
+    # the "Started pass" line give it in full.
+    table.add_row("run id", short_run_id(progress.run_id))
     if progress.statistics is not None:
         table.add_row("to process", str(progress.statistics.to_process))
     table.add_row("processed", f"[green]{progress.processed}[/]")
@@ -144,11 +146,11 @@ def errors_view(heading: str, errors: Sequence[ItemError]) -> list[RenderableTyp
     """The first failed items of a pass (or a retry) under a heading; nothing if none."""
     if not errors:
         return []
-    table = Table("layer", "item")
-    table.add_column("run", overflow="fold")
+    table = Table("layer", "item", "run")
     table.add_column("error", overflow="fold")
     for error in errors[:SHOWN_ERRORS]:
-        table.add_row(error.layer, error.item, error.run_id, Text(error.error, style="red"))
+        run = short_run_id(error.run_id)
+        table.add_row(error.layer, error.item, run, Text(error.error, style="red"))
     return [heading, table]
 
 

@@ -126,8 +126,8 @@ def plan_retry(
         RunError: Unknown pass; an item that did not fail in the pass; the pass's Layer-1
             run itself failed (start a new pass instead).
     """
-    pass_id = pass_id or latest_pass(runner)
-    root = runner.layer1(pass_id)
+    root = runner.layer1(pass_id or latest_pass(runner))
+    pass_id = root.run_id  # in full when given abbreviated
     if root.state == RUN_FAILED:
         raise RunError(
             f"Pass {pass_id} failed in Layer 1 ({root.errors[-1] if root.errors else 'failed'}): "

@@ -9,22 +9,29 @@ import typer
 
 from lobeflow.engine.config import DEV_TOKEN
 from lobeflow.project import ProjectError
-from lobeflow.run.command import (
+from lobeflow.run.model import COMPLETED, INTERRUPTED, JSON_SCHEMA_VERSION, RunError
+from lobeflow.run.options import (
     DEFAULT_APP_URL,
+    DEFAULT_INTERVAL_S,
     DEFAULT_QSTASH_URL,
+    DEFAULT_TIMEOUT_S,
     EXIT_INTERRUPTED,
     AppUrlOpt,
+    IntervalOpt,
     JsonOpt,
+    ListByDefault,
     ProjectOpt,
     QStashUrlOpt,
+    RestartOpt,
+    TimeoutOpt,
     TokenOpt,
-    _consoles,
-    _ListByDefault,
-    _print_json,
-    _target,
-    _targets,
+    WorkflowArg,
+    check_watch_times,
+    consoles,
+    find_target,
+    print_json,
+    project_targets,
 )
-from lobeflow.run.model import COMPLETED, INTERRUPTED, JSON_SCHEMA_VERSION, RunError
 
 if TYPE_CHECKING:
     from lobeflow.run.client import QStashClient
@@ -32,7 +39,7 @@ if TYPE_CHECKING:
 
 
 def retry(
-    workflow: Annotated[str, typer.Argument(help="Workflow name, e.g. welcome-placeholder.")],
+    workflow: WorkflowArg,
     *,
     pass_id: Annotated[
         str | None,
@@ -44,15 +51,10 @@ def retry(
             "--item", metavar="ID", help="Only the failed run of this item (or run id); repeat."
         ),
     ] = None,
-    restart: Annotated[
-        bool,
-        typer.Option("--restart", help="Start failed runs over instead of resuming them."),
-    ] = False,
+    restart: RestartOpt = False,
     json_output: JsonOpt = False,
-    timeout: Annotated[
-        float, typer.Option(help="Seconds to watch before giving up (the runs go on).")
-    ] = 3600.0,
-    interval: Annotated[float, typer.Option(help="Seconds between progress polls.")] = 0.5,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
+    interval: IntervalOpt = DEFAULT_INTERVAL_S,
     project: ProjectOpt = Path("."),
     app_url: AppUrlOpt = DEFAULT_APP_URL,
     qstash_url: QStashUrlOpt = DEFAULT_QSTASH_URL,
@@ -66,18 +68,17 @@ def retry(
     from lobeflow.run.recovery_view import retry_summary_view
     from lobeflow.run.runner import Runner
 
-    if timeout <= 0 or interval <= 0:
-        raise RunError("--timeout and --interval must be positive.")
-    target = _target(project, app_url, workflow)
+    check_watch_times(timeout, interval)
+    target = find_target(project, app_url, workflow)
     runner = Runner(target, QStashClient(qstash_url, token), AppClient(app_url))
     mode = RESTART if restart else RESUME
-    out, err = _consoles()
+    out, err = consoles()
     try:
         runner.qstash.check()
         plan = plan_retry(runner, pass_id=pass_id, items=item or ())
         if not plan.failed:
             if json_output:
-                _print_json(
+                print_json(
                     {
                         "schemaVersion": JSON_SCHEMA_VERSION,
                         "workflow": target.name,
@@ -97,7 +98,7 @@ def retry(
             summary = watch_reruns(
                 runner, plan, reruns, mode=mode, timeout=timeout, interval=interval
             )
-            _print_json({**summary.to_json(), "running": plan.running})
+            print_json({**summary.to_json(), "running": plan.running})
         else:
             verb = "Restarted" if restart else "Resumed"
             err.print(
@@ -133,7 +134,7 @@ def retry(
 
 
 dlq_app = typer.Typer(
-    cls=_ListByDefault,
+    cls=ListByDefault,
     help="The dead-letter queue: `dlq [list]`, `dlq show ID`, `dlq retry ID...`, "
     "`dlq delete ID...`.",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -159,7 +160,7 @@ def _filter(
     if workflow or pass_id:
         if not workflow:
             raise RunError("--pass needs the workflow: `lobeflow dlq list --workflow NAME`.")
-        target = _target(project, app_url, workflow)
+        target = find_target(project, app_url, workflow)
         urls = target.urls
         if pass_id:
             runner = Runner(target, qstash, AppClient(app_url))
@@ -221,7 +222,7 @@ def list_command(
         qstash.close()
     shown = entries[:limit]
     if json_output:
-        _print_json(
+        print_json(
             {
                 "schemaVersion": JSON_SCHEMA_VERSION,
                 "total": len(entries),
@@ -229,7 +230,7 @@ def list_command(
             }
         )
         return
-    out, _ = _consoles()
+    out, _ = consoles()
     if not shown:
         out.print("The DLQ has no matching entries.")
         return
@@ -241,7 +242,7 @@ def list_command(
 def _workflow_names(project: Path, app_url: str) -> dict[str, str]:
     """Workflow URL -> workflow name, for the project's workflows (empty outside one)."""
     try:
-        targets = _targets(project, app_url)
+        targets = project_targets(project, app_url)
     except ProjectError:
         return {}
     return {url: target.name for target in targets for url in target.urls}
@@ -271,9 +272,9 @@ def show_command(
     finally:
         qstash.close()
     if json_output:
-        _print_json({"schemaVersion": JSON_SCHEMA_VERSION, **entry.to_json(), "raw": entry.raw})
+        print_json({"schemaVersion": JSON_SCHEMA_VERSION, **entry.to_json(), "raw": entry.raw})
         return
-    out, _ = _consoles()
+    out, _ = consoles()
     out.print(dlq_entry_view(entry))
 
 
@@ -284,9 +285,7 @@ IdsArg = Annotated[list[str], typer.Argument(help="DLQ entry ids.", show_default
 def retry_command(
     dlq_ids: IdsArg,
     *,
-    restart: Annotated[
-        bool, typer.Option("--restart", help="Start workflow runs over instead of resuming.")
-    ] = False,
+    restart: RestartOpt = False,
     json_output: JsonOpt = False,
     qstash_url: QStashUrlOpt = DEFAULT_QSTASH_URL,
     token: TokenOpt = DEV_TOKEN,
@@ -302,11 +301,11 @@ def retry_command(
     finally:
         qstash.close()
     if json_output:
-        _print_json(
+        print_json(
             {"schemaVersion": JSON_SCHEMA_VERSION, "runs": [rerun.to_json() for rerun in reruns]}
         )
         return
-    out, _ = _consoles()
+    out, _ = consoles()
     verb = "restarted" if restart else "resumed"
     for rerun in reruns:
         if rerun.run_id:
@@ -338,7 +337,7 @@ def delete_command(
     finally:
         qstash.close()
     if json_output:
-        _print_json({"schemaVersion": JSON_SCHEMA_VERSION, "deleted": deleted})
+        print_json({"schemaVersion": JSON_SCHEMA_VERSION, "deleted": deleted})
         return
-    out, _ = _consoles()
+    out, _ = consoles()
     out.print(f"Deleted {deleted} DLQ entr{'y' if deleted == 1 else 'ies'}.")

@@ -1,8 +1,9 @@
 """Start a pass of a generated workflow, watch it to the end, list and cancel its runs.
 
 A *pass* is one Layer-1 run and every run it leads to. The runner talks HTTP only: the
-app's statistics route for dry runs, and the QStash API for the rest. It imports nothing
-from the project, so it works against any deployed app and any QStash.
+app's operations routes to start a pass and for dry runs (the run-start message is the
+app's own, written once in its `_runtime/triggers.py`), and the QStash API for the rest.
+It imports nothing from the project, so it works against any deployed app and any QStash.
 
 This pass's runs are told apart from others by what the generated code guarantees: run
 ids `wfr_<workflow>-<layer>-...` (`_runtime.run_id`), the layer's workflow URL, creation
@@ -14,8 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from lobeflow.project import WorkflowInfo
@@ -38,9 +38,6 @@ from lobeflow.run.model import (
     Summary,
 )
 
-# The feature sets the SDK declares on its run-start and failure-callback messages.
-SDK_FEATURE_SET = "LazyFetch,InitialBody,WF_DetectTrigger"
-FAILURE_FEATURE_SET = "LazyFetch,InitialBody"
 # Cancelling lists the item runs again until two listings CANCEL_SETTLE_S apart find none
 # running (at most CANCEL_ROUNDS listings): deliveries in flight may still start some.
 CANCEL_ROUNDS = 20
@@ -51,48 +48,26 @@ MAX_ERRORS = 20
 
 @dataclass(frozen=True)
 class WorkflowTarget:
-    """Where one workflow of a project runs: its URLs, run-id prefixes and Layer-1 settings."""
+    """Where one workflow of a project runs: its URLs, operations routes and run-id prefixes."""
 
     name: str
     urls: tuple[str, str, str]
     stats_url_path: str
+    start_url_path: str
     run_id_prefixes: tuple[str, str, str]
-    flow_control: Mapping[str, str]
-    retries: int
 
     @classmethod
-    def from_workflow(
-        cls, info: WorkflowInfo, app_url: str, env: Mapping[str, str]
-    ) -> WorkflowTarget:
-        """The target of `info` served at `app_url`.
-
-        Layer-1 flow control comes from the answers file, overridden like the generated
-        `flow_control.py` does by `<WORKFLOW>_PROCESS_FLOW_KEY`, `_PARALLELISM`, `_RATE`
-        and `_PERIOD` from `env`.
-        """
+    def from_workflow(cls, info: WorkflowInfo, app_url: str) -> WorkflowTarget:
+        """The target of `info` served at `app_url`."""
         base = app_url.rstrip("/")
         spec = info.spec
-        prefix = f"{spec.env_prefix}_PROCESS"
-        control = spec.layer("process")
         process, paginate, execute = spec.route_paths
-
-        def setting(name: str, default: object) -> str:
-            return env.get(f"{prefix}_{name}", "").strip() or str(default)
-
-        key = setting("FLOW_KEY", control.key)
-        parallelism = setting("PARALLELISM", control.parallelism)
-        rate = setting("RATE", control.rate)
-        period = setting("PERIOD", control.period)
-        value = f"parallelism={parallelism}"
-        if rate not in ("", "0"):
-            value += f", rate={rate}, period={period}s"
         return cls(
             name=spec.name,
             urls=(base + process, base + paginate, base + execute),
             stats_url_path=spec.stats_path,
+            start_url_path=spec.start_path,
             run_id_prefixes=spec.run_id_prefixes,
-            flow_control={"Upstash-Flow-Control-Key": key, "Upstash-Flow-Control-Value": value},
-            retries=spec.retries,
         )
 
     def layer_of(self, url: str) -> str | None:
@@ -101,35 +76,6 @@ class WorkflowTarget:
             if url == layer_url:
                 return layer
         return None
-
-    def run_start(self, run_id: str, body: str) -> dict[str, object]:
-        """The Layer-1 run-start message, as the generated `_runtime.trigger_runs` sends it."""
-        url = self.urls[0]
-        retries = str(self.retries)
-        return {
-            "destination": url,
-            "headers": {
-                "Content-Type": "application/json",
-                "Upstash-Workflow-Init": "true",
-                "Upstash-Workflow-RunId": run_id,
-                "Upstash-Workflow-Url": url,
-                "Upstash-Feature-Set": SDK_FEATURE_SET,
-                "Upstash-Forward-Upstash-Workflow-Sdk-Version": "1",
-                "Upstash-Retries": retries,
-                "Upstash-Deduplication-Id": run_id,
-                "Upstash-Failure-Callback": url,
-                "Upstash-Failure-Callback-Forward-Upstash-Workflow-Is-Failure": "true",
-                "Upstash-Failure-Callback-Forward-Upstash-Workflow-Failure-Callback": "true",
-                "Upstash-Failure-Callback-Workflow-Runid": run_id,
-                "Upstash-Failure-Callback-Workflow-Init": "false",
-                "Upstash-Failure-Callback-Workflow-Url": url,
-                "Upstash-Failure-Callback-Workflow-Calltype": "failureCall",
-                "Upstash-Failure-Callback-Feature-Set": FAILURE_FEATURE_SET,
-                "Upstash-Failure-Callback-Retries": retries,
-                **self.flow_control,
-            },
-            "body": body,
-        }
 
 
 def find_workflow(workflows: Iterable[WorkflowInfo], name: str) -> WorkflowInfo:
@@ -340,21 +286,34 @@ class Runner:
         return self.app.statistics(self.target.stats_url_path, force=force)
 
     def start(self, *, force: bool = False) -> str:
-        """Trigger Layer 1 through QStash and return the pass's run id.
+        """Start a pass through the app's start route and return its Layer-1 run id.
+
+        QStash is checked first: a pass that could not be watched is not started.
 
         Raises:
-            RunError: QStash is unreachable or refused the message.
+            RunError: QStash or the app is unreachable, the app has no start route (generated
+                before template 0.1.5), refused the token, or QStash refused the run start.
         """
         self.qstash.check()
-        run_id = f"{self.target.run_id_prefixes[0]}{uuid.uuid4().hex}"
-        body = json.dumps({"dryRun": False, "force": force}, separators=(",", ":"))
-        self.qstash.batch([self.target.run_start(run_id, body)])
+        run_id = self.app.start(self.target.start_url_path, force=force)
+        if not run_id.startswith(self.target.run_id_prefixes[0]):
+            raise RunError(
+                f"The app at {self.app.base_url} started run {run_id!r}, not a Layer-1 run of "
+                f"{self.target.name}: is APP_URL this project's app?"
+            )
         return run_id
 
     def layer1(self, run_id: str) -> RunLog:
-        run = self.qstash.run(run_id)
-        if run is None:
-            raise RunError(f"QStash knows no run {run_id!r} (runs are kept for a limited time).")
+        """The Layer-1 run of a pass: `run_id` in full, its end as `lobeflow run` and `runs`
+        show it, or a prefix that one recent Layer-1 run alone has.
+
+        Raises:
+            RunError: QStash does not know the run, the id matches several, the run is not
+                a Layer-1 run of this workflow, or QStash is unreachable.
+        """
+        run = self.qstash.run(run_id) or _abbreviated_run(
+            self.qstash, [self.target.urls[0]], run_id
+        )
         if run.url != self.target.urls[0]:
             raise RunError(
                 f"Run {run_id} is not a Layer-1 run of {self.target.name} at "
@@ -484,7 +443,7 @@ class Runner:
         """Poll the pass until every run of it has ended, `timeout` passes, or Ctrl-C.
 
         Args:
-            run_id: The pass's Layer-1 run id.
+            run_id: The pass's Layer-1 run id (or its end, or a unique prefix).
             on_progress: Called with every snapshot, the last one included.
             timeout: Seconds to watch before giving up (the pass goes on).
             interval: Seconds between polls.
@@ -497,6 +456,7 @@ class Runner:
         Raises:
             RunError: QStash is unreachable, or `run_id` is not a Layer-1 run of this workflow.
         """
+        run_id = self.layer1(run_id).run_id  # in full, once: the polls look it up exactly
         deadline = time.monotonic() + timeout
         last: _Snapshot | None = None
         quiet_since: float | None = None
@@ -624,7 +584,8 @@ def show_run(qstash: QStashClient, targets: Iterable[WorkflowTarget], run_id: st
             unreachable.
     """
     targets = list(targets)
-    run = qstash.run(run_id) or _abbreviated_run(qstash, targets, run_id)
+    urls: list[str | None] = [url for target in targets for url in target.urls] or [None]
+    run = qstash.run(run_id) or _abbreviated_run(qstash, urls, run_id)
     for target in targets:
         layer = target.layer_of(run.url)
         if layer is not None:
@@ -636,9 +597,8 @@ def show_run(qstash: QStashClient, targets: Iterable[WorkflowTarget], run_id: st
 ABBREVIATION_SCAN = 1000
 
 
-def _abbreviated_run(qstash: QStashClient, targets: list[WorkflowTarget], given: str) -> RunLog:
-    """The one recent run whose id starts or ends with `given`."""
-    urls: list[str | None] = [url for target in targets for url in target.urls] or [None]
+def _abbreviated_run(qstash: QStashClient, urls: Sequence[str | None], given: str) -> RunLog:
+    """The one recent run at `urls` (None: any URL) whose id starts or ends with `given`."""
     found = {
         run.run_id: run
         for url in urls

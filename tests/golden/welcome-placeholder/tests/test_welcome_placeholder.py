@@ -107,26 +107,76 @@ def test_dry_run_statistics(app_server: AppServer, qstash_engine: EngineHandle) 
     assert run(logic.attempts()) == dict.fromkeys(ids[:2], 1)
 
 
-@pytest.mark.parametrize("production", [False, True])
-def test_statistics_route_needs_the_token_once_one_is_set(
-    app_server: AppServer, monkeypatch: pytest.MonkeyPatch, production: bool
+def test_start_route_starts_one_pass_per_call(
+    app_server: AppServer, qstash_engine: EngineHandle
 ) -> None:
-    url = app_server.url + WORKFLOW_PATHS.stats
+    ids = run(logic.seed_items(4))
+    url = app_server.url + WORKFLOW_PATHS.start
+
+    started = httpx.post(url)  # no body: a pass that processes what is not done yet
+    assert started.status_code == 200, started.text
+    first = started.json()["workflowRunId"]
+    assert first.startswith(f"wfr_{WORKFLOW_NAME}-process-")
+    info = qstash_engine.wait_for_run(first)
+    qstash_engine.wait_until_idle()
+    assert info.url == app_server.url + WORKFLOW_PATHS.process_users
+    assert info.state == "RUN_SUCCESS"
+    assert f"{WORKFLOW_NAME}:trigger-paginate" in info.step_names
+    assert run(logic.attempts()) == dict.fromkeys(ids, 1)
+
+    # Every call is a new pass under a new run id; `force` processes the done ones again.
+    forced = httpx.post(url, json={"force": True})
+    assert forced.status_code == 200, forced.text
+    assert forced.json()["workflowRunId"] != first
+    qstash_engine.wait_until_idle()
+    assert run(logic.attempts()) == dict.fromkeys(ids, 2)
+
+    # A pass is never a dry run, and nothing but `force` is accepted.
+    for body in ({"dryRun": True}, {"force": "maybe"}, [True]):
+        assert httpx.post(url, json=body).status_code == 422, body
+    assert httpx.get(url).status_code == 405
+
+
+def test_start_route_reports_what_qstash_refused(
+    app_server: AppServer, qstash_engine: EngineHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Read when the app's server loop first publishes: no run has been started yet.
+    monkeypatch.setenv("QSTASH_TOKEN", "not-the-token")
+    refused = httpx.post(app_server.url + WORKFLOW_PATHS.start, json={})
+    assert refused.status_code == 502
+    assert refused.json()["detail"].startswith("QStash refused the run start:")
+    assert qstash_engine.runs(url_prefix=app_server.url) == []
+
+
+@pytest.mark.parametrize("production", [False, True])
+@pytest.mark.parametrize("route", ["stats", "start"])
+def test_operations_routes_need_the_token_once_one_is_set(
+    app_server: AppServer,
+    qstash_engine: EngineHandle,
+    monkeypatch: pytest.MonkeyPatch,
+    production: bool,
+    route: str,
+) -> None:
+    url = app_server.url + getattr(WORKFLOW_PATHS, route)
     if production:
         # Read per request; the app's start-up checks ran with the test settings.
         monkeypatch.setenv("LOBEFLOW_ENV", "production")
-        closed = httpx.get(url)
+        closed = httpx.post(url)
         assert closed.status_code == 403
         assert _runtime.STATS_TOKEN_ENV in closed.json()["detail"]
     else:
-        assert httpx.get(url).status_code == 200  # open locally by default
+        assert httpx.post(url).status_code == 200  # open locally by default
     monkeypatch.setenv(_runtime.STATS_TOKEN_ENV, "s3cret")
-    assert httpx.get(url).status_code == 401
-    assert httpx.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 403
+    assert httpx.post(url).status_code == 401
+    assert httpx.post(url, headers={"Authorization": "Bearer wrong"}).status_code == 403
     assert httpx.post(url, headers={"Authorization": "Basic s3cret"}).status_code == 401
-    right = httpx.get(url, headers={"Authorization": "Bearer s3cret"})
+    right = httpx.post(url, headers={"Authorization": "Bearer s3cret"})
     assert right.status_code == 200
-    assert right.json()["dryRun"] is True
+    assert set(right.json()) >= ({"workflowRunId"} if route == "start" else {"dryRun"})
+    qstash_engine.wait_until_idle()
+    # Only the calls let through started passes (no items: each is its Layer-1 run alone).
+    passes = (1 if production else 2) if route == "start" else 0
+    assert len(qstash_engine.runs(url_prefix=app_server.url)) == passes
 
 
 def test_a_slow_store_call_does_not_block_other_requests(

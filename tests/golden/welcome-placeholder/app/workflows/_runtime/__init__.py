@@ -8,7 +8,7 @@ in it:
 - `client`: the QStash client, and flow-control headers on every message.
 - `triggers`: deterministic run ids, and run starts for many runs in one `/v2/batch`.
 - `serving`: `serve_workflow`, mounting one route with the checks below in front.
-- `signatures`: QStash signature checks; the statistics route's bearer token.
+- `signatures`: QStash signature checks; the operations routes' bearer token.
 - `validation`: invalid payloads become one recorded, finished run.
 - `logs`: `[workflow:layer]` logging.
 
@@ -43,7 +43,7 @@ from .settings import (
 )
 from .signatures import (
     InvalidSignature,
-    require_stats_token,
+    require_operations_token,
     signature_check,
 )
 from .triggers import (
@@ -83,7 +83,7 @@ __all__ = [
     "qstash_client",
     "reject_payload",
     "require_env",
-    "require_stats_token",
+    "require_operations_token",
     "run_id",
     "serve_workflow",
     "signature_check",

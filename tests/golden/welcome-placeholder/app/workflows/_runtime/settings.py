@@ -13,7 +13,8 @@ SIGNING_KEYS = ("QSTASH_CURRENT_SIGNING_KEY", "QSTASH_NEXT_SIGNING_KEY")
 DEV_SIGNING_KEYS = frozenset(
     ("sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r", "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs")
 )
-# Bearer token of the dry-run statistics route; required in production.
+# Bearer token of the operations routes (dry-run statistics, pass start); required in
+# production. The name predates the start route: kept so deployments keep their guard.
 STATS_TOKEN_ENV = "LOBEFLOW_STATS_TOKEN"
 _PRODUCTION = ("production", "prod")
 _NOT_PRODUCTION = ("", "development", "dev", "local", "test")

@@ -1,5 +1,5 @@
 """Who may call the routes: QStash signatures on the workflow routes, a bearer token on
-the statistics route.
+the operations routes (dry-run statistics, pass start).
 
 Change the access rules here (e.g. the replay memory's size); keep the checks on: a
 workflow route does whatever its payload says.
@@ -142,19 +142,21 @@ def signature_check(path: str) -> Callable[[Request], Awaitable[None]] | None:
     return check
 
 
-async def require_stats_token(request: Request) -> None:
-    """A FastAPI dependency guarding the dry-run statistics routes.
+async def require_operations_token(request: Request) -> None:
+    """A FastAPI dependency guarding the operations routes: dry-run statistics, pass start.
 
     With STATS_TOKEN_ENV set, a request needs `Authorization: Bearer <that token>` (401
     without, 403 with another); `lobeflow run` sends it from the same variable. Without it
-    the route is open locally, and closed (403) in production: it discloses counts and runs
-    the counting queries on demand.
+    the routes are open locally, and closed (403) in production: they disclose counts, run
+    the counting queries on demand and start passes.
     """
     token = os.environ.get(STATS_TOKEN_ENV, "").strip()
     if not token:
         if is_production():
             raise HTTPException(
-                403, f"The statistics route is closed in production until {STATS_TOKEN_ENV} is set."
+                403,
+                f"The operations routes (statistics, pass start) are closed in production "
+                f"until {STATS_TOKEN_ENV} is set.",
             )
         return
     scheme, _, given = request.headers.get("authorization", "").partition(" ")

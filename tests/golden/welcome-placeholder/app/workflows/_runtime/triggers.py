@@ -1,8 +1,10 @@
 """Run ids and run starts: many runs with ONE `/v2/batch` request.
 
 The Python SDK has no trigger client; these send the run-start message the SDK itself
-sends, with deterministic run ids that double as QStash deduplication ids. Change how run
-ids are derived here (keep them deterministic: that is what makes triggers idempotent).
+sends, with deterministic run ids that double as QStash deduplication ids. This is the only
+place that writes that message: `lobeflow run` starts passes through the app's start route,
+which comes here too. Change how run ids are derived here (keep them deterministic: that is
+what makes triggers idempotent).
 """
 
 from __future__ import annotations

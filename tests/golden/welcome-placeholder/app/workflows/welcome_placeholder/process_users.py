@@ -1,10 +1,15 @@
-"""Layer 1, `process-users`: statistics, dry runs, then Layer 2."""
+"""Layer 1, `process-users`: statistics, dry runs, then Layer 2.
+
+Beside it, the operations routes: dry-run statistics and the pass start.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+import httpx
+from fastapi import APIRouter, Depends, HTTPException
+from qstash.errors import QStashError
 from upstash_workflow import AsyncWorkflowContext
 
 from app.workflows import _runtime
@@ -13,6 +18,8 @@ from . import RETRIES, WORKFLOW_NAME, flow_control
 from .payloads import (
     DryRunResult,
     ProcessUsersPayload,
+    StartedPass,
+    StartRequest,
     Statistics,
 )
 from .workflow import (
@@ -73,9 +80,27 @@ async def dry_run(force: bool = False) -> DryRunResult:
     return await WelcomePlaceholderWorkflow.dry_run(force=force)
 
 
+async def start_pass(request: StartRequest | None = None) -> StartedPass:
+    """Start one pass: a Layer-1 run under a new run id (`lobeflow run` calls this)."""
+    force = request is not None and request.force
+    try:
+        run_id = await WelcomePlaceholderWorkflow.start_pass(force=force)
+    except _runtime.ConfigurationError as error:
+        raise HTTPException(500, str(error)) from None
+    except QStashError as error:
+        raise HTTPException(502, f"QStash refused the run start: {error}") from None
+    except httpx.HTTPError as error:
+        detail = f"QStash is unreachable ({type(error).__name__}: {error})."
+        raise HTTPException(502, detail) from None
+    log.info("Started a pass", runId=run_id, force=force)
+    return StartedPass(workflow_run_id=run_id)
+
+
 def register(router: APIRouter) -> None:
-    """Mount the Layer-1 workflow route and the dry-run statistics route (open locally; in
-    production only with the bearer token `_runtime.STATS_TOKEN_ENV`)."""
+    """Mount the Layer-1 workflow route and the operations routes: dry-run statistics and
+    the pass start (open locally; in production only with the bearer token
+    `_runtime.STATS_TOKEN_ENV`)."""
+    guard = [Depends(_runtime.require_operations_token)]
     _runtime.serve_workflow(
         router,
         WORKFLOW_PATHS.process_users,
@@ -90,8 +115,17 @@ def register(router: APIRouter) -> None:
             WORKFLOW_PATHS.stats,
             dry_run,
             methods=[method],
-            dependencies=[Depends(_runtime.require_stats_token)],
+            dependencies=guard,
             response_model=DryRunResult,
             operation_id=f"{WORKFLOW_NAME}-dry-run-{method.lower()}",
             summary=f"Dry-run statistics of {WORKFLOW_NAME}",
         )
+    router.add_api_route(
+        WORKFLOW_PATHS.start,
+        start_pass,
+        methods=["POST"],
+        dependencies=guard,
+        response_model=StartedPass,
+        operation_id=f"{WORKFLOW_NAME}-start",
+        summary=f"Start a pass of {WORKFLOW_NAME}",
+    )

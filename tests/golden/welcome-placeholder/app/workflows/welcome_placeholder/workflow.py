@@ -26,12 +26,13 @@ from .payloads import (
 
 @dataclass(frozen=True)
 class WorkflowPaths:
-    """Route paths of the three layers and of the dry-run statistics."""
+    """Route paths of the three layers, of the dry-run statistics and of the pass start."""
 
     process_users: str
     paginate_users: str
     generate_user: str
     stats: str
+    start: str
 
 
 WORKFLOW_PATHS: Final = WorkflowPaths(
@@ -39,6 +40,7 @@ WORKFLOW_PATHS: Final = WorkflowPaths(
     f"{ROUTE_PREFIX}/paginate-users",
     f"{ROUTE_PREFIX}/generate-user",
     f"{ROUTE_PREFIX}/stats",
+    f"{ROUTE_PREFIX}/start",
 )
 
 
@@ -93,6 +95,11 @@ class WelcomePlaceholderWorkflow:
             [_runtime.RunStart(run, request.to_json())],
         )
         return started[0]
+
+    @classmethod
+    async def start_pass(cls, *, force: bool = False) -> str:
+        """Start a pass (Layer 1 under a new run id, never a dry run); returns the run id."""
+        return await cls.trigger_process_users({"force": force})
 
     @staticmethod
     async def trigger_paginate_users(
