@@ -17,6 +17,8 @@ processes together. Signature checks are on and the app logs at INFO, its defaul
 - cost: messages published and HTTP deliveries per item, by layer, for N items of
   instant work; compared with the guide's literal pattern (computed, see `guide_messages`).
 - efficiency: N items of 100 ms work, Layer-3 parallelism P; ideal time is N x 100 ms / P.
+  With one app process, every delivery is also stamped on both sides (`step_timing.py`)
+  and each pass prints where a Layer-3 delivery's time goes (`--no-breakdown`: unstamped).
 - scaling: the cost run at a larger N.
 
 `--profile DIR` records py-spy profiles (py-spy installed separately) of both processes.
@@ -36,12 +38,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import httpx
+import step_timing
 from benchlib import (
     emit,
     load_average,
@@ -97,6 +100,8 @@ def generate(root: Path) -> None:
     """Render the benchmark project into `root` (rates 0 on every layer)."""
     root.mkdir(parents=True)
     (root / "benchwork.py").write_text(WORK_MODULE, encoding="utf-8")
+    timing = step_timing.APP_WRAPPER.format(package=PACKAGE)
+    (root / "benchtiming.py").write_text(timing, encoding="utf-8")
     add_workflow(root, SPEC)
 
 
@@ -148,15 +153,21 @@ def guide_messages(
 class App:
     """The generated app under uvicorn in a child process."""
 
-    def __init__(self, root: Path, env: dict[str, str], log: Path, workers: int = 1) -> None:
-        """Start it on a free port with `workers` processes; wait until they serve requests."""
+    def __init__(
+        self, root: Path, env: dict[str, str], log: Path, workers: int = 1, timed: bool = False
+    ) -> None:
+        """Start it on a free port with `workers` processes; wait until they serve requests.
+
+        `timed` serves it through `step_timing.APP_WRAPPER`, which stamps every delivery.
+        """
         # Not `--fd`: uvicorn labels an inherited socket AF_UNIX, so asyncio leaves Nagle's
         # algorithm on and every response waits ~40 ms for a delayed ACK.
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
-        command = [sys.executable, "-m", "uvicorn", "--factory", f"{PACKAGE}.main:create_app"]
+        factory = "benchtiming:create_app" if timed else f"{PACKAGE}.main:create_app"
+        command = [sys.executable, "-m", "uvicorn", "--factory", factory]
         command += ["--host", "127.0.0.1", "--port", str(port)]
         # uvicorn's INFO lines tell when every worker has started (no access log).
         command += ["--log-level", "info", "--no-access-log", "--workers", str(workers)]
@@ -180,6 +191,14 @@ class App:
                 if serving and started >= workers:
                     break
                 time.sleep(0.05)
+
+    def timings(self) -> dict[str, list[Any]]:
+        """The stamps a `timed` app recorded since the last call."""
+        with httpx.Client(trust_env=False, timeout=30) as client:
+            response = client.get(f"{self.url}/__bench/timings")
+            response.raise_for_status()
+            timings: dict[str, list[Any]] = response.json()
+            return timings
 
     def cpu_s(self) -> float:
         """CPU seconds the app has used so far."""
@@ -252,8 +271,12 @@ def one_pass(
     parallelism: int,
     timeout: float,
     app_workers: int = 1,
+    timed: bool = False,
 ) -> dict[str, Any]:
-    """Seed `items`, run one pass through engine + app, and return its figures."""
+    """Seed `items`, run one pass through engine + app, and return its figures.
+
+    `timed`: stamp every delivery on both sides and add the latency breakdown.
+    """
     db = scratch / f"store-{items}-{work_ms}-{time.monotonic_ns()}.sqlite3"
     settings = {
         f"{ENV_PREFIX}_DB_PATH": str(db),
@@ -264,9 +287,10 @@ def one_pass(
     os.environ.update(settings)
     asyncio.run(logic.seed_items(items))
     records: list[DeliveryRecord] = []
-    with engine_and_env(records) as (server, env):
+    timer = step_timing.EngineTimer()
+    with timer.installed() if timed else nullcontext(), engine_and_env(records) as (server, env):
         os.environ.update(env)
-        app = App(root, {**settings, **env}, scratch / "app.log", app_workers)
+        app = App(root, {**settings, **env}, scratch / "app.log", app_workers, timed)
         os.environ["APP_URL"] = app.url
         try:
             engine = server.engine
@@ -282,6 +306,9 @@ def one_pass(
             stop_profilers(profilers)
             counters = engine.counters()
             runs = engine.runs()
+            layer3 = "/" + SPEC.routes[2]
+            timings = app.timings() if timed else None
+            breakdown = step_timing.breakdown(timer, timings, layer3) if timings else None
         finally:
             app.stop()
     with sqlite3.connect(db) as connection:
@@ -318,6 +345,7 @@ def one_pass(
         "max_in_flight": counters.max_in_flight,
         "app_rss_mib": round(app_rss, 1),
         "engine_rss_mib": round(rss_mib(), 1),
+        "breakdown": breakdown,
     }
 
 
@@ -416,6 +444,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--only", choices=("cost", "efficiency", "scaling"), action="append", default=None
     )
     options.add_argument("--profile", type=Path, default=None, help="py-spy profiles go here")
+    options.add_argument(
+        "--no-breakdown",
+        action="store_true",
+        help="efficiency passes without the per-delivery stamps of step_timing.py",
+    )
     args = options.parse_args(argv)
     global PROFILE_DIR
     PROFILE_DIR = args.profile
@@ -431,7 +464,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         generate(root)
         logic, workflow = import_project(root)
 
-        def passes(items: int, work_ms: int, repeat: int, workers: int = 1) -> dict[str, Any]:
+        def passes(
+            items: int, work_ms: int, repeat: int, workers: int = 1, timed: bool = False
+        ) -> dict[str, Any]:
             timeout = 120 + items * (work_ms / 1000 / args.parallelism + 0.05)
             return summarise(
                 [
@@ -445,6 +480,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         parallelism=args.parallelism,
                         timeout=timeout,
                         app_workers=workers,
+                        timed=timed,
                     )
                     for _ in range(repeat)
                 ]
@@ -460,13 +496,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         worker_counts = (args.app_workers or [1, 2]) if "efficiency" in only else []
         for workers in worker_counts:
             ideal = args.items * args.work_ms / 1000 / args.parallelism
-            efficiency = passes(args.items, args.work_ms, args.repeat, workers)
+            # Stamped with one app process only: each worker keeps its own stamps.
+            timed = not args.no_breakdown and workers == 1
+            efficiency = passes(args.items, args.work_ms, args.repeat, workers, timed)
             efficiency["app_workers"] = workers
             efficiency["ideal_s"] = round(ideal, 3)
             efficiency["efficiency"] = spread(
                 [ideal / p["wall_s"] for p in efficiency["passes"]], 3
             )
             results["efficiency" if workers == 1 else f"efficiency_{workers}_workers"] = efficiency
+            for number, one in enumerate(efficiency["passes"] if timed else []):
+                print(
+                    f"\nLatency breakdown, app in {workers} process(es), pass {number + 1} "
+                    f"(efficiency {ideal / one['wall_s']:.3f}):\n"
+                    + step_timing.table(one["breakdown"]),
+                    file=sys.stderr,
+                )
         if "scaling" in only:
             large = passes(args.large, 0, args.large_repeat)
             large["guide"] = guide_messages(args.large)

@@ -20,6 +20,19 @@ _START_TIMEOUT_S = 30.0
 _STOP_TIMEOUT_S = 30.0
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when it is installed (`uvicorn[standard]`), as `uvicorn.run` would pick it.
+
+    The engine serves its API and makes its deliveries on this loop; with uvloop it makes
+    about 15% more deliveries per second for less CPU each (BENCHMARKS.md).
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 class EngineServer:
     """Serve an `Engine` over HTTP on `host:port` (port 0 picks a free ephemeral port).
 
@@ -92,7 +105,8 @@ class EngineServer:
     def _serve(self, sock: socket.socket) -> None:
         assert self._server is not None
         try:
-            asyncio.run(self._server.serve(sockets=[sock]))
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                runner.run(self._server.serve(sockets=[sock]))
         except BaseException as exc:  # reported to the thread that called start()
             self._error = exc
         finally:
