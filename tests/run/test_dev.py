@@ -50,7 +50,14 @@ def test_dev_serves_the_project_app_with_the_engine(project: Path, tmp_path: Pat
         _wait_for(log, rf"run it +lobeflow run {WORKFLOW}")
         stats = httpx.get(f"{app_url}/api/workflows/{WORKFLOW}/stats", timeout=10)
         assert stats.status_code == 200 and stats.json()["toProcess"] == 0
-        assert f"dry run   {app_url}/api/workflows/{WORKFLOW}/stats" in log.read_text()
+        printed = log.read_text()
+        assert f"dry run   GET {app_url}/api/workflows/{WORKFLOW}/stats" in printed
+        # The printed start route starts a pass (nothing to process in this store).
+        start_url = f"{app_url}/api/workflows/{WORKFLOW}/start"
+        assert f"start     POST {start_url}" in printed
+        started = httpx.post(start_url, json={"force": False}, timeout=10)
+        assert started.status_code == 200, started.text
+        assert started.json()["workflowRunId"].startswith(f"wfr_{WORKFLOW}-process-")
         live = httpx.get(f"{engine_url}/v2/liveness", timeout=10)
         assert live.status_code in (200, 401)
         # The console on the engine's port, pointed at the app dev started.

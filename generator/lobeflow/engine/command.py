@@ -233,7 +233,7 @@ def _env(url: str, config: EngineConfig) -> dict[str, str]:
 
 
 def _app_lines(app_process: AppProcess, reload: bool) -> list[str]:
-    """Where the app runs, and each workflow's statistics URL and run command."""
+    """Where the app runs, and each workflow's operations routes and run command."""
     lines = [
         f"app {app_process.spec.factory} running at {app_process.url}"
         + (" (reloads on code changes)" if reload else ""),
@@ -244,11 +244,12 @@ def _app_lines(app_process: AppProcess, reload: bool) -> list[str]:
     except ProjectError:
         workflows = []
     for info in workflows:
-        stats = info.route_paths[0].rsplit("/", 1)[0] + "/stats"
+        spec = info.spec
         lines += [
             f"  {info.name}",
-            f"    Layer 1   {app_process.url}{info.route_paths[0]}",
-            f"    dry run   {app_process.url}{stats}",
+            f"    Layer 1   {app_process.url}{spec.route_paths[0]}",
+            f"    dry run   GET {app_process.url}{spec.stats_path}",
+            f"    start     POST {app_process.url}{spec.start_path}",
             f"    run it    lobeflow run {info.name} [--dry-run]",
         ]
     return lines
