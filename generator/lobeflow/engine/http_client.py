@@ -13,7 +13,8 @@ import asyncio
 import base64
 import errno
 import ssl
-from collections import deque
+import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import unquote, urlsplit
@@ -24,6 +25,12 @@ HTTP_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTI
 MAX_KEPT_RESPONSE_BODY = 1 << 20
 _MAX_HEAD = 1 << 20
 _MAX_IDLE_PER_ORIGIN = 256
+# Idle connections are closed after this long (servers close theirs after a few seconds;
+# ours would linger half-closed), and only this many origins keep any: a long-running
+# engine that delivered to many hosts once holds no sockets for them.
+_IDLE_TIMEOUT_S = 30.0
+_MAX_IDLE_ORIGINS = 64
+_PURGE_EVERY_S = 1.0
 _READ_SIZE = 1 << 16
 _Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -141,8 +148,14 @@ class HttpClient:
 
     def __init__(self) -> None:
         """Create a client with empty connection pools."""
-        self._idle: dict[tuple[str, str, int], deque[_Conn]] = {}
+        # Origin -> idle connections with the time each went idle; least recently used first.
+        self._idle: OrderedDict[tuple[str, str, int], deque[tuple[_Conn, float]]] = OrderedDict()
+        self._next_purge = 0.0
         self._ssl: ssl.SSLContext | None = None
+
+    def idle_connections(self) -> dict[str, int]:
+        """Idle keep-alive connections per origin (`scheme://host:port`)."""
+        return {f"{s}://{h}:{p}": len(pool) for (s, h, p), pool in self._idle.items()}
 
     async def request(
         self,
@@ -195,21 +208,43 @@ class HttpClient:
                 conn[1].close()
                 raise
         if keep:
-            pool = self._idle.setdefault(target.origin, deque())
-            if len(pool) < _MAX_IDLE_PER_ORIGIN:
-                pool.append(conn)
-            else:
-                conn[1].close()
+            self._keep_idle(target.origin, conn)
         else:
             conn[1].close()
         return response
+
+    def _keep_idle(self, origin: tuple[str, str, int], conn: _Conn) -> None:
+        now = time.monotonic()
+        pool = self._idle.get(origin)
+        if pool is None:
+            pool = self._idle[origin] = deque()
+        else:
+            self._idle.move_to_end(origin)
+        if len(pool) < _MAX_IDLE_PER_ORIGIN:
+            pool.append((conn, now))
+        else:
+            conn[1].close()
+        while len(self._idle) > _MAX_IDLE_ORIGINS:
+            _close_all(self._idle.popitem(last=False)[1])
+        if now >= self._next_purge:
+            self._next_purge = now + _PURGE_EVERY_S
+            for idle_origin in list(self._idle):
+                idle = self._idle[idle_origin]
+                while idle and now - idle[0][1] > _IDLE_TIMEOUT_S:
+                    idle.popleft()[0][1].close()
+                if not idle:
+                    del self._idle[idle_origin]
 
     async def _acquire(self, target: _Target, fresh: bool = False) -> tuple[_Conn, bool]:
         origin = target.origin
         pool = self._idle.get(origin)
         while pool and not fresh:
-            conn = pool.pop()
-            if not conn[0].at_eof() and not conn[1].is_closing():
+            conn, since = pool.pop()
+            if (
+                time.monotonic() - since <= _IDLE_TIMEOUT_S
+                and not conn[0].at_eof()
+                and not conn[1].is_closing()
+            ):
                 return conn, True
             conn[1].close()
         scheme, host, port = origin
@@ -308,9 +343,13 @@ class HttpClient:
     async def close(self) -> None:
         """Close every idle connection."""
         for pool in self._idle.values():
-            while pool:
-                pool.pop()[1].close()
+            _close_all(pool)
         self._idle.clear()
+
+
+def _close_all(pool: deque[tuple[_Conn, float]]) -> None:
+    while pool:
+        pool.pop()[0][1].close()
 
 
 async def _read_into(reader: asyncio.StreamReader, kept: bytearray, length: int | None) -> None:
