@@ -90,7 +90,8 @@ def new(
         ),
     ] = None,
     process_rate: Annotated[
-        int | None, Opt(help=f"Layer-1 starts per period, 0 = no limit [{_FLOW['process'].rate}].")
+        int | None,
+        Opt(help=f"Layer-1 deliveries per period, 0 = no limit [{_FLOW['process'].rate}]."),
     ] = None,
     process_period: Annotated[
         int | None, Opt(help=f"Layer-1 rate period in seconds [{_FLOW['process'].period}].")
@@ -103,7 +104,8 @@ def new(
         ),
     ] = None,
     paginate_rate: Annotated[
-        int | None, Opt(help=f"Layer-2 starts per period, 0 = no limit [{_FLOW['paginate'].rate}].")
+        int | None,
+        Opt(help=f"Layer-2 deliveries per period, 0 = no limit [{_FLOW['paginate'].rate}]."),
     ] = None,
     paginate_period: Annotated[
         int | None, Opt(help=f"Layer-2 rate period in seconds [{_FLOW['paginate'].period}].")
@@ -116,7 +118,8 @@ def new(
         ),
     ] = None,
     execute_rate: Annotated[
-        int | None, Opt(help=f"Layer-3 starts per period, 0 = no limit [{_FLOW['execute'].rate}].")
+        int | None,
+        Opt(help=f"Layer-3 deliveries per period, 0 = no limit [{_FLOW['execute'].rate}]."),
     ] = None,
     execute_period: Annotated[
         int | None, Opt(help=f"Layer-3 rate period in seconds [{_FLOW['execute'].period}].")
