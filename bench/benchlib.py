@@ -89,7 +89,7 @@ def machine() -> dict[str, Any]:
             memory_kib = int(line.split()[1])
     versions = {}
     packages = ("lobeflow", "copier", "typer", "uvicorn", "uvloop", "httptools", "fastapi")
-    for package in (*packages, "httpx", "aiohttp", "httpx-aiohttp", "upstash-workflow", "qstash"):
+    for package in (*packages, "httpx", "aiohttp", "upstash-workflow", "qstash"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

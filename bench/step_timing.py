@@ -8,9 +8,10 @@ monotonic clock, so the engine's and the app's timestamps compare directly.
   delivery client and the engine's ASGI app for the length of a pass.
 - App side (the uvicorn child): the app is served through `APP_WRAPPER` (written into the
   project as `benchtiming.py`), an ASGI wrapper around the generated app that stamps each
-  delivery, and wraps httpx so that each call the app makes to the engine while handling a
-  delivery is stamped and tagged with that delivery's message id (`X-Bench-Delivery`; the
-  engine keeps only `Upstash-*` headers, so it goes no further).
+  delivery, and wraps aiohttp (the routes' QStash calls) and httpx (the triggers' calls) so
+  that each call the app makes to the engine while handling a delivery is stamped and
+  tagged with that delivery's message id (`X-Bench-Delivery`; the engine keeps only
+  `Upstash-*` headers, so it goes no further).
 
 Parts of one delivery, in order (`breakdown`):
 
@@ -46,6 +47,7 @@ import json
 import time
 from typing import Any
 
+import aiohttp
 import benchwork
 import httpx
 
@@ -54,6 +56,7 @@ _deliveries: list[tuple[str, float, float, float]] = []
 _calls: list[tuple[str, float, float]] = []
 _worked: list[str] = []
 _send = httpx.AsyncClient.send
+_request = aiohttp.ClientSession._request
 _work = benchwork.work
 
 
@@ -82,7 +85,21 @@ async def _stamped_send(self: httpx.AsyncClient, request: httpx.Request, **optio
         _calls.append((delivery, started, time.perf_counter()))
 
 
+async def _stamped_request(self: aiohttp.ClientSession, *args: Any, **options: Any) -> Any:
+    # Until the answer's headers are in: the routes' answers are a few bytes of JSON.
+    delivery = _delivery.get()
+    if delivery is None:
+        return await _request(self, *args, **options)
+    options["headers"] = {{**(options.get("headers") or {{}}), "X-Bench-Delivery": delivery}}
+    started = time.perf_counter()
+    try:
+        return await _request(self, *args, **options)
+    finally:
+        _calls.append((delivery, started, time.perf_counter()))
+
+
 httpx.AsyncClient.send = _stamped_send  # type: ignore[method-assign,assignment]
+aiohttp.ClientSession._request = _stamped_request  # type: ignore[method-assign]
 
 
 def create_app() -> Any:

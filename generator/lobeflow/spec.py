@@ -52,7 +52,6 @@ GENERATED_IMPORTS = frozenset(
         "pydantic",
         "pydantic_core",
         "httpx",
-        "httpx_aiohttp",
         "aiohttp",
         "jwt",
         "qstash",

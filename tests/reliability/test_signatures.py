@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from lobeflow.engine import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, EngineServer
 from lobeflow.engine.signing import sign
@@ -132,6 +133,29 @@ def test_deliveries_signed_with_the_next_key_are_accepted(
     finally:
         server.stop()
     assert run(project.logic.attempts()) == dict.fromkeys(ids, 1)
+
+
+@pytest.mark.usefixtures("app")
+def test_each_delivery_signature_is_decoded_once(
+    project: Project, engine: EngineServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The route's signature check verifies a superset of what the SDK's own receiver
+    # would: the SDK does not decode the same JWT a second time.
+    decoded: list[str] = []
+    real_decode = jwt.decode
+
+    def counting_decode(token: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(token)
+        return real_decode(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    ids = run(project.logic.seed_items(3))
+    run(project.workflow_class.trigger_process_users())
+    engine.engine.wait_until_idle(30)
+    assert run(project.logic.attempts()) == dict.fromkeys(ids, 1)
+    deliveries = engine.engine.counters().deliveries
+    assert deliveries > 0
+    assert len(decoded) == deliveries == len(set(decoded))
 
 
 def test_one_signing_key_is_enough_to_require_signatures(

@@ -21,7 +21,7 @@ from upstash_workflow.fastapi import Serve
 from .client import FlowControl, RunAlreadyEnded, flow_controlled_client
 from .logs import WorkflowLog, json_fields, logger
 from .settings import workflow_url
-from .signatures import signature_check
+from .signatures import VerifiedBySignatureCheck, signature_check
 from .triggers import RunStart, trigger_runs
 
 P = TypeVar("P")
@@ -168,13 +168,16 @@ def serve_workflow(
     exhausted its retries is logged as failed with `log`, then given to `on_failure`.
     """
     route = _ended_runs_end_cleanly(route)
-    routes = _WorkflowRoutes(
-        router, signature_check(path), _plain_message_starter(path, flow_control, retries)
-    )
+    check = signature_check(path)
+    routes = _WorkflowRoutes(router, check, _plain_message_starter(path, flow_control, retries))
     # Serve only calls `add_api_route`.
     Serve(cast(FastAPI, routes)).post(
         path,
         qstash_client=flow_controlled_client(router, flow_control),
+        # Verify each signature once: `check` guards every request this route receives.
+        # Without keys there is no check, and the SDK (which then has no keys either)
+        # verifies nothing, as before.
+        receiver=None if check is None else VerifiedBySignatureCheck(),
         initial_payload_parser=parser,
         retries=retries,
         failure_function=_logged_failure(log, on_failure),

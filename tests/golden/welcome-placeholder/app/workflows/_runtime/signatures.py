@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import jwt
 from fastapi import HTTPException, Request
+from qstash import Receiver
 
 from .settings import (
     SIGNING_KEYS,
@@ -140,6 +141,25 @@ def signature_check(path: str) -> Callable[[Request], Awaitable[None]] | None:
             raise HTTPException(409, "Replayed Upstash-Signature: this request was accepted once.")
 
     return check
+
+
+class VerifiedBySignatureCheck(Receiver):
+    """The SDK's receiver on a route guarded by `signature_check`: it checks nothing again.
+
+    The route is reachable only through that dependency, which has already checked a
+    superset of what `Receiver.verify` checks (key, issuer, expiry and not-before, the body
+    hash; then the URL and replays), so the SDK's second decode of the same JWT would only
+    cost CPU on every delivery. Without it, the SDK would build its own receiver from the
+    signing keys.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(current_signing_key="", next_signing_key="")
+
+    def verify(
+        self, *, signature: str, body: str, url: str | None = None, clock_tolerance: int = 0
+    ) -> None:
+        """Accept: `signature_check` verified this request before the SDK saw it."""
 
 
 async def require_operations_token(request: Request) -> None:
