@@ -135,9 +135,8 @@ def test_logic_reference_is_wired_as_the_per_item_work(tmp_path: Path) -> None:
 HOSTILE_NAME = 'x"""; import pathlib; pathlib.Path("PWNED").write_text("1"); """'
 
 
-def _app_title(project: Path) -> str:
-    """Import the generated app in a fresh interpreter and return its title."""
-    code = "from app.main import create_app; print(create_app().title)"
+def _python_in(project: Path, code: str) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh interpreter inside the generated project (local settings)."""
     env = {**os.environ, "QSTASH_TOKEN": "token", "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("LOBEFLOW_ENV", None)
     proc = subprocess.run(
@@ -150,7 +149,13 @@ def _app_title(project: Path) -> str:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip()
+    return proc
+
+
+def _app_title(project: Path) -> str:
+    """Import the generated app in a fresh interpreter and return its title."""
+    code = "from app.main import create_app; print(create_app().title)"
+    return _python_in(project, code).stdout.strip()
 
 
 def test_a_hostile_project_name_is_rendered_as_data(tmp_path: Path) -> None:
@@ -196,16 +201,6 @@ def test_a_package_that_is_not_a_workflow_is_skipped(tmp_path: Path) -> None:
         "from app.main import create_app\n"
         "print(sorted(create_app().openapi()['paths']))"
     )
-    env = {**os.environ, "QSTASH_TOKEN": "token", "PYTHONDONTWRITEBYTECODE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = _python_in(project, code)
     assert "/api/workflows/users/process-users" in proc.stdout
     assert "app.workflows.shared is not a workflow package" in proc.stderr

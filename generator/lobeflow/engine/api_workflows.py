@@ -145,7 +145,8 @@ async def run_logs(request: Request) -> Response:
     for run in chunk:
         pending = [engine.messages[m] for m in run.pending if m in engine.messages]
         logs.append(run_log(run, pending))
-        changes.observe(run, engine.messages)
+        if since is None:  # a `changedSince` scan has just recorded it
+            changes.observe(run, engine.messages)
     changes.forget_missing(engine.runs_by_id)
     return json_response({"cursor": cursor, "runs": logs, "changeToken": changes.token})
 
