@@ -4,6 +4,11 @@ One asyncio task owns a heap of due times. Due messages are dispatched at once w
 flow-control key and the global cap allow; otherwise they wait in the key's waitlist or in
 the global ready queue, and are released by the event that unblocks them (a delivery
 finishing, a rate window ending, a resume). Nothing polls.
+
+A waitlist releases the message of the oldest workflow run first (QStash does not promise
+FIFO): a run's next step goes ahead of runs not yet started, so runs finish one after the
+other instead of all near the end of a pass, and short steps overlap other runs' long ones
+instead of every slot running the same kind of step at once.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ class FlowKey:
     """Limits and live counts of one flow-control key."""
 
     key: str
-    waitlist: deque[Message] = field(default_factory=deque)
+    # (rank, arrival, message), a heap: lowest rank first, in arrival order within a rank.
+    waitlist: list[tuple[int, int, Message]] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
     # Specs carried by the key's pending messages: the highest limits win while they coexist.
@@ -125,7 +131,7 @@ class FlowKey:
 
     def waiting(self) -> int:
         """Messages of this key waiting for a slot."""
-        return sum(1 for message in self.waitlist if message.state in PENDING_STATES)
+        return sum(1 for _, _, message in self.waitlist if message.state in PENDING_STATES)
 
 
 def _usable(spec: FlowSpec) -> bool:
@@ -146,15 +152,18 @@ class Scheduler:
         deliver: Callable[[Message], Awaitable[None]],
         time_scale: float,
         max_concurrent: int,
+        rank: Callable[[Message], int],
     ) -> None:
         """Create a stopped scheduler.
 
         Args:
             deliver: Coroutine that performs one delivery attempt and records its outcome.
+            rank: A message's place in a waitlist (lower first): when its run started.
             time_scale: Multiplies rate-limit periods (delays arrive already scaled).
             max_concurrent: Global cap on deliveries in flight.
         """
         self._deliver = deliver
+        self._rank = rank
         self._scale = time_scale
         self.max_concurrent = max_concurrent
         self.in_flight = 0
@@ -256,7 +265,8 @@ class Scheduler:
         if key is not None:
             until = key.blocked_until(now, self._scale)
             if until is not None:
-                key.waitlist.append(message)
+                entry = (self._rank(message), next(self._seq), message)
+                heapq.heappush(key.waitlist, entry)
                 self._wake_key_at(key, until)
                 return
         if self.in_flight >= self.max_concurrent:
@@ -289,15 +299,15 @@ class Scheduler:
 
     def _pump_key(self, key: FlowKey, now: float) -> None:
         while key.waitlist:
-            head = key.waitlist[0]
+            head = key.waitlist[0][2]
             if head.state not in PENDING_STATES:
-                key.waitlist.popleft()
+                heapq.heappop(key.waitlist)
                 continue
             until = key.blocked_until(now, self._scale)
             if until is not None:
                 self._wake_key_at(key, until)
                 return
-            key.waitlist.popleft()
+            heapq.heappop(key.waitlist)
             if self.in_flight >= self.max_concurrent:
                 # The key allows it but the global cap does not: wait for a global slot.
                 self._ready.append(head)

@@ -55,7 +55,7 @@ class EngineState(ABC):
             MemoryStore() if config.db_path is None else SqliteStore(config.db_path)
         )
         self.scheduler = Scheduler(
-            self._deliver, config.time_scale, config.max_concurrent_deliveries
+            self._deliver, config.time_scale, config.max_concurrent_deliveries, self._rank
         )
         self.messages: dict[str, Message] = {}
         self.runs_by_id: dict[str, Run] = {}
@@ -127,6 +127,11 @@ class EngineState(ABC):
             run = self.runs_by_id.get(message.run_id)
             if run is not None:
                 run.pending.add(message.id)
+
+    def _rank(self, message: Message) -> int:
+        """A message's place in a flow-control waitlist: when its run (or itself) started."""
+        run = None if message.run_id is None else self.runs_by_id.get(message.run_id)
+        return message.created_at if run is None else run.created_at
 
     def _finish(self, message: Message, state: str, outcome: Outcome | None = None) -> None:
         """Move a message to a final state and forget it."""
