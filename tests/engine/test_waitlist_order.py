@@ -1,12 +1,14 @@
-"""A flow-control waitlist releases the oldest run's message first, FIFO within a rank."""
+"""A flow-control waitlist releases the oldest run's message first, FIFO within a rank;
+a queue's own key stays first in, first out."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
+from lobeflow.engine import Engine, EngineConfig
 from lobeflow.engine.durations import FlowSpec
-from lobeflow.engine.model import Message
+from lobeflow.engine.model import Message, Run
 from lobeflow.engine.scheduler import Scheduler
 
 
@@ -60,3 +62,25 @@ def test_the_oldest_run_goes_first_and_ties_keep_arrival_order() -> None:
 def test_messages_of_one_rank_leave_in_arrival_order() -> None:
     plan = [(f"m{number}", 7) for number in range(20)]
     assert asyncio.run(_delivery_order(plan)) == [name for name, _ in plan]
+
+
+def test_ranks_are_run_start_times_and_queues_stay_first_in_first_out() -> None:
+    engine = Engine(EngineConfig())
+    step = _message("step")
+    step.run_id, step.created_at = "wfr_old", 9_000
+    engine.runs_by_id["wfr_old"] = Run(
+        id="wfr_old",
+        url=step.url,
+        created_at=1_000,
+        features=frozenset(),
+        config_headers={},
+        label=None,
+        flow_key=step.flow_key,
+        start_message_id="start",
+        initial_headers={},
+    )
+    plain = _message("plain")
+    plain.created_at = 5_000
+    queued = _message("queued")
+    queued.queue, queued.flow_key, queued.created_at = "orders", "queue:orders", 7_000
+    assert [engine._rank(m) for m in (step, plain, queued)] == [1_000, 5_000, 0]

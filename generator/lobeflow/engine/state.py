@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from lobeflow.engine.config import EngineConfig
 from lobeflow.engine.http_client import HttpClient, redact_url
-from lobeflow.engine.message_building import now_ms, user_flow_key
+from lobeflow.engine.message_building import now_ms, queue_key, user_flow_key
 from lobeflow.engine.model import (
     ERROR,
     RETRY,
@@ -129,7 +129,12 @@ class EngineState(ABC):
                 run.pending.add(message.id)
 
     def _rank(self, message: Message) -> int:
-        """A message's place in a flow-control waitlist: when its run (or itself) started."""
+        """A message's place in a flow-control waitlist: when its run (or itself) started.
+
+        A queue's own key stays first in, first out (all rank 0): QStash queues promise it.
+        """
+        if message.queue is not None and message.flow_key == queue_key(message.queue):
+            return 0
         run = None if message.run_id is None else self.runs_by_id.get(message.run_id)
         return message.created_at if run is None else run.created_at
 
