@@ -158,9 +158,9 @@ class Scheduler:
 
         Args:
             deliver: Coroutine that performs one delivery attempt and records its outcome.
-            rank: A message's place in a waitlist (lower first): when its run started.
             time_scale: Multiplies rate-limit periods (delays arrive already scaled).
             max_concurrent: Global cap on deliveries in flight.
+            rank: A message's place in a waitlist (lower first): when its run started.
         """
         self._deliver = deliver
         self._rank = rank
