@@ -81,8 +81,12 @@ def recording_app(recorder: Recorder) -> Starlette:
     )
 
 
+# What the `endpoint` fixture gives: the recorder and the server it records for.
+Endpoint = tuple[Recorder, AppServer]
+
+
 @pytest.fixture
-def endpoint() -> Iterator[tuple[Recorder, AppServer]]:
+def endpoint() -> Iterator[Endpoint]:
     """A recording endpoint on 127.0.0.1, stopped at teardown."""
     recorder = Recorder()
     server = serve_app(recording_app(recorder))
@@ -110,17 +114,33 @@ def make_engine() -> Iterator[Callable[..., EngineServer]]:
             server.stop()
 
 
+def engine_client(url: str, token: str) -> httpx.Client:
+    """An httpx client for the engine API at `url`, authenticated with `token`."""
+    return httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, trust_env=False, timeout=10
+    )
+
+
+def run_start_headers(run_id: str, url: str, **extra: str) -> dict[str, str]:
+    """The headers of a workflow run's start message (as the TypeScript SDK sends them)."""
+    return {
+        "Content-Type": "application/json",
+        "Upstash-Workflow-Init": "true",
+        "Upstash-Workflow-RunId": run_id,
+        "Upstash-Workflow-Url": url,
+        "Upstash-Feature-Set": "LazyFetch,InitialBody,WF_TriggerOnConfig",
+        "Upstash-Forward-Upstash-Workflow-Sdk-Version": "1",
+        "Upstash-Forward-X-User": "ada",
+        **extra,
+    }
+
+
 class Api:
     """A small client for the engine API."""
 
     def __init__(self, server: EngineServer) -> None:
         self.server = server
-        self.client = httpx.Client(
-            base_url=server.url,
-            headers={"Authorization": f"Bearer {server.config.token}"},
-            trust_env=False,
-            timeout=10,
-        )
+        self.client = engine_client(server.url, server.config.token)
 
     def publish(
         self, url: str, body: bytes | str = b"", headers: dict[str, str] | None = None
@@ -135,16 +155,17 @@ class Api:
         message_id: str = response.json()["messageId"]
         return message_id
 
+    def park_run(self, url: str, run_id: str) -> None:
+        """Start run `run_id` of `url` with its first delivery a day away (it stays started)."""
+        headers = run_start_headers(run_id, url, **{"Upstash-Delay": "1d"})
+        response = self.publish(url, "{}", headers)
+        assert response.status_code == 201, response.text
+
 
 @pytest.fixture
 def api(qstash_engine: EngineHandle) -> Iterator[httpx.Client]:
     """An authenticated client for the engine API of `qstash_engine`."""
-    with httpx.Client(
-        base_url=qstash_engine.url,
-        headers={"Authorization": f"Bearer {qstash_engine.token}"},
-        trust_env=False,
-        timeout=10,
-    ) as client:
+    with engine_client(qstash_engine.url, qstash_engine.token) as client:
         yield client
 
 

@@ -7,25 +7,9 @@ import json
 from collections.abc import Callable
 
 from lobeflow.engine import EngineServer
-from lobeflow.testing import AppServer
 from qstash import QStash
 
-from tests.engine.conftest import Api, Recorder
-
-Endpoint = tuple[Recorder, AppServer]
-
-
-def _start_headers(run_id: str, url: str, **extra: str) -> dict[str, str]:
-    return {
-        "Content-Type": "application/json",
-        "Upstash-Workflow-Init": "true",
-        "Upstash-Workflow-RunId": run_id,
-        "Upstash-Workflow-Url": url,
-        "Upstash-Feature-Set": "LazyFetch,InitialBody,WF_TriggerOnConfig",
-        "Upstash-Forward-Upstash-Workflow-Sdk-Version": "1",
-        "Upstash-Forward-X-User": "ada",
-        **extra,
-    }
+from tests.engine.conftest import Api, Endpoint, run_start_headers
 
 
 def _step_headers(run_id: str, url: str) -> dict[str, str]:
@@ -53,8 +37,8 @@ def test_run_lifecycle_history_and_logs(
         "Upstash-Flow-Control-Key": "cfg",
         "Upstash-Flow-Control-Value": "parallelism=1",
     }
-    start = api.publish(url, '{"n":1}', _start_headers("wfr_a", url, **config))
-    again = api.publish(url, '{"n":1}', _start_headers("wfr_a", url))
+    start = api.publish(url, '{"n":1}', run_start_headers("wfr_a", url, **config))
+    again = api.publish(url, '{"n":1}', run_start_headers("wfr_a", url))
     assert again.json() == {"messageId": start.json()["messageId"], "deduplicated": True}
     step = {"stepId": 1, "stepName": "one", "stepType": "Run", "out": "1", "concurrent": 1}
     published = api.publish(url, json.dumps(step), _step_headers("wfr_a", url))
@@ -95,7 +79,7 @@ def test_run_lifecycle_history_and_logs(
     assert info is not None and info.step_names == ["init", "one"]
 
     # An ended run releases its id: the same id starts a new run (as on QStash).
-    restart = api.publish(url, '{"n":2}', _start_headers("wfr_a", url))
+    restart = api.publish(url, '{"n":2}', run_start_headers("wfr_a", url))
     assert restart.status_code == 201 and "deduplicated" not in restart.json()
     raw = api.client.get("/v2/workflows/runs/wfr_a")
     assert raw.status_code == 200 and len(raw.json()) == 1
@@ -112,8 +96,7 @@ def test_bulk_cancel_and_run_logs_paging(
     server = make_engine(time_scale=1.0)
     api = api_factory(server)
     for i in range(4):
-        url = f"{app.url}/park/{i}"
-        api.publish(url, "{}", _start_headers(f"wfr_{i}", url, **{"Upstash-Delay": "1d"}))
+        api.park_run(f"{app.url}/park/{i}", f"wfr_{i}")
     one = api.client.delete("/v2/workflows/runs", params={"workflowRunIds": "wfr_0"})
     assert one.json() == {"cancelled": 1}
     prefix = api.client.request(

@@ -9,12 +9,9 @@ from collections.abc import Callable
 
 import pytest
 from lobeflow.engine import EngineServer
-from lobeflow.testing import AppServer
 from qstash import QStash, Receiver
 
-from tests.engine.conftest import Api, Recorder
-
-Endpoint = tuple[Recorder, AppServer]
+from tests.engine.conftest import Api, Endpoint
 
 
 @pytest.fixture

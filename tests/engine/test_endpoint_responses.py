@@ -21,12 +21,9 @@ import pytest
 from lobeflow.engine import DeliveryRecord, EngineServer
 from lobeflow.engine.command import format_delivery
 from lobeflow.engine.http_client import MAX_KEPT_RESPONSE_BODY
-from lobeflow.testing import AppServer
 from qstash import QStash
 
-from tests.engine.conftest import Api, Recorder
-
-Endpoint = tuple[Recorder, AppServer]
+from tests.engine.conftest import Api, Endpoint, Recorder
 
 
 class RawEndpoint:

@@ -21,10 +21,9 @@ from qstash import QStash
 from upstash_workflow import AsyncWorkflowContext
 from upstash_workflow.fastapi import Serve
 
-from tests.engine.conftest import Recorder
+from tests.engine.conftest import Endpoint
 
 PATH = "/wf/doomed"
-Endpoint = tuple[Recorder, AppServer]
 
 
 def closed_port() -> int:

@@ -6,12 +6,9 @@ import time
 from collections.abc import Callable
 
 from lobeflow.engine import DeliveryRecord, EngineServer
-from lobeflow.testing import AppServer
 from qstash import QStash
 
-from tests.engine.conftest import Api, Recorder
-
-Endpoint = tuple[Recorder, AppServer]
+from tests.engine.conftest import Api, Endpoint
 
 
 def _batch(api: Api, url: str, count: int, headers: dict[str, str]) -> None:

@@ -18,12 +18,9 @@ from lobeflow.engine import EngineConfig, EngineServer
 from lobeflow.engine.config import EngineConfigError
 from lobeflow.engine.durations import FlowSpec
 from lobeflow.engine.model import Message
-from lobeflow.testing import AppServer
 
-from tests.engine.conftest import Api, Recorder
+from tests.engine.conftest import Api, Endpoint
 from tests.helpers import run_cli
-
-Endpoint = tuple[Recorder, AppServer]
 
 FLOW = "Upstash-Flow-Control-Value"
 # (header, value, words the error must contain)

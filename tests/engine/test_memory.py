@@ -7,12 +7,9 @@ from collections.abc import Callable
 
 import pytest
 from lobeflow.engine import EngineServer, core, model
-from lobeflow.testing import AppServer
 
-from tests.engine.conftest import Api, Recorder
+from tests.engine.conftest import Api, Endpoint
 from tests.helpers import wait_for
-
-Endpoint = tuple[Recorder, AppServer]
 
 
 def _batch(api: Api, items: list[dict[str, object]]) -> None:

@@ -7,12 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lobeflow.engine import EngineServer
-from lobeflow.testing import AppServer
 from qstash import QStash
 
-from tests.engine.conftest import Api, Recorder
-
-Endpoint = tuple[Recorder, AppServer]
+from tests.engine.conftest import Api, Endpoint
 
 
 def test_queue_parallelism_and_api(

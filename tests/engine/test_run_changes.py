@@ -7,8 +7,7 @@ from typing import Any
 
 from lobeflow.engine import EngineServer
 
-from tests.engine.conftest import Api
-from tests.engine.test_api import Endpoint, _start_headers
+from tests.engine.conftest import Api, Endpoint
 
 
 def _logs(api: Api, **params: Any) -> dict[str, Any]:
@@ -31,13 +30,8 @@ def test_changed_since_lists_only_changed_runs(
     server = make_engine(time_scale=1.0)
     api = api_factory(server)
     url = f"{app.url}/parked"
-
-    def park(run_id: str) -> None:
-        headers = _start_headers(run_id, url, **{"Upstash-Delay": "1d"})
-        assert api.publish(url, "{}", headers).status_code == 201
-
     for number in range(5):
-        park(f"wfr_{number}")
+        api.park_run(url, f"wfr_{number}")
     everything = _logs(api, workflowUrl=url, count=10)
     assert _ids(everything) == [f"wfr_{n}" for n in (4, 3, 2, 1, 0)]
     token = everything["changeToken"]
@@ -48,7 +42,7 @@ def test_changed_since_lists_only_changed_runs(
 
     # A cancelled run and a new run are listed; the others are not.
     assert api.client.delete("/v2/workflows/runs/wfr_2?cancel=true").status_code == 200
-    park("wfr_5")
+    api.park_run(url, "wfr_5")
     changed = _logs(api, workflowUrl=url, changedSince=token)
     assert _ids(changed) == ["wfr_5", "wfr_2"]
     assert changed["runs"][1]["workflowState"] == "RUN_CANCELED"
@@ -80,7 +74,7 @@ def test_a_token_of_another_engine_lists_everything(
     url = f"{app.url}/parked"
     old_token = _logs(api_factory(first), workflowUrl=url)["changeToken"]
     api = api_factory(second)
-    assert api.publish(url, "{}", _start_headers("wfr_a", url, **{"Upstash-Delay": "1d"}))
+    api.park_run(url, "wfr_a")
     assert _ids(_logs(api, workflowUrl=url, changedSince=old_token)) == ["wfr_a"]
 
 

@@ -10,13 +10,10 @@ from pathlib import Path
 import pytest
 from lobeflow.engine import EngineServer
 from lobeflow.engine.cron import Cron, CronError
-from lobeflow.testing import AppServer
 from qstash import QStash
 from qstash.schedule import ScheduleState
 
-from tests.engine.conftest import Api, Recorder
-
-Endpoint = tuple[Recorder, AppServer]
+from tests.engine.conftest import Api, Endpoint
 
 
 def _ts(text: str) -> float:

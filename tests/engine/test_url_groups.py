@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 from lobeflow.engine import EngineConfig, EngineServer
-from lobeflow.testing import AppServer
 from qstash import QStash
 from qstash.errors import QStashError
 from qstash.log import LogState
@@ -23,9 +22,7 @@ from qstash.message import (
     PublishUrlGroupResponse,
 )
 
-from tests.engine.conftest import Recorder
-
-Endpoint = tuple[Recorder, AppServer]
+from tests.engine.conftest import Endpoint
 
 
 @pytest.fixture

@@ -11,11 +11,8 @@ from typing import Any
 
 import httpx
 from lobeflow.engine import EngineServer
-from lobeflow.testing import AppServer
 
-from tests.engine.conftest import Api, Recorder
-
-Endpoint = tuple[Recorder, AppServer]
+from tests.engine.conftest import Api, Endpoint, Recorder
 
 
 def _start_run(api: Api, url: str, run_id: str) -> None:

@@ -14,14 +14,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import httpx
 import pytest
 from lobeflow.engine import EngineServer
 from lobeflow.engine.durations import FlowSpec
 from lobeflow.engine.model import Message
 from lobeflow.testing import AppServer, serve_app
 
-from tests.engine.conftest import Recorder, recording_app
+from tests.engine.conftest import Recorder, engine_client, recording_app
 from tests.engine.test_limits import BAD_HEADERS, FLOW, poison_store
 from tests.reliability.conftest import engine_config, export_engine, record_figures, run
 from tests.reliability.harness import ROUTE_PREFIX, Outcome, Project
@@ -33,12 +32,7 @@ def _publish_all_bad(engine: EngineServer, app_url: str) -> int:
     """Send every bad number three ways; return how many requests were refused."""
     url = f"{app_url}{ROUTE_PREFIX}/process-users"
     refused = 0
-    with httpx.Client(
-        base_url=engine.url,
-        headers={"Authorization": f"Bearer {engine.config.token}"},
-        trust_env=False,
-        timeout=10,
-    ) as client:
+    with engine_client(engine.url, engine.config.token) as client:
         for name, value, _ in BAD_HEADERS:
             headers = {name: value, "Content-Type": "application/json"}
             if name == FLOW:
