@@ -63,6 +63,9 @@ class PaginateUsersPayload(WireModel):
 class GenerateUserPayload(WireModel):
     user_id: UserId
     force: bool = False
+    # The Layer-1 run of the pass that started this run: a pass's item runs are exactly
+    # those carrying its id (`lobeflow run --cancel`, `retry --pass`, the console).
+    root_run_id: str | None = None
 
 
 # The counts Layer 1 records (counts only: step results stay small).

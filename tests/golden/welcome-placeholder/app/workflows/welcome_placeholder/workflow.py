@@ -128,7 +128,7 @@ class WelcomePlaceholderWorkflow:
         run = run_id or _generate_run_id(
             request.user_id,
             force=request.force,
-            root_run_id=None,
+            root_run_id=request.root_run_id,
         )
         started = await _start(
             WORKFLOW_PATHS.generate_user,
@@ -155,6 +155,7 @@ class WelcomePlaceholderWorkflow:
                 GenerateUserPayload(
                     user_id=user_id,
                     force=force,
+                    root_run_id=root_run_id,
                 ).to_json(),
             )
             for user_id in user_ids
