@@ -6,14 +6,14 @@ PYTHON ?= python3
 TEST_WORKERS ?= 2
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-CODE   := generator tests bench $(wildcard scripts)
+CODE   := generator runtime tests bench $(wildcard scripts)
 
 .PHONY: setup demo test test-fast lint clean
 
-$(BIN)/lobeflow: pyproject.toml
+$(BIN)/lobeflow: pyproject.toml runtime/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e ./runtime -e '.[dev]'
 	@touch $@
 
 setup: $(BIN)/lobeflow

@@ -34,8 +34,11 @@ def test_reference_scenario_matches_golden_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # lobeflow installed editable from a fixed place, whatever this checkout's path.
-    record = {"url": "file:///src/lobeflow", "dir_info": {"editable": True}}
-    monkeypatch.setattr(provenance, "installed_direct_url", lambda *_: record)
+    records = {
+        "lobeflow": {"url": "file:///src/lobeflow", "dir_info": {"editable": True}},
+        "lobeflow-runtime": {"url": "file:///src/lobeflow/runtime", "dir_info": {"editable": True}},
+    }
+    monkeypatch.setattr(provenance, "installed_direct_url", records.get)
     dest = tmp_path / "shop"
     result = run_cli("new", *REFERENCE, "--dest", str(dest), "--defaults")
     assert result.exit_code == 0, result.stderr

@@ -80,20 +80,20 @@ def test_conflicting_generated_file_is_reported_and_nothing_written(
 
     dest = tmp_path / "shop"
     shutil.copytree(base_project, dest)
-    runtime = dest / "app" / "workflows" / "_runtime" / "client.py"
-    runtime.write_text(runtime.read_text() + "\n# local change\n")
+    shared = dest / "app" / "workflows" / "__init__.py"
+    shared.write_text(shared.read_text() + "\n# local change\n")
     before = tree_hash(dest)
 
     result = run_cli("new", "agent", "--dest", str(dest))
 
     assert result.exit_code == 1
-    assert "_runtime/client.py" in result.stderr and "--force" in result.stderr
+    assert "app/workflows/__init__.py" in result.stderr and "--force" in result.stderr
     assert tree_hash(dest) == before
 
     forced = run_cli("new", "agent", "--dest", str(dest), "--force")
     assert forced.exit_code == 0, forced.stderr
     assert "overwrite" in forced.stderr
-    assert "# local change" not in runtime.read_text()
+    assert "# local change" not in shared.read_text()
 
 
 BAD_INPUTS: list[tuple[list[str], str]] = [

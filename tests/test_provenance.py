@@ -1,4 +1,4 @@
-"""Where lobeflow was installed from becomes the generated project's lobeflow source."""
+"""Where lobeflow and its runtime were installed from become the generated project's sources."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from lobeflow import provenance
 from lobeflow.errors import InvalidAnswerError
 from lobeflow.provenance import (
     PIP_INSTALL_ANSWER,
+    RUNTIME_PIP_INSTALL_ANSWER,
+    RUNTIME_UV_SOURCE_ANSWER,
     UV_SOURCE_ANSWER,
-    LobeflowSource,
+    InstallSource,
     answer_error,
     source_from_direct_url,
 )
@@ -26,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-def _table(source: LobeflowSource) -> dict[str, object]:
+def _table(source: InstallSource) -> dict[str, object]:
     parsed: dict[str, object] = tomllib.loads(f"lobeflow = {source.uv_source}")["lobeflow"]
     return parsed
 
@@ -118,11 +120,37 @@ def test_paths_are_quoted_for_toml_and_the_shell() -> None:
 
 
 def test_the_running_lobeflow_is_the_checkout_installed_editable() -> None:
-    # The tests run against `pip install -e .` of this checkout (`make setup`).
+    # The tests run against `pip install -e ./runtime -e .` of this checkout (`make setup`).
     source = provenance.lobeflow_source()
     assert source is not None
     checkout = Path(__file__).resolve().parent.parent
     assert _table(source) == {"path": str(checkout), "editable": True}
+    runtime = provenance.installed_source(provenance.RUNTIME_DISTRIBUTION)
+    assert runtime is not None
+    assert _table(runtime) == {"path": str(checkout / "runtime"), "editable": True}
+    assert provenance.copier_data() == {
+        UV_SOURCE_ANSWER: source.uv_source,
+        PIP_INSTALL_ANSWER: source.pip_args,
+        RUNTIME_UV_SOURCE_ANSWER: runtime.uv_source,
+        RUNTIME_PIP_INSTALL_ANSWER: runtime.pip_args,
+    }
+
+
+def test_a_runtime_record_names_the_runtime() -> None:
+    record = {
+        "url": "https://git.example/lobeflow.git",
+        "vcs_info": {"vcs": "git", "commit_id": COMMIT},
+        "subdirectory": "runtime",
+    }
+    source = source_from_direct_url(record, provenance.RUNTIME_DISTRIBUTION)
+    assert source is not None
+    assert source.copier_data() == {
+        RUNTIME_UV_SOURCE_ANSWER: source.uv_source,
+        RUNTIME_PIP_INSTALL_ANSWER: source.pip_args,
+    }
+    assert shlex.split(source.pip_args) == [
+        f"lobeflow-runtime @ git+https://git.example/lobeflow.git@{COMMIT}#subdirectory=runtime"
+    ]
 
 
 def test_a_registry_install_leaves_the_template_defaults(
@@ -140,20 +168,33 @@ def test_a_registry_install_leaves_the_template_defaults(
 def test_lobeflow_new_records_the_source_in_pyproject_and_readme(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    record = {
-        "url": "https://git.example/lobeflow.git",
-        "vcs_info": {"vcs": "git", "commit_id": COMMIT},
+    records = {
+        "lobeflow": {
+            "url": "https://git.example/lobeflow.git",
+            "vcs_info": {"vcs": "git", "commit_id": COMMIT},
+        },
+        "lobeflow-runtime": {
+            "url": "https://git.example/lobeflow.git",
+            "vcs_info": {"vcs": "git", "commit_id": COMMIT},
+            "subdirectory": "runtime",
+        },
     }
-    monkeypatch.setattr(provenance, "installed_direct_url", lambda *_: record)
+    monkeypatch.setattr(provenance, "installed_direct_url", records.get)
     dest = tmp_path / "shop"
     assert run_cli("new", "user", "--dest", str(dest), "--defaults").exit_code == 0
     pyproject = tomllib.loads((dest / "pyproject.toml").read_text(encoding="utf-8"))
-    assert pyproject["tool"]["uv"]["sources"]["lobeflow"] == {
-        "git": "https://git.example/lobeflow.git",
-        "rev": COMMIT,
+    assert pyproject["tool"]["uv"]["sources"] == {
+        "lobeflow": {"git": "https://git.example/lobeflow.git", "rev": COMMIT},
+        "lobeflow-runtime": {
+            "git": "https://git.example/lobeflow.git",
+            "rev": COMMIT,
+            "subdirectory": "runtime",
+        },
     }
     readme = (dest / "README.md").read_text(encoding="utf-8")
     assert f"pip install 'lobeflow @ git+https://git.example/lobeflow.git@{COMMIT}'\n" in readme
+    runtime = f"lobeflow-runtime @ git+https://git.example/lobeflow.git@{COMMIT}"
+    assert f"pip install '{runtime}#subdirectory=runtime' -e . " in readme
     # Machine-specific: never written to the answers file that `lobeflow update` reads.
     answers = (dest / ".lobeflow" / "users.yml").read_text(encoding="utf-8")
     assert "git.example" not in answers
@@ -188,6 +229,8 @@ HOSTILE_PIP_ARGS = [
     ("name", "value"),
     [(UV_SOURCE_ANSWER, value) for value in HOSTILE_UV_SOURCES]
     + [(PIP_INSTALL_ANSWER, value) for value in HOSTILE_PIP_ARGS]
+    + [(RUNTIME_UV_SOURCE_ANSWER, value) for value in HOSTILE_UV_SOURCES]
+    + [(RUNTIME_PIP_INSTALL_ANSWER, value) for value in HOSTILE_PIP_ARGS if value]
     + [(UV_SOURCE_ANSWER, 7), (PIP_INSTALL_ANSWER, None)],
 )
 def test_hostile_or_malformed_origin_answers_are_refused(name: str, value: object) -> None:
@@ -196,7 +239,13 @@ def test_hostile_or_malformed_origin_answers_are_refused(name: str, value: objec
 
 
 @pytest.mark.parametrize(
-    ("name", "value"), [(UV_SOURCE_ANSWER, ""), (PIP_INSTALL_ANSWER, "lobeflow")]
+    ("name", "value"),
+    [
+        (UV_SOURCE_ANSWER, ""),
+        (PIP_INSTALL_ANSWER, "lobeflow"),
+        (RUNTIME_UV_SOURCE_ANSWER, ""),
+        (RUNTIME_PIP_INSTALL_ANSWER, ""),
+    ],
 )
 def test_the_registry_defaults_pass(name: str, value: str) -> None:
     assert answer_error(name, value) == ""
@@ -239,4 +288,4 @@ def test_lobeflow_new_refuses_an_origin_it_cannot_write(
 
 def test_a_source_lobeflow_would_not_write_is_refused() -> None:
     with pytest.raises(InvalidAnswerError, match=PIP_INSTALL_ANSWER):
-        LobeflowSource('{ path = "/src" }', "/src; rm -rf ~")
+        InstallSource('{ path = "/src" }', "/src; rm -rf ~")

@@ -17,7 +17,7 @@ from lobeflow.render import bundled_template
 
 from tests.helpers import project_checks, run_cli, tree_hash
 
-RUNTIME = Path("app/workflows/_runtime/logs.py")
+SHARED = Path("app/workflows/__init__.py")
 USERS_PAYLOADS = Path("app/workflows/users/payloads.py")
 LOGIC = [Path("app/workflows/users/logic.py"), Path("app/workflows/agents/logic.py")]
 USER_NOTE = "\n\n# Kept: a note the user added at the end.\n"
@@ -59,11 +59,11 @@ def template_repo(tmp_path: Path) -> Path:
 
 
 def _release_v2(repo: Path) -> None:
-    """A template change in the shared runtime and in every workflow's flow_control.py."""
+    """A template change in a file every workflow shares, and in each flow_control.py."""
     _replace_line(
-        repo / "template" / "{{ app_package }}" / "workflows" / "_runtime" / "logs.py.jinja",
-        "logging.basicConfig(",
-        'logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s [v2] %(message)s")',
+        repo / "template" / "{{ app_package }}" / "workflows" / "__init__.py.jinja",
+        "Every workflow of this app",
+        '"""Every workflow of this app [v2]: each subpackage is one workflow.',
     )
     flow = repo / "template" / "{{ app_package }}" / "workflows" / "{{ workflow_snake }}"
     flow_file = flow / "flow_control.py.jinja"
@@ -88,9 +88,9 @@ def _edit(dest: Path) -> dict[Path, bytes]:
     payloads = dest / USERS_PAYLOADS
     payloads.write_text(payloads.read_text() + USER_NOTE)
     _replace_line(
-        dest / RUNTIME,
-        "logging.basicConfig(",
-        'logging.basicConfig(format="%(levelname)s %(message)s")  # user format',
+        dest / SHARED,
+        "Every workflow of this app",
+        '"""Every workflow of this app (user format): subpackages are workflows.',
     )
     git(dest, "commit", "-qam", "user edits")
     return {p: (dest / p).read_bytes() for p in LOGIC}
@@ -104,7 +104,7 @@ def test_lobeflow_update_merges_v1_to_v2(tmp_path: Path, template_repo: Path) ->
     before = tree_hash(dest)
     pretend = run_cli("update", "--project", str(dest), "--pretend")
     assert pretend.exit_code == 1, pretend.stderr  # the overlapping edit is a conflict
-    assert "conflict" in pretend.stderr and str(RUNTIME) in pretend.stderr
+    assert "conflict" in pretend.stderr and str(SHARED) in pretend.stderr
     assert tree_hash(dest) == before
 
     result = run_cli("update", "--project", str(dest))
@@ -115,9 +115,9 @@ def test_lobeflow_update_merges_v1_to_v2(tmp_path: Path, template_repo: Path) ->
     for workflow in ("users", "agents"):
         flow = (dest / "app" / "workflows" / workflow / "flow_control.py").read_text()
         assert "# Reviewed for template v2." in flow
-    runtime = (dest / RUNTIME).read_text()
-    assert "<<<<<<< app/workflows/_runtime/logs.py (yours)" in runtime
-    assert "# user format" in runtime and "[v2]" in runtime
+    shared = (dest / SHARED).read_text()
+    assert "<<<<<<< app/workflows/__init__.py (yours)" in shared
+    assert "(user format)" in shared and "[v2]" in shared
     for path, content in logic_before.items():
         assert (dest / path).read_bytes() == content
 
@@ -131,14 +131,14 @@ def test_rej_mode_keeps_the_users_file(tmp_path: Path, template_repo: Path) -> N
     dest = _project(tmp_path, template_repo)
     _edit(dest)
     _release_v2(template_repo)
-    edited_runtime = (dest / RUNTIME).read_text()
+    edited_shared = (dest / SHARED).read_text()
 
     result = run_cli("update", "--project", str(dest), "--conflict", "rej")
 
     assert result.exit_code == 1
-    assert (dest / RUNTIME).read_text() == edited_runtime
-    rej = (dest / RUNTIME.with_name("logs.py.rej")).read_text()
-    assert "[v2]" in rej and rej.startswith("--- a/app/workflows/_runtime/logs.py")
+    assert (dest / SHARED).read_text() == edited_shared
+    rej = (dest / SHARED.with_name("__init__.py.rej")).read_text()
+    assert "[v2]" in rej and rej.startswith("--- a/app/workflows/__init__.py")
 
 
 def test_update_refuses_uncommitted_changes(tmp_path: Path, template_repo: Path) -> None:
@@ -239,8 +239,8 @@ def test_plain_copier_update_from_the_tagged_repository(
     for workflow in ("users", "agents"):
         flow = (dest / "app" / "workflows" / workflow / "flow_control.py").read_text()
         assert "# Reviewed for template v2." in flow
-    runtime = (dest / RUNTIME).read_text()
-    assert "<<<<<<<" in runtime and "[v2]" in runtime and "# user format" in runtime
+    shared = (dest / SHARED).read_text()
+    assert "<<<<<<<" in shared and "[v2]" in shared and "(user format)" in shared
     for path, content in logic_before.items():
         assert (dest / path).read_bytes() == content
     assert "_commit: v2" in (dest / ".lobeflow" / "users.yml").read_text()

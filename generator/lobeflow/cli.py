@@ -185,12 +185,17 @@ def new(
         "--dry-run`, and `pytest`."
     )
     main_module = result.destination / app_package / "main.py"
-    if main_module.is_file() and "build_router" not in main_module.read_text(encoding="utf-8"):
+    mounts = ("lobeflow_runtime.create_app(", "workflows_router(")
+    if main_module.is_file() and not any(
+        call in main_module.read_text(encoding="utf-8") for call in mounts
+    ):
         _say(
             f"{_styled('Note:', 'yellow')} {main_module} is yours and does not mount the "
             f"workflows yet; add\n"
-            f"  from {app_package}.workflows import build_router\n"
-            "  app.include_router(build_router())"
+            "  import lobeflow_runtime\n"
+            f"  from {app_package} import workflows\n"
+            "  app.include_router(lobeflow_runtime.workflows_router(workflows))\n"
+            "  lobeflow_runtime.configure_app(app)"
         )
 
 

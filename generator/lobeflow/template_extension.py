@@ -23,8 +23,8 @@ EXTENSION = "lobeflow.template_extension.WorkflowSpecExtension"
 
 
 class WorkflowSpecExtension(Extension):
-    """Adds `lobeflow_plural`, `lobeflow_derived`, `lobeflow_answer_error` and
-    `lobeflow_spec_error` to the template's globals."""
+    """Adds `lobeflow_plural`, `lobeflow_derived`, `lobeflow_answer_error`,
+    `lobeflow_spec_error` and `lobeflow_runtime_requirement` to the template's globals."""
 
     def __init__(self, environment: Environment) -> None:
         """Register the globals."""
@@ -34,6 +34,7 @@ class WorkflowSpecExtension(Extension):
             lobeflow_derived=derived,
             lobeflow_answer_error=answer_error,
             lobeflow_spec_error=spec_error,
+            lobeflow_runtime_requirement=provenance.RUNTIME_REQUIREMENT,
         )
 
 
@@ -48,7 +49,7 @@ def plural(entity: Any) -> str:
 def answer_error(name: str, value: Any) -> str:
     """Why one answer is out of its own domain ('' if it is fine): the workflow's answers,
     and lobeflow's install origin (which lands in pyproject.toml and the README)."""
-    if name in (provenance.UV_SOURCE_ANSWER, provenance.PIP_INSTALL_ANSWER):
+    if any(name in answers for answers in provenance.ANSWERS.values()):
         return provenance.answer_error(name, value)
     return check_answer(name, value)
 

@@ -67,7 +67,7 @@ def import_project(root: Path) -> Project:
     base = f"{PACKAGE}.workflows.{MODULE}"
     return Project(
         root=root,
-        runtime=importlib.import_module(f"{PACKAGE}.workflows._runtime"),
+        runtime=importlib.import_module("lobeflow_runtime"),
         logic=importlib.import_module(f"{base}.logic"),
         workflow=importlib.import_module(f"{base}.workflow"),
         main=importlib.import_module(f"{PACKAGE}.main"),

@@ -31,9 +31,9 @@ class Case:
     prepare: Callable[[Path], None] | None = None
 
 
-def _edit_runtime(root: Path) -> None:
-    runtime = root / "app" / "workflows" / "_runtime" / "client.py"
-    runtime.write_text(runtime.read_text() + "\n# local change\n")
+def _edit_shared(root: Path) -> None:
+    shared = root / "app" / "workflows" / "__init__.py"
+    shared.write_text(shared.read_text() + "\n# local change\n")
 
 
 def _corrupt_answers(text: str) -> Callable[[Path], None]:
@@ -75,7 +75,7 @@ EXTRA: list[Case] = [
         ["new", "order", "--logic", "mylogic.work"],
         "package.module:function",
     ),
-    Case("existing generated file differs", ["new", "order"], "client.py", _edit_runtime),
+    Case("existing generated file differs", ["new", "order"], "__init__.py", _edit_shared),
     Case("file where a package goes", ["new", "order"], "orders", _file_in_the_way),
     Case(
         "answers file is not YAML",

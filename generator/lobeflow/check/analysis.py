@@ -2,8 +2,8 @@
 
 Nothing here imports the user's code: every fact comes from `ast`. Routes are functions
 served with `upstash_workflow` (`@Serve(app).post(...)`, `Serve(app).post(...)(fn)`,
-`serve(fn)`, `async_serve(fn)`) or with a project function that wraps one of those
-(a "serve wrapper", like the generated `_runtime.serve_workflow`).
+`serve(fn)`, `async_serve(fn)`), with a project function that wraps one of those (a
+"serve wrapper"), or with `lobeflow_runtime.serve_workflow`, the generated routes' one.
 """
 
 from __future__ import annotations
@@ -614,6 +614,8 @@ def build_project(modules: Sequence[Module]) -> Project:
             for cls in module.classes:
                 if _formats_log_prefix(cls):
                     project.logger_classes.add(cls.name)
+        if any(name.split(".")[0] == "lobeflow_runtime" for name in module.imports.values()):
+            project.logger_classes.add(RUNTIME_LOG)
     project.helpers = _step_helpers(modules)
     wrappers: dict[str, _Wrapper] = {}
     direct: list[tuple[Module, _Served]] = []
@@ -635,13 +637,38 @@ def build_project(modules: Sequence[Module]) -> Project:
                 (*served.options.values(), *served.spread),
             )
             _add_route(project, module, func, registration)
-    if wrappers:
-        for module in modules:
-            for call in module.calls:
-                wrapper = wrappers.get(callee_name(call) or "")
-                if wrapper is not None:
-                    _wrapped_route(project, module, call, wrapper)
+    for module in modules:
+        for call in module.calls:
+            wrapper = wrappers.get(callee_name(call) or "")
+            if wrapper is None and module.qualified(call.func) == RUNTIME_SERVE:
+                wrapper = _RUNTIME_WRAPPER
+            if wrapper is not None:
+                _wrapped_route(project, module, call, wrapper)
     return project
+
+
+def _name(identifier: str) -> ast.Name:
+    return ast.Name(id=identifier, ctx=ast.Load())
+
+
+# `lobeflow_runtime.serve_workflow(router, path, route, *, payload, log, flow_control,
+# retries, on_failure=None)` serves `route` with the SDK: its payload model is the route's
+# validating parser, `on_failure` its failure function.
+RUNTIME_SERVE = "lobeflow_runtime.serve_workflow"
+# `lobeflow_runtime.WorkflowLog(workflow, layer)` writes the `[workflow:layer]` prefix.
+RUNTIME_LOG = "WorkflowLog"
+_RUNTIME_WRAPPER = _Wrapper(
+    "serve_workflow",
+    ("router", "path", "route", "payload", "log", "flow_control", "retries", "on_failure"),
+    {},
+    "route",
+    {
+        "initial_payload_parser": _name("payload"),
+        "retries": _name("retries"),
+        "failure_function": _name("on_failure"),
+    },
+    _name("path"),
+)
 
 
 def _is_prefix(node: ast.AST) -> bool:

@@ -324,8 +324,19 @@ def _response_shapes(workflow: _Workflow) -> tuple[bool, list[Evidence]]:
     return False, _missing(workflow, "model with the guide's dry-run response fields")
 
 
+# Calls that check lobeflow-runtime's production policy (both signing keys, APP_URL).
+_RUNTIME_POLICY = frozenset(
+    {"lobeflow_runtime.create_app", "lobeflow_runtime.check_production_policy"}
+)
+
+
 @_item("quality.deployment", "quality", "Configure deployment (signing keys, APP_URL)")
 def _deployment(workflow: _Workflow) -> tuple[bool, list[Evidence]]:
+    # The app is built by lobeflow-runtime, whose production policy requires both.
+    for module in workflow.project_modules:
+        for node in module.calls:
+            if module.qualified(node.func) in _RUNTIME_POLICY:
+                return True, [workflow.at(module, node, "the runtime's production policy")]
     evidence: list[Evidence] = []
     for wanted in ("QSTASH_CURRENT_SIGNING_KEY", "APP_URL"):
         hit = next(

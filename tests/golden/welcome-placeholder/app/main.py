@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
+import lobeflow_runtime
 from fastapi import FastAPI
 
-from app.workflows import _runtime, build_router
+from app import workflows
 
 PROJECT_NAME = "shop"
 
 
 def create_app() -> FastAPI:
-    """The app with every workflow mounted.
+    """The app with every workflow package of `app.workflows` mounted.
 
     Raises:
         ConfigurationError: QSTASH_TOKEN is missing, or LOBEFLOW_ENV=production without
             both QStash signing keys.
     """
-    _runtime.check_signing_policy()
-    _runtime.configure_logging()
-    app = FastAPI(title=PROJECT_NAME)
-    app.include_router(build_router())
-    return app
+    return lobeflow_runtime.create_app(PROJECT_NAME, workflows)

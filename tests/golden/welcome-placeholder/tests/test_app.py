@@ -1,19 +1,21 @@
-"""App-level checks: every workflow is mounted, and the settings policy holds."""
+"""App-level checks: every workflow is mounted, the settings policy holds, and the app
+answers only its own host names."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
-from lobeflow.testing import EngineHandle
+from lobeflow.testing import AppServer, EngineHandle
+from lobeflow_runtime import ConfigurationError, workflow_packages
 
 from app import workflows
 from app.main import create_app
-from app.workflows._runtime import ConfigurationError
 
 
 @pytest.mark.usefixtures("qstash_engine")
 def test_every_workflow_package_is_mounted() -> None:
     paths: list[str] = list(create_app().openapi()["paths"])
-    packages = workflows.workflow_packages()
+    packages = workflow_packages(workflows)
     assert packages
     for package in packages:
         prefix = package.ROUTE_PREFIX
@@ -62,3 +64,23 @@ def test_missing_token_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.delenv("QSTASH_TOKEN", raising=False)
     with pytest.raises(ConfigurationError, match="QSTASH_TOKEN"):
         create_app()
+
+
+def test_health_route_answers_without_calling_qstash(app_server: AppServer) -> None:
+    response = httpx.get(app_server.url + "/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_foreign_host_names_are_refused_in_development(
+    app_server: AppServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A web page that points its own DNS name at this machine (DNS rebinding) sends it as
+    # Host: the app answers only its own names, and those in LOBEFLOW_ALLOWED_HOSTS.
+    foreign = {"Host": "rebound.example"}
+    refused = httpx.get(app_server.url + "/openapi.json", headers=foreign)
+    assert refused.status_code == 403
+    assert "LOBEFLOW_ALLOWED_HOSTS" in refused.json()["detail"]
+    assert httpx.get(app_server.url + "/openapi.json").status_code == 200
+    monkeypatch.setenv("LOBEFLOW_ALLOWED_HOSTS", "rebound.example")
+    assert httpx.get(app_server.url + "/openapi.json", headers=foreign).status_code == 200

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import lobeflow_runtime
 import pytest
 from lobeflow.testing import AppServer, EngineHandle
+from lobeflow_runtime import Env
 from pydantic import ValidationError
 
-from app.workflows import _runtime
 from app.workflows.welcome_placeholder import (
     CHUNK_SIZE,
     PAGE_SIZE,
@@ -113,7 +114,7 @@ def test_start_route_starts_one_pass_per_call(
     ids = run(logic.seed_items(4))
     url = app_server.url + WORKFLOW_PATHS.start
 
-    started = httpx.post(url)  # no body: a pass that processes what is not done yet
+    started = httpx.post(url, json={})  # a pass that processes what is not done yet
     assert started.status_code == 200, started.text
     first = started.json()["workflowRunId"]
     assert first.startswith(f"wfr_{WORKFLOW_NAME}-process-")
@@ -135,6 +136,28 @@ def test_start_route_starts_one_pass_per_call(
     for body in ({"dryRun": True}, {"force": "maybe"}, [True]):
         assert httpx.post(url, json=body).status_code == 422, body
     assert httpx.get(url).status_code == 405
+
+
+def test_start_route_refuses_what_a_web_page_can_send(
+    app_server: AppServer, qstash_engine: EngineHandle
+) -> None:
+    # A page of another site can post a form or a body-less request without a preflight;
+    # the start route wants JSON and refuses cross-site requests before reading the body.
+    url = app_server.url + WORKFLOW_PATHS.start
+    assert httpx.post(url).status_code == 415
+    assert httpx.post(url, data={"force": "true"}).status_code == 415
+    cross_site = [
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Origin": "https://elsewhere.example"},
+        {"Origin": "null"},
+    ]
+    for headers in cross_site:
+        response = httpx.post(url, json={}, headers=headers)
+        assert response.status_code == 403, headers
+    same_site = {"Sec-Fetch-Site": "same-origin", "Origin": app_server.url}
+    assert httpx.post(url, json={}, headers=same_site).status_code == 200
+    qstash_engine.wait_until_idle()
+    assert len(qstash_engine.runs(url_prefix=app_server.url)) == 1
 
 
 def test_start_route_reports_what_qstash_refused(
@@ -161,16 +184,16 @@ def test_operations_routes_need_the_token_once_one_is_set(
     if production:
         # Read per request; the app's start-up checks ran with the test settings.
         monkeypatch.setenv("LOBEFLOW_ENV", "production")
-        closed = httpx.post(url)
+        closed = httpx.post(url, json={})
         assert closed.status_code == 403
-        assert _runtime.STATS_TOKEN_ENV in closed.json()["detail"]
+        assert Env.OPERATIONS_TOKEN in closed.json()["detail"]
     else:
-        assert httpx.post(url).status_code == 200  # open locally by default
-    monkeypatch.setenv(_runtime.STATS_TOKEN_ENV, "s3cret")
-    assert httpx.post(url).status_code == 401
-    assert httpx.post(url, headers={"Authorization": "Bearer wrong"}).status_code == 403
-    assert httpx.post(url, headers={"Authorization": "Basic s3cret"}).status_code == 401
-    right = httpx.post(url, headers={"Authorization": "Bearer s3cret"})
+        assert httpx.post(url, json={}).status_code == 200  # open locally by default
+    monkeypatch.setenv(Env.OPERATIONS_TOKEN, "s3cret")
+    assert httpx.post(url, json={}).status_code == 401
+    assert httpx.post(url, json={}, headers={"Authorization": "Bearer wrong"}).status_code == 403
+    assert httpx.post(url, json={}, headers={"Authorization": "Basic s3cret"}).status_code == 401
+    right = httpx.post(url, json={}, headers={"Authorization": "Bearer s3cret"})
     assert right.status_code == 200
     assert set(right.json()) >= ({"workflowRunId"} if route == "start" else {"dryRun"})
     qstash_engine.wait_until_idle()
@@ -287,10 +310,14 @@ def test_invalid_payload_delivered_to_a_route_ends_the_run_without_retries(
     for path, control, bodies in deliveries:
         url = app_server.url + path
         runs = [
-            _runtime.RunStart(_runtime.run_id(WORKFLOW_NAME, "invalid", url, body), body)
+            lobeflow_runtime.RunStart(
+                lobeflow_runtime.run_id(WORKFLOW_NAME, "invalid", url, body), body
+            )
             for body in bodies
         ]
-        started += run(_runtime.trigger_runs(url, runs, flow_control=control, retries=RETRIES))
+        started += run(
+            lobeflow_runtime.trigger_runs(url, runs, flow_control=control, retries=RETRIES)
+        )
     qstash_engine.wait_until_idle()
 
     for run_id in started:
@@ -322,6 +349,7 @@ def test_plain_qstash_message_starts_a_run(
     qstash_engine.wait_until_idle()
 
     (started,) = qstash_engine.runs(url_prefix=url)
+    assert started.run_id.startswith(f"wfr_{WORKFLOW_NAME}-process-")
     assert started.state == "RUN_SUCCESS"
     assert started.step_names == ["init", f"{WORKFLOW_NAME}:count-and-filter"]
     assert run(logic.attempts()) == {}

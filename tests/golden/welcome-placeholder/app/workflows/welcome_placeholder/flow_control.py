@@ -8,7 +8,7 @@ Flow control queues deliveries; it never deduplicates (run ids do that).
 
 from __future__ import annotations
 
-from app.workflows._runtime import FlowControl
+from lobeflow_runtime import FlowControl
 
 
 def process() -> FlowControl:

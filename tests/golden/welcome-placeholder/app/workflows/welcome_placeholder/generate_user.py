@@ -9,25 +9,20 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from upstash_workflow import AsyncWorkflowContext
-
-from app.workflows import _runtime
+from lobeflow_runtime import RunFailure, WorkflowContext, WorkflowLog, serve_workflow
 
 from . import RETRIES, WORKFLOW_NAME, flow_control, logic
 from .payloads import GenerateUserPayload
 from .workflow import WORKFLOW_PATHS
 
-log = _runtime.WorkflowLog(WORKFLOW_NAME, "generate")
-
-Payload = GenerateUserPayload | _runtime.InvalidPayload
+log = WorkflowLog(WORKFLOW_NAME, "generate")
 
 
-async def generate_user(context: AsyncWorkflowContext[Payload]) -> None:
+async def generate_user(
+    context: WorkflowContext[GenerateUserPayload],
+) -> None:
     """Load, generate and save ONE user."""
     request = context.request_payload
-    if isinstance(request, _runtime.InvalidPayload):
-        await _runtime.reject_payload(context, log, request)
-        return
     user_id = request.user_id
     force = request.force
     run_id = context.workflow_run_id
@@ -80,24 +75,21 @@ async def generate_user(context: AsyncWorkflowContext[Payload]) -> None:
 
 
 async def on_failure(
-    context: AsyncWorkflowContext[Payload],
-    status: int,
-    message: str,
-    _headers: dict[str, str],
+    context: WorkflowContext[GenerateUserPayload],
+    failure: RunFailure,
 ) -> None:
     """Called once a run has exhausted its retries (and been logged): record the failure."""
-    request = context.request_payload
-    if not isinstance(request, _runtime.InvalidPayload):
-        await logic.record_failure(request.user_id, f"{status}: {message}")
+    user_id = context.request_payload.user_id
+    await logic.record_failure(user_id, f"{failure.status}: {failure.message}")
 
 
 def register(router: APIRouter) -> None:
     """Mount the Layer-3 workflow route."""
-    _runtime.serve_workflow(
+    serve_workflow(
         router,
         WORKFLOW_PATHS.generate_user,
         generate_user,
-        parser=_runtime.payload_parser(GenerateUserPayload),
+        payload=GenerateUserPayload,
         log=log,
         flow_control=flow_control.execute(),
         retries=RETRIES,

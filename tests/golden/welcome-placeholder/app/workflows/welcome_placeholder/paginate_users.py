@@ -10,19 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from upstash_workflow import AsyncWorkflowContext
-
-from app.workflows import _runtime
+from lobeflow_runtime import WorkflowContext, WorkflowLog, serve_workflow
 
 from . import CHUNK_SIZE, PAGE_SIZE, RETRIES, WORKFLOW_NAME, flow_control, logic
 from .payloads import Page, PaginateUsersPayload
 from .workflow import WORKFLOW_PATHS, WelcomePlaceholderWorkflow
 
-log = _runtime.WorkflowLog(WORKFLOW_NAME, "paginate")
+log = WorkflowLog(WORKFLOW_NAME, "paginate")
 # Short name: the trigger and filter methods carry the entity's name already.
 Workflow = WelcomePlaceholderWorkflow
-
-Payload = PaginateUsersPayload | _runtime.InvalidPayload
 
 
 def _chunks(ids: list[str]) -> list[list[str]]:
@@ -30,7 +26,7 @@ def _chunks(ids: list[str]) -> list[list[str]]:
 
 
 async def _trigger_generate(
-    context: AsyncWorkflowContext[Payload],
+    context: WorkflowContext[PaginateUsersPayload],
     user_ids: list[str],
     *,
     force: bool,
@@ -52,15 +48,14 @@ async def _trigger_generate(
     await context.run(f"{WORKFLOW_NAME}:trigger-generate:{first}-{last}", _trigger)
 
 
-async def paginate_users(context: AsyncWorkflowContext[Payload]) -> None:
+async def paginate_users(
+    context: WorkflowContext[PaginateUsersPayload],
+) -> None:
     """One fan-out chunk, or one page of users.
 
     A page run starts the next page too.
     """
     request = context.request_payload
-    if isinstance(request, _runtime.InvalidPayload):
-        await _runtime.reject_payload(context, log, request)
-        return
     force = request.force
     root_run_id = request.root_run_id or context.workflow_run_id
 
@@ -144,11 +139,11 @@ async def paginate_users(context: AsyncWorkflowContext[Payload]) -> None:
 
 def register(router: APIRouter) -> None:
     """Mount the Layer-2 workflow route."""
-    _runtime.serve_workflow(
+    serve_workflow(
         router,
         WORKFLOW_PATHS.paginate_users,
         paginate_users,
-        parser=_runtime.payload_parser(PaginateUsersPayload),
+        payload=PaginateUsersPayload,
         log=log,
         flow_control=flow_control.paginate(),
         retries=RETRIES,

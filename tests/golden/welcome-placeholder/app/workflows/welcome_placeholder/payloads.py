@@ -82,11 +82,6 @@ class DryRunResult(Statistics):
     message: str
 
 
-# The start route's body: `force` re-processes done ones too (a pass is never a dry run).
-class StartRequest(WireModel):
-    force: bool = False
-
-
 # The start route's answer: the pass's Layer-1 run id.
 class StartedPass(WireModel):
     workflow_run_id: str

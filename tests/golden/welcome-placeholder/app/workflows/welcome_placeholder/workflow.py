@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from app.workflows import _runtime
+import lobeflow_runtime
 
 from . import RETRIES, ROUTE_PREFIX, WORKFLOW_NAME, flow_control, logic
 from .payloads import (
@@ -62,19 +62,26 @@ def _generate_run_id(
     # 👉 Keyed on the item alone, so a duplicate trigger is the same run and QStash drops
     # it. A forced pass is new work: its ids also carry the pass's Layer-1 run id.
     if not force:
-        return _runtime.run_id(WORKFLOW_NAME, "generate", user_id)
-    pass_id = root_run_id or uuid.uuid4().hex
-    return _runtime.run_id(WORKFLOW_NAME, "generate", user_id, pass_id)
+        return lobeflow_runtime.run_id(
+            WORKFLOW_NAME,
+            "generate",
+            user_id,
+        )
+    return lobeflow_runtime.run_id(
+        WORKFLOW_NAME,
+        "generate",
+        user_id,
+        root_run_id or uuid.uuid4().hex,
+    )
 
 
 async def _start(
     path: str,
-    control: _runtime.FlowControl,
-    runs: list[_runtime.RunStart],
+    control: lobeflow_runtime.FlowControl,
+    runs: list[lobeflow_runtime.RunStart],
 ) -> list[str]:
-    return await _runtime.trigger_runs(
-        _runtime.workflow_url(path), runs, flow_control=control, retries=RETRIES
-    )
+    url = lobeflow_runtime.workflow_url(path)
+    return await lobeflow_runtime.trigger_runs(url, runs, flow_control=control, retries=RETRIES)
 
 
 class WelcomePlaceholderWorkflow:
@@ -88,11 +95,11 @@ class WelcomePlaceholderWorkflow:
     ) -> str:
         """Start Layer 1 and return its run id. For the statistics, call `dry_run()`."""
         request = ProcessUsersPayload.model_validate(payload or {})
-        run = run_id or _runtime.run_id(WORKFLOW_NAME, "process", uuid.uuid4().hex)
+        run = run_id or lobeflow_runtime.run_id(WORKFLOW_NAME, "process", uuid.uuid4().hex)
         started = await _start(
             WORKFLOW_PATHS.process_users,
             flow_control.process(),
-            [_runtime.RunStart(run, request.to_json())],
+            [lobeflow_runtime.RunStart(run, request.to_json())],
         )
         return started[0]
 
@@ -109,11 +116,11 @@ class WelcomePlaceholderWorkflow:
     ) -> str:
         """Start one Layer-2 run (from the first page by default) and return its run id."""
         request = PaginateUsersPayload.model_validate(payload or {})
-        run = run_id or _runtime.run_id(WORKFLOW_NAME, "paginate", uuid.uuid4().hex)
+        run = run_id or lobeflow_runtime.run_id(WORKFLOW_NAME, "paginate", uuid.uuid4().hex)
         started = await _start(
             WORKFLOW_PATHS.paginate_users,
             flow_control.paginate(),
-            [_runtime.RunStart(run, request.to_json())],
+            [lobeflow_runtime.RunStart(run, request.to_json())],
         )
         return started[0]
 
@@ -133,7 +140,7 @@ class WelcomePlaceholderWorkflow:
         started = await _start(
             WORKFLOW_PATHS.generate_user,
             flow_control.execute(),
-            [_runtime.RunStart(run, request.to_json())],
+            [lobeflow_runtime.RunStart(run, request.to_json())],
         )
         return started[0]
 
@@ -146,7 +153,7 @@ class WelcomePlaceholderWorkflow:
     ) -> list[str]:
         """Start one Layer-3 run per user, all in ONE batch request."""
         runs = [
-            _runtime.RunStart(
+            lobeflow_runtime.RunStart(
                 _generate_run_id(
                     user_id,
                     force=force,
@@ -174,11 +181,11 @@ class WelcomePlaceholderWorkflow:
             force=force,
             root_run_id=root_run_id,
         )
-        run = _runtime.run_id(WORKFLOW_NAME, "paginate", root_run_id, "page", cursor or "")
+        run = lobeflow_runtime.run_id(WORKFLOW_NAME, "paginate", root_run_id, "page", cursor or "")
         started = await _start(
             WORKFLOW_PATHS.paginate_users,
             flow_control.paginate(),
-            [_runtime.RunStart(run, payload.to_json())],
+            [lobeflow_runtime.RunStart(run, payload.to_json())],
         )
         return started[0]
 
@@ -191,8 +198,8 @@ class WelcomePlaceholderWorkflow:
     ) -> list[str]:
         """Start one Layer-2 run per chunk of ids, all in ONE batch request."""
         runs = [
-            _runtime.RunStart(
-                _runtime.run_id(WORKFLOW_NAME, "paginate", root_run_id, "chunk", *chunk),
+            lobeflow_runtime.RunStart(
+                lobeflow_runtime.run_id(WORKFLOW_NAME, "paginate", root_run_id, "chunk", *chunk),
                 PaginateUsersPayload(
                     user_ids=list(chunk),
                     force=force,

@@ -1,21 +1,25 @@
 """Run ids and run starts: many runs with ONE `/v2/batch` request.
 
-The Python SDK has no trigger client; these send the run-start message the SDK itself
-sends, with deterministic run ids that double as QStash deduplication ids. This is the only
-place that writes that message: `lobeflow run` starts passes through the app's start route,
-which comes here too. Change how run ids are derived here (keep them deterministic: that is
-what makes triggers idempotent).
+The Python SDK has no trigger client: `trigger_runs` sends the run-start message the SDK
+itself sends on a first invocation, with deterministic run ids that double as QStash
+deduplication ids, so a re-sent trigger starts nothing new. It is the only place that
+writes that message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .client import FlowControl, qstash_client
+from qstash import AsyncQStash
+
+from lobeflow_runtime.flow_control import FlowControl
+from lobeflow_runtime.settings import qstash_token, qstash_url
 
 # The feature set the SDK declares on its own run-start and step messages.
 SDK_FEATURE_SET = "LazyFetch,InitialBody,WF_DetectTrigger"
@@ -44,12 +48,10 @@ class RunStart:
     body: str
 
 
-def _run_start_headers(
-    url: str,
-    run: str,
-    flow_control: FlowControl,
-    retries: int,
+def run_start_headers(
+    url: str, run: str, *, flow_control: FlowControl, retries: int
 ) -> dict[str, str]:
+    """The headers of the message that starts run `run` of the workflow route at `url`."""
     return {
         "Content-Type": "application/json",
         "Upstash-Workflow-Init": "true",
@@ -60,7 +62,7 @@ def _run_start_headers(
         "Upstash-Retries": str(retries),
         # 👉 QStash drops a second message with this id: duplicate triggers start nothing.
         "Upstash-Deduplication-Id": run,
-        # Every workflow route here has a failure function: the SDK's failure-callback headers.
+        # Every workflow route served by the runtime has a failure function.
         "Upstash-Failure-Callback": url,
         "Upstash-Failure-Callback-Forward-Upstash-Workflow-Is-Failure": "true",
         "Upstash-Failure-Callback-Forward-Upstash-Workflow-Failure-Callback": "true",
@@ -74,25 +76,49 @@ def _run_start_headers(
     }
 
 
+# One client per event loop: an httpx client must not outlive or cross its loop, and a new
+# one per trigger would rebuild a TLS context (milliseconds of CPU) every time.
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncQStash] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def qstash_client() -> AsyncQStash:
+    """The QStash client of the running event loop, from QSTASH_TOKEN and QSTASH_URL."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = _clients[loop] = AsyncQStash(qstash_token(), base_url=qstash_url())
+    return client
+
+
 async def trigger_runs(
     url: str, runs: Sequence[RunStart], *, flow_control: FlowControl, retries: int
 ) -> list[str]:
     """Start runs of the workflow route at `url` with ONE `/v2/batch` request.
 
-    Each message is the run-start message the SDK sends on a first invocation, plus
-    retries, flow control and a deduplication id equal to the run id. Returns the run ids.
+    Returns:
+        The run ids, in order (QStash drops the ids it has seen recently).
+
+    Raises:
+        ConfigurationError: QSTASH_TOKEN is not set.
+        qstash.errors.QStashError: QStash refused the request.
+        httpx.HTTPError: QStash could not be reached.
     """
     if not runs:
         return []
     messages = [
         {
             "destination": url,
-            "headers": _run_start_headers(url, run.run_id, flow_control, retries),
+            "headers": run_start_headers(
+                url, run.run_id, flow_control=flow_control, retries=retries
+            ),
             "body": run.body,
         }
         for run in runs
     ]
-    # Raw batch: qstash-py would prefix these workflow headers with `Upstash-Forward-`.
+    # Raw batch: qstash-py's batch API would prefix these workflow headers with
+    # `Upstash-Forward-`.
     await qstash_client().http.request(
         path="/v2/batch",
         method="POST",

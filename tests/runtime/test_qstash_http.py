@@ -1,7 +1,7 @@
 """The routes' QStash calls answer as qstash-py's own client does.
 
-The generated runtime sends each route's QStash calls through aiohttp instead of
-qstash-py's httpx client. Both clients make the same calls here to one scripted server
+lobeflow-runtime sends each route's QStash calls through aiohttp instead of qstash-py's
+httpx client. Both clients make the same calls here to one scripted server
 (and to a closed port): the same requests must arrive, and the same answers, errors and
 retries must come back.
 """
@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 from lobeflow.testing import AppServer, serve_app
+from lobeflow_runtime import FlowControl, RunAlreadyEnded
+from lobeflow_runtime.qstash_http import QStashTransport
 from qstash.asyncio.http import AsyncHttpClient
 from qstash.errors import (
     DailyMessageLimitExceededError,
@@ -28,8 +30,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-
-from tests.reliability.harness import Project
 
 TOKEN = "test-token"
 STEP_URL = "https://example.com/api/workflows/step"
@@ -97,7 +97,7 @@ def scripted() -> Iterator[tuple[AppServer, list[Seen]]]:
         server.stop()
 
 
-def _clients(project: Project, base_url: str, backoffs: list[int]) -> tuple[Any, Any]:
+def _clients(base_url: str, backoffs: list[int]) -> tuple[Any, Any]:
     """qstash-py's client and the runtime's route client, both with 2 retries and no wait."""
 
     def backoff(attempt: int) -> float:
@@ -105,8 +105,8 @@ def _clients(project: Project, base_url: str, backoffs: list[int]) -> tuple[Any,
         return 0
 
     retry = RetryConfig(retries=2, backoff=backoff)
-    flow_control = project.runtime.FlowControl(key="calls", parallelism=3)
-    runtime = project.runtime.client._FlowControlledHttp(TOKEN, base_url, flow_control, retry)
+    flow_control = FlowControl(key="calls", parallelism=3)
+    runtime = QStashTransport(TOKEN, base_url, flow_control, retry)
     return AsyncHttpClient(TOKEN, retry, base_url), runtime
 
 
@@ -134,12 +134,12 @@ CALLS: list[dict[str, Any]] = [
 
 
 def test_route_client_answers_as_qstash_py_does(
-    project: Project, scripted: tuple[AppServer, list[Seen]]
+    scripted: tuple[AppServer, list[Seen]],
 ) -> None:
     server, seen = scripted
 
     async def both() -> list[tuple[tuple[str, Any], tuple[str, Any], Seen, Seen]]:
-        stock, runtime = _clients(project, server.url, [])
+        stock, runtime = _clients(server.url, [])
         compared = []
         try:
             for call in CALLS:
@@ -165,7 +165,7 @@ def test_route_client_answers_as_qstash_py_does(
     assert compared[9][0][1] == str(RateLimitExceededError("100", "0", "1"))
 
 
-def test_network_errors_are_retried_as_qstash_py_does(project: Project) -> None:
+def test_network_errors_are_retried_as_qstash_py_does() -> None:
     with socket.socket() as probe:  # a port where nothing listens
         probe.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
@@ -181,15 +181,15 @@ def test_network_errors_are_retried_as_qstash_py_does(project: Project) -> None:
             await client.aclose() if hasattr(client, "aclose") else await client._client.aclose()
         return None
 
-    stock, _ = _clients(project, closed, stock_backoffs)
-    _, runtime = _clients(project, closed, runtime_backoffs)
+    stock, _ = _clients(closed, stock_backoffs)
+    _, runtime = _clients(closed, runtime_backoffs)
     assert isinstance(asyncio.run(call(stock)), Exception)
     assert isinstance(asyncio.run(call(runtime)), OSError)  # aiohttp's connection error
     assert runtime_backoffs == stock_backoffs == [0, 1, 2]  # 3 attempts, a wait after each
 
 
 def test_step_messages_carry_flow_control_and_a_refused_step_means_an_ended_run(
-    project: Project, scripted: tuple[AppServer, list[Seen]]
+    scripted: tuple[AppServer, list[Seen]],
 ) -> None:
     server, seen = scripted
     step = {
@@ -200,7 +200,7 @@ def test_step_messages_carry_flow_control_and_a_refused_step_means_an_ended_run(
     other = {"destination": "https://example.com/hook", "headers": {}, "body": "{}"}
 
     async def publish(messages: list[dict[str, Any]]) -> BaseException | None:
-        _, runtime = _clients(project, server.url, [])
+        _, runtime = _clients(server.url, [])
         try:
             await runtime.request(path="/v2/batch", method="POST", body=json.dumps(messages))
         except Exception as error:
@@ -211,7 +211,7 @@ def test_step_messages_carry_flow_control_and_a_refused_step_means_an_ended_run(
 
     ended = asyncio.run(publish([step, other]))
     refused = asyncio.run(publish([other]))
-    assert isinstance(ended, project.runtime.RunAlreadyEnded)
+    assert isinstance(ended, RunAlreadyEnded)
     assert "Request failed with status: 400, body: run has ended" in str(ended)
     assert type(refused) is QStashError
     sent = [json.loads(request.body) for request in seen]

@@ -1,7 +1,8 @@
 """Payload validation: an invalid payload becomes one recorded, finished run.
 
-Change how a validation error is summarised (`describe`) or recorded (`reject_payload`)
-here; the payload models themselves live in each workflow's `payloads.py`.
+A route that returns before its first step answers 400 and QStash retries the delivery,
+and a parser that raised would fail every delivery of the run until the DLQ; so the
+parser never raises, and an invalid payload ends its run after ONE step that logs why.
 """
 
 from __future__ import annotations
@@ -11,16 +12,16 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from upstash_workflow import AsyncWorkflowContext
 
-from .logs import WorkflowLog
+from lobeflow_runtime._sdk import AsyncWorkflowContext
+from lobeflow_runtime.logs import WorkflowLog
 
 M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
 class InvalidPayload:
-    """A delivery whose body failed validation; the route records it and ends the run."""
+    """A delivery whose body failed validation."""
 
     error: str
 
@@ -34,11 +35,7 @@ def describe(error: ValidationError) -> str:
 
 
 def payload_parser(model: type[M]) -> Callable[[str], M | InvalidPayload]:
-    """An `initial_payload_parser` that never raises.
-
-    A parser that raised would fail every delivery of the run, and QStash would retry it
-    until the DLQ; an `InvalidPayload` becomes one recorded, finished run instead.
-    """
+    """An `initial_payload_parser` that validates into `model` and never raises."""
 
     def parse(raw: str) -> M | InvalidPayload:
         try:
@@ -52,10 +49,7 @@ def payload_parser(model: type[M]) -> Callable[[str], M | InvalidPayload]:
 async def reject_payload(
     context: AsyncWorkflowContext[Any], log: WorkflowLog, invalid: InvalidPayload
 ) -> None:
-    """End a run with an invalid payload after ONE step that logs why.
-
-    A route that returns before its first step answers 400 and QStash retries the delivery.
-    """
+    """End a run with an invalid payload after ONE step that logs why."""
 
     async def _reject() -> dict[str, str]:
         log.error("Rejected invalid payload", runId=context.workflow_run_id, error=invalid.error)
