@@ -1,18 +1,24 @@
 """`lobeflow update` from earlier template releases (from this checkout's git history).
 
-From the single-module runtime (`_runtime.py`) to the `_runtime/` package: a generated file
-the template no longer renders is deleted when the user never edited it, and kept
-(reported as `orphan`) when they did. From 0.1.4 (no start route) to the bundled template:
-the app gains the start route `lobeflow run` needs.
+From the single-module runtime (`_runtime.py`) to the runtime library: a generated file the
+template no longer renders is deleted when the user never edited it, and kept (reported as
+`orphan`, with a warning) when they did. From 0.1.4 (no start route) to the bundled template:
+the app gains the start route `lobeflow run` needs. From 0.1.7, the last release with a
+vendored runtime, to the runtime library: the vendored files go, edited ones stay with a
+warning, the user's `main.py` and `tests/test_app.py` are merged, and `pyproject.toml`
+gains the dependency.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
+from lobeflow import provenance
 from lobeflow.render import bundled_template, template_version
 
 from tests.helpers import project_checks, run_cli
@@ -85,7 +91,7 @@ def _generate(dest: Path, repo: Path) -> None:
     git(dest, "commit", "-q", "-m", "generated")
 
 
-def test_update_moves_a_project_to_the_runtime_package(tmp_path: Path) -> None:
+def test_update_moves_a_single_module_runtime_to_the_library(tmp_path: Path) -> None:
     repo = tmp_path / "template-repo"
     _template_before_the_split(repo)
     untouched, edited = tmp_path / "untouched", tmp_path / "edited"
@@ -101,14 +107,15 @@ def test_update_moves_a_project_to_the_runtime_package(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stdout + result.stderr
     assert f"delete {OLD_RUNTIME}" in " ".join((result.stdout + result.stderr).split())
     assert not (untouched / OLD_RUNTIME).exists()
-    assert (untouched / NEW_RUNTIME / "serving.py").is_file()
+    assert not (untouched / NEW_RUNTIME).exists()  # the runtime is a library now
     project_checks(untouched)
 
     result = run_cli("update", "--project", str(edited))
-    assert result.exit_code == 0, result.stdout + result.stderr
-    assert f"orphan {OLD_RUNTIME}" in " ".join((result.stdout + result.stderr).split())
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.exit_code == 0, output
+    assert f"orphan {OLD_RUNTIME}" in output
+    assert f"warning: {OLD_RUNTIME}: edited by you, so kept" in output
     assert (edited / OLD_RUNTIME).read_text().endswith(note)  # kept, with the user's change
-    assert (edited / NEW_RUNTIME / "serving.py").is_file()
 
 
 def test_update_from_0_1_4_brings_the_start_route(tmp_path: Path) -> None:
@@ -128,3 +135,63 @@ def test_update_from_0_1_4_brings_the_start_route(tmp_path: Path) -> None:
     assert f'_lobeflow_template_version: "{template_version(bundled_template())}"' in answers
     # The project's own tests include the start route's (a pass starts, the token guards it).
     project_checks(dest)
+
+
+def _as_if_bundled(dest: Path) -> None:
+    """Forget the template repository, as for a project made with the bundled template."""
+    for answers in (dest / ".lobeflow").glob("*.yml"):
+        lines = answers.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if not line.startswith(("_src_path:", "_commit:"))]
+        answers.write_text("".join(kept))
+    git(dest, "commit", "-qam", "generated with the bundled template")
+
+
+def test_update_from_0_1_7_moves_to_the_runtime_library(tmp_path: Path) -> None:
+    repo = tmp_path / "template-repo"
+    _template_release("0.1.7", repo)
+    untouched, edited = tmp_path / "untouched", tmp_path / "edited"
+    for dest in (untouched, edited):
+        _generate(dest, repo)
+        assert (dest / NEW_RUNTIME / "client.py").is_file()
+        _as_if_bundled(dest)
+    note = "\n# A change of the user's own.\n"
+    client = edited / NEW_RUNTIME / "client.py"
+    client.write_text(client.read_text() + note)
+    main = edited / "app" / "main.py"
+    owned = '"""The FastAPI application of its owner'
+    main.write_text(main.read_text().replace('"""The FastAPI application', owned, 1))
+    git(edited, "commit", "-qam", "user edits")
+
+    result = run_cli("update", "--project", str(untouched))
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.exit_code == 0, output
+    assert not (untouched / NEW_RUNTIME).exists()
+    assert "delete app/workflows/_runtime/serving.py" in output
+    assert "update app/main.py" in output and "update tests/test_app.py" in output
+    assert "workflows._runtime" not in (untouched / "app" / "main.py").read_text()
+    pyproject = tomllib.loads((untouched / "pyproject.toml").read_text())
+    assert provenance.RUNTIME_REQUIREMENT in pyproject["project"]["dependencies"]
+    assert "lobeflow-runtime" in pyproject["tool"]["uv"]["sources"]
+    baseline = json.loads((untouched / ".lobeflow" / "users.baseline.json").read_text())
+    assert [path for path in baseline["files"] if "workflows/_runtime" in path] == []
+    python = [p for p in untouched.rglob("*.py") if "tests" not in p.parts]
+    assert sorted(p.name for p in python if p.parent.name != "users") == [
+        "__init__.py",
+        "__init__.py",
+        "main.py",
+    ]
+    project_checks(untouched)
+
+    result = run_cli("update", "--project", str(edited))
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.exit_code == 0, output
+    assert "orphan app/workflows/_runtime/client.py" in output
+    assert (
+        "warning: app/workflows/_runtime/client.py: edited by you, so kept; lobeflow-runtime "
+        "replaces it" in output
+    )
+    assert client.read_text().endswith(note)  # kept, with the user's change
+    assert not (edited / NEW_RUNTIME / "serving.py").exists()
+    merged = main.read_text()
+    assert merged.startswith(owned) and "lobeflow_runtime.create_app(" in merged
+    assert "merge app/main.py" in output

@@ -244,6 +244,8 @@ def update(
         if item.change is not Change.UNCHANGED:
             label = f"{item.change.value:>10}"
             _say(f"{_styled(label, style.get(item.change, 'cyan'))} {item.path}")
+    for warning in result.warnings:
+        _say(f"{_styled('warning:', 'yellow')} {warning}")
     if any(item.change is Change.ORPHAN for item in result.files):
         _say(
             "orphan: no longer part of the template, but edited by you, so kept (the generated "

@@ -79,6 +79,24 @@ def write_files(
     for _target, backup in placed:
         if backup is not None:
             backup.unlink()
+    _prune_emptied(root, deletions)
+
+
+def _prune_emptied(root: Path, deletions: Collection[Path]) -> None:
+    """Remove the directories that deleting `deletions` left empty (or holding only the
+    interpreter's `__pycache__`), so a deleted package does not linger as a namespace."""
+    parents = {parent for rel in deletions for parent in (root / rel).parents}
+    for directory in sorted(parents, key=lambda path: len(path.parts), reverse=True):
+        if not directory.is_relative_to(root) or directory == root or not directory.is_dir():
+            continue
+        entries = list(directory.iterdir())
+        caches = [entry for entry in entries if entry.name == "__pycache__" and entry.is_dir()]
+        if len(caches) != len(entries):
+            continue
+        if all(item.suffix == ".pyc" for cache in caches for item in cache.iterdir()):
+            for cache in caches:
+                shutil.rmtree(cache)
+            directory.rmdir()
 
 
 def _last_for_answers(rel: Path) -> tuple[bool, str]:

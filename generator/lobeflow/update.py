@@ -21,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from lobeflow import migration
 from lobeflow.baseline import baseline_path, load_baseline, write_baseline
 from lobeflow.errors import LobeflowError
 from lobeflow.files import write_files
@@ -62,6 +63,8 @@ class UpdateResult:
     workflows: list[str]
     files: list[FileUpdate] = field(default_factory=list)
     written: bool = False
+    # One line each: what the user must do by hand (e.g. an edited file the template dropped).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def conflicts(self) -> list[Path]:
@@ -127,6 +130,15 @@ def update_project(
             planned[rel] = _plan_file(
                 root, rel, base.get(rel.as_posix()), new_files.get(rel), conflict
             )
+        vendored = migration.vendored_runtime(base, spec.app_package)
+        if vendored:
+            _plan_runtime_migration(root, planned, new_files, info.answers, conflict, result)
+            for path in vendored:
+                if planned[Path(path)].change is Change.ORPHAN:
+                    result.warnings.append(
+                        f"{path}: edited by you, so kept; lobeflow-runtime replaces it: carry "
+                        "your change over (docs/runtime.md), then delete it."
+                    )
     result.files = [planned[rel] for rel in sorted(planned)]
 
     touched = [
@@ -149,6 +161,33 @@ def update_project(
     write_files(root, contents, [f.path for f in result.files if f.change is Change.DELETE])
     result.written = True
     return result
+
+
+def _plan_runtime_migration(
+    root: Path,
+    planned: dict[Path, FileUpdate],
+    new_files: Mapping[Path, bytes],
+    answers: Mapping[str, Any],
+    conflict: str,
+    result: UpdateResult,
+) -> None:
+    """Plan the user's own files that stood on the vendored runtime (`migration`)."""
+    for rel in migration.legacy_user_files(str(answers["app_package"])):
+        current = root / rel
+        if rel in planned or rel not in new_files or not current.is_file():
+            continue  # planned by another workflow, or removed by the user
+        base = migration.legacy_base(rel, current.read_bytes(), answers)
+        planned[rel] = _plan_file(root, rel, base.decode("utf-8"), new_files[rel], conflict)
+    if migration.PYPROJECT in planned:
+        return
+    pyproject = root / migration.PYPROJECT
+    if not pyproject.is_file():
+        return
+    edit = migration.add_runtime_dependency(pyproject.read_text(encoding="utf-8"))
+    if edit.problem:
+        result.warnings.append(f"{migration.PYPROJECT}: {edit.problem}.")
+    change = Change.UNCHANGED if edit.content is None else Change.UPDATE
+    planned[migration.PYPROJECT] = FileUpdate(migration.PYPROJECT, change, edit.content)
 
 
 def _git_source(info: WorkflowInfo) -> str | None:

@@ -79,8 +79,10 @@ async def on_failure(
     failure: RunFailure,
 ) -> None:
     """Called once a run has exhausted its retries (and been logged): record the failure."""
-    user_id = context.request_payload.user_id
-    await logic.record_failure(user_id, f"{failure.status}: {failure.message}")
+    await logic.record_failure(
+        context.request_payload.user_id,
+        f"{failure.status}: {failure.message}",
+    )
 
 
 def register(router: APIRouter) -> None:
