@@ -73,9 +73,7 @@ class InstallSource:
             InvalidAnswerError: One of the two is not what lobeflow would write.
         """
         uv_answer, pip_answer = ANSWERS[self.distribution]
-        error = answer_error(uv_answer, self.uv_source) or answer_error(
-            pip_answer, self.pip_args
-        )
+        error = answer_error(uv_answer, self.uv_source) or answer_error(pip_answer, self.pip_args)
         if error:
             raise InvalidAnswerError(
                 f"{self.distribution}'s install origin cannot be written: {error}"
@@ -136,10 +134,7 @@ def _uv_source_error(name: str, value: str) -> str:
 
 
 def _pip_install_error(name: str, value: str) -> str:
-    why = (
-        f"{name} {value!r} is not one requirement or path, or `-e PATH`, "
-        "shell-quoted on one line"
-    )
+    why = f"{name} {value!r} is not one requirement or path, or `-e PATH`, shell-quoted on one line"
     try:
         args = shlex.split(value)
     except ValueError as exc:
