@@ -37,6 +37,7 @@ from lobeflow.run.options import (
     print_json,
     project_targets,
 )
+from lobeflow.terminal import plain
 
 # Console width of `runs --wide`: enough for any row, so nothing is cut or folded.
 WIDE_COLUMNS = 1000
@@ -72,6 +73,8 @@ def run(
     token: TokenOpt = DEV_TOKEN,
 ) -> None:
     """Run a workflow: a dry run, or a pass watched to the end with a progress bar."""
+    from rich.text import Text
+
     from lobeflow.run.client import AppClient, QStashClient
     from lobeflow.run.progress import (
         ProgressView,
@@ -116,7 +119,7 @@ def run(
                     }
                 )
             else:
-                out.print(f"Cancelled {cancelled} running run(s) of pass {cancel}.")
+                out.print(plain(f"Cancelled {cancelled} running run(s) of pass {cancel}."))
             return
         run_id = runner.layer1(watch).run_id if watch else runner.start(force=force)
         if json_output:
@@ -125,7 +128,11 @@ def run(
         else:
             verb = "Watching" if watch else "Started"
             err.print(
-                f"{verb} pass [bold]{run_id}[/] of {target.name} via {runner.qstash.base_url}"
+                Text.assemble(
+                    f"{verb} pass ",
+                    plain(run_id, "bold"),
+                    plain(f" of {target.name} via {runner.qstash.base_url}"),
+                )
             )
             with ProgressView(err, target.name) as view:
                 summary = runner.watch(

@@ -32,6 +32,7 @@ from lobeflow.run.options import (
     print_json,
     project_targets,
 )
+from lobeflow.terminal import plain
 
 if TYPE_CHECKING:
     from lobeflow.run.client import QStashClient
@@ -61,6 +62,8 @@ def retry(
     token: TokenOpt = DEV_TOKEN,
 ) -> None:
     """Retry the failed runs of a pass: resumed from their failed step, watched to the end."""
+    from rich.text import Text
+
     from lobeflow.run.client import AppClient, QStashClient
     from lobeflow.run.progress import ProgressView
     from lobeflow.run.recovery import RESTART, RESUME, plan_retry, watch_reruns
@@ -91,7 +94,9 @@ def retry(
                 )
             else:
                 still = " (it is still running)" if plan.running else ""
-                out.print(f"Nothing to retry: pass {plan.pass_id} has no failed runs{still}.")
+                out.print(
+                    plain(f"Nothing to retry: pass {plan.pass_id} has no failed runs{still}.")
+                )
             return
         reruns = start_retry(runner, plan, mode=mode)
         if json_output:
@@ -102,8 +107,11 @@ def retry(
         else:
             verb = "Restarted" if restart else "Resumed"
             err.print(
-                f"{verb} {len(reruns)} failed run(s) of pass [bold]{plan.pass_id}[/] "
-                f"of {target.name} via {runner.qstash.base_url}"
+                Text.assemble(
+                    f"{verb} {len(reruns)} failed run(s) of pass ",
+                    plain(plan.pass_id, "bold"),
+                    plain(f" of {target.name} via {runner.qstash.base_url}"),
+                )
             )
             if plan.running:
                 err.print(
@@ -123,8 +131,10 @@ def retry(
             out.print(retry_summary_view(summary))
         if summary.outcome == INTERRUPTED:
             err.print(
-                f"Stopped watching; the retried runs go on (`lobeflow run {target.name} "
-                f"--watch {plan.pass_id}`)."
+                plain(
+                    f"Stopped watching; the retried runs go on (`lobeflow run {target.name} "
+                    f"--watch {plan.pass_id}`)."
+                )
             )
             raise typer.Exit(EXIT_INTERRUPTED)
         if summary.outcome != COMPLETED:
@@ -310,12 +320,13 @@ def retry_command(
     for rerun in reruns:
         if rerun.run_id:
             out.print(
-                f"{rerun.dlq_id}: run {rerun.previous_run_id} {verb} as {rerun.run_id}",
+                plain(f"{rerun.dlq_id}: run {rerun.previous_run_id} {verb} as {rerun.run_id}"),
                 soft_wrap=True,
             )
         else:
             out.print(
-                f"{rerun.dlq_id}: published again as message {rerun.message_id}", soft_wrap=True
+                plain(f"{rerun.dlq_id}: published again as message {rerun.message_id}"),
+                soft_wrap=True,
             )
 
 
