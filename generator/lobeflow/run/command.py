@@ -31,6 +31,7 @@ from lobeflow.run.options import (
     TimeoutOpt,
     TokenOpt,
     WorkflowArg,
+    check_run_id,
     check_watch_times,
     consoles,
     find_target,
@@ -84,7 +85,12 @@ def run(
     )
     from lobeflow.run.runner import Runner
 
-    if sum(map(bool, (dry_run, watch, cancel))) > 1:
+    # Before anything is asked or started: `--watch ""` used to start a new pass.
+    if watch is not None:
+        check_run_id(watch, "--watch")
+    if cancel is not None:
+        check_run_id(cancel, "--cancel")
+    if sum((dry_run, watch is not None, cancel is not None)) > 1:
         raise RunError("Give at most one of --dry-run, --watch and --cancel.")
     check_watch_times(timeout, interval)
     target = find_target(project, app_url, workflow)
@@ -121,7 +127,7 @@ def run(
             else:
                 out.print(plain(f"Cancelled {cancelled} running run(s) of pass {cancel}."))
             return
-        run_id = runner.layer1(watch).run_id if watch else runner.start(force=force)
+        run_id = runner.start(force=force) if watch is None else runner.layer1(watch).run_id
         if json_output:
             summary = runner.watch(run_id, timeout=timeout, interval=interval)
             print_json(summary.to_json())
@@ -234,6 +240,7 @@ def show_command(
     from lobeflow.run.progress import run_view
     from lobeflow.run.runner import show_run
 
+    check_run_id(run_id, "runs show")  # `runs show ""` used to show the newest run
     try:
         known = project_targets(project, app_url)
     except ProjectError:

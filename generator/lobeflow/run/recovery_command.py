@@ -26,6 +26,8 @@ from lobeflow.run.options import (
     TimeoutOpt,
     TokenOpt,
     WorkflowArg,
+    check_dlq_ids,
+    check_run_id,
     check_watch_times,
     consoles,
     find_target,
@@ -71,6 +73,8 @@ def retry(
     from lobeflow.run.recovery_view import retry_summary_view
     from lobeflow.run.runner import Runner
 
+    if pass_id is not None:
+        check_run_id(pass_id, "--pass")
     check_watch_times(timeout, interval)
     target = find_target(project, app_url, workflow)
     runner = Runner(target, QStashClient(qstash_url, token), AppClient(app_url))
@@ -214,6 +218,8 @@ def list_command(
     from lobeflow.run.dlq import list_entries
     from lobeflow.run.recovery_view import dlq_table
 
+    if pass_id is not None:
+        check_run_id(pass_id, "--pass")
     if limit < 1:
         raise RunError("--limit must be at least 1.")
     qstash = QStashClient(qstash_url, token)
@@ -276,6 +282,7 @@ def show_command(
     from lobeflow.run.client import QStashClient
     from lobeflow.run.recovery_view import dlq_entry_view
 
+    check_dlq_ids([dlq_id], "dlq show")
     qstash = QStashClient(qstash_url, token)
     try:
         (entry,) = _entries(qstash, [dlq_id])
@@ -304,6 +311,7 @@ def retry_command(
     from lobeflow.run.client import QStashClient
     from lobeflow.run.dlq import RESTART, RESUME, retry_entries
 
+    check_dlq_ids(dlq_ids, "dlq retry")
     qstash = QStashClient(qstash_url, token)
     try:
         entries = _entries(qstash, dlq_ids)
@@ -342,6 +350,7 @@ def delete_command(
     from lobeflow.run.client import QStashClient
     from lobeflow.run.dlq import delete_entries
 
+    check_dlq_ids(dlq_ids, "dlq delete")
     qstash = QStashClient(qstash_url, token)
     try:
         deleted = delete_entries(qstash, _entries(qstash, dlq_ids))
