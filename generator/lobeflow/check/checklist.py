@@ -485,8 +485,10 @@ def _imports_package(module: Module, package: str) -> bool:
     )
 
 
-def build_checklists(start: Path) -> list[WorkflowChecklist]:
+def build_checklists(start: Path, skipped: list[str] | None = None) -> list[WorkflowChecklist]:
     """The checklist of every workflow of the lobeflow project at or above `start`.
+
+    Files not read because they are not regular files are appended to `skipped`.
 
     Raises:
         ProjectError: there is no lobeflow project there.
@@ -496,6 +498,8 @@ def build_checklists(start: Path) -> list[WorkflowChecklist]:
     root = find_project_root(start)
     result: CheckResult = run_check([root])
     assert result.project is not None
+    if skipped is not None:
+        skipped.extend(result.skipped)
     project = result.project
     reports: list[WorkflowChecklist] = []
     for info in list_workflows(root):
