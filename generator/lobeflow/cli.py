@@ -12,6 +12,7 @@ from lobeflow import __version__
 from lobeflow.errors import LobeflowError
 from lobeflow.spec import DEFAULT_FLOW_CONTROL as _FLOW
 from lobeflow.spec import DEFAULTS, MAX_PAGE_SIZE, MAX_PARALLELISM, MAX_RETRIES
+from lobeflow.terminal import plain, printable
 
 app = typer.Typer(
     name="lobeflow",
@@ -270,6 +271,7 @@ def list_command(
 ) -> None:
     """List the project's workflows: routes, template version, edits."""
     from rich.table import Table
+    from rich.text import Text
 
     from lobeflow.baseline import edited_files, read_version
     from lobeflow.project import find_project_root, list_workflows
@@ -282,13 +284,14 @@ def list_command(
         version = read_version(info.answers_file)
         edited = edited_files(root, info.answers_file.relative_to(root))
         behind = "behind " + installed if version != installed else "up to date"
+        # Answers, versions and file names are whatever the files hold: shown escaped.
         table.add_row(
-            info.name,
-            f"{info.spec.entity.snake} / {info.spec.entities.snake}",
-            "\n".join(info.spec.routes),
-            version,
-            behind,
-            "\n".join(map(str, edited)) or "-",
+            plain(info.name),
+            plain(f"{info.spec.entity.snake} / {info.spec.entities.snake}"),
+            Text("\n").join(plain(route) for route in info.spec.routes),
+            plain(version),
+            plain(behind),
+            Text("\n").join(plain(path) for path in edited) or "-",
         )
     from rich.console import Console
 
@@ -344,7 +347,8 @@ def main() -> None:
         # Without standalone mode click returns the code of `typer.Exit` instead of exiting.
         code = app(standalone_mode=False)
     except LobeflowError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        # Messages quote answers from servers and files: escaped, their own lines kept.
+        typer.secho(f"error: {printable(str(exc), newlines=True)}", fg=typer.colors.RED, err=True)
         raise SystemExit(1) from None
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None

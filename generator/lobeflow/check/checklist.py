@@ -28,6 +28,7 @@ from lobeflow.check.rules.log_lines import LEVELS
 from lobeflow.check.rules.payloads import validating_parser
 from lobeflow.check.rules.structure import dry_run_branch, filter_steps
 from lobeflow.check.runner import CheckResult, display_path, run_check
+from lobeflow.terminal import printable
 
 PHASES = ("planning", "implementation", "quality")
 _GUIDE_RESULT_FIELDS = frozenset(
@@ -495,8 +496,10 @@ def _imports_package(module: Module, package: str) -> bool:
     )
 
 
-def build_checklists(start: Path) -> list[WorkflowChecklist]:
+def build_checklists(start: Path, skipped: list[str] | None = None) -> list[WorkflowChecklist]:
     """The checklist of every workflow of the lobeflow project at or above `start`.
+
+    Files not read because they are not regular files are appended to `skipped`.
 
     Raises:
         ProjectError: there is no lobeflow project there.
@@ -506,6 +509,8 @@ def build_checklists(start: Path) -> list[WorkflowChecklist]:
     root = find_project_root(start)
     result: CheckResult = run_check([root])
     assert result.project is not None
+    if skipped is not None:
+        skipped.extend(result.skipped)
     project = result.project
     reports: list[WorkflowChecklist] = []
     for info in list_workflows(root):
@@ -570,10 +575,11 @@ def render_checklists(reports: list[WorkflowChecklist], output_format: str) -> s
     lines: list[str] = []
     for report in reports:
         passed = sum(item.passed for item in report.items)
-        lines.append(f"{report.name} ({report.package}): {passed}/{len(report.items)} passed")
+        heading = f"{report.name} ({report.package})"
+        lines.append(f"{printable(heading)}: {passed}/{len(report.items)} passed")
         for phase in PHASES:
             lines.append(f"  {phase.capitalize()}")
             for item in (i for i in report.items if i.phase == phase):
                 lines.append(f"    {'PASS' if item.passed else 'FAIL'}  {item.title}")
-                lines.extend(f"          {evidence}" for evidence in item.evidence)
+                lines.extend(f"          {printable(str(evidence))}" for evidence in item.evidence)
     return "\n".join(lines) + "\n"

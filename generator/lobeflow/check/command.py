@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from lobeflow.terminal import printable
+
 
 class OutputFormat(StrEnum):
     """Output formats of `lobeflow check`."""
@@ -19,6 +21,12 @@ class OutputFormat(StrEnum):
 def _codes(values: list[str] | None) -> list[str]:
     # Accept both `--select LF1 --select LF2` and `--select LF1,LF2`, like ruff.
     return [code.strip() for value in values or [] for code in value.split(",") if code.strip()]
+
+
+def _notes(skipped: list[str]) -> None:
+    # On stderr: the report (text or JSON) on stdout stays as documented.
+    for note in skipped:
+        typer.echo(f"note: skipped {printable(note)}", err=True)
 
 
 def check(
@@ -51,7 +59,9 @@ def check(
     if checklist:
         from lobeflow.check.checklist import build_checklists, render_checklists
 
-        reports = build_checklists(targets[0])
+        skipped: list[str] = []
+        reports = build_checklists(targets[0], skipped)
+        _notes(skipped)
         typer.echo(render_checklists(reports, output_format.value), nl=False)
         if not all(report.passed for report in reports):
             raise typer.Exit(1)
@@ -61,6 +71,7 @@ def check(
     from lobeflow.check.runner import run_check
 
     result = run_check(targets, select=_codes(select), ignore=_codes(ignore))
+    _notes(result.skipped)
     render = render_json if output_format is OutputFormat.JSON else render_text
     typer.echo(render(result), nl=False)
     if result.findings:

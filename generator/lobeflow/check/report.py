@@ -7,6 +7,7 @@ from collections import Counter
 from typing import Any
 
 from lobeflow.check.runner import CheckResult
+from lobeflow.terminal import printable
 
 JSON_VERSION = 1
 
@@ -33,9 +34,13 @@ def render_json(result: CheckResult) -> str:
 
 
 def render_text(result: CheckResult) -> str:
-    """One `path:line:col: CODE message` line per finding, then a summary line."""
+    """One `path:line:col: CODE message` line per finding, then a summary line.
+
+    File names and the names quoted in messages come from the checked code: escaped.
+    """
     lines = [
-        f"{finding.path}:{finding.line}:{finding.column}: {finding.code} {finding.message}"
+        f"{printable(finding.path)}:{finding.line}:{finding.column}: {finding.code} "
+        f"{printable(finding.message)}"
         for finding in result.findings
     ]
     checked = f"{result.files} file{'s' * (result.files != 1)}, {result.routes} route{'s' * (result.routes != 1)}"

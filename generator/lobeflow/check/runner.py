@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Iterable, Iterator, Sequence
+import stat
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,25 +34,67 @@ class CheckResult:
     routes: int
     codes: list[str] = field(default_factory=list)
     project: Project | None = None
+    skipped: list[str] = field(default_factory=list)
+
+
+class NotRegularFile(OSError):
+    """A path to read is a FIFO, a device or a socket: reading it could block forever."""
 
 
 def python_files(paths: Iterable[Path]) -> Iterator[Path]:
     """The `.py` files under `paths`, sorted per directory, skipping hidden and tool dirs.
 
+    A path given that is neither a directory nor a regular file (a FIFO...) is yielded
+    too: `read_source` refuses it, and `load` reports it skipped.
+
     Raises:
         CheckError: a path does not exist.
     """
     for path in paths:
-        if path.is_file():
-            yield path
-        elif path.is_dir():
+        if path.is_dir():
             for root, dirs, files in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIPPED_DIRS)
                 for name in sorted(files):
                     if name.endswith(".py"):
                         yield Path(root) / name
+        elif path.exists():
+            yield path
         else:
             raise CheckError(f"{path}: no such file or directory")
+
+
+_KINDS: tuple[tuple[Callable[[int], bool], str], ...] = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+)
+
+
+def _not_regular(mode: int) -> NotRegularFile:
+    kind = next((name for test, name in _KINDS if test(mode)), "an unknown kind of file")
+    return NotRegularFile(f"{kind}, not a regular file")
+
+
+def read_source(path: Path) -> str:
+    """The text of a regular file, never opening anything else.
+
+    Raises:
+        NotRegularFile: `path` (or what its symlink points to) is a FIFO, a device...
+        OSError, UnicodeDecodeError: it cannot be read as UTF-8.
+    """
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise _not_regular(mode)
+    # Swapped for a FIFO since the stat: O_NONBLOCK keeps the open from waiting for a
+    # writer, and the descriptor is checked again before reading.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    with os.fdopen(fd, "rb") as file:
+        mode = os.fstat(file.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(mode)
+        return file.read().decode("utf-8")
 
 
 def display_path(path: Path, cwd: Path | None = None) -> str:
@@ -73,8 +116,13 @@ def validate_codes(patterns: Sequence[str]) -> None:
             raise CheckError(f"unknown rule code or prefix {pattern!r} (see `docs/check.md`)")
 
 
-def load(paths: Sequence[Path]) -> tuple[Project, list[Finding], int]:
+def load(
+    paths: Sequence[Path], skipped: list[str] | None = None
+) -> tuple[Project, list[Finding], int]:
     """Parse every file under `paths`.
+
+    Files that are not regular files (a FIFO named `*.py`...) are never opened: each is
+    appended to `skipped` as `path: why`.
 
     Returns:
         The project model, LF001 findings for unparsable files, and the number of files read.
@@ -85,15 +133,22 @@ def load(paths: Sequence[Path]) -> tuple[Project, list[Finding], int]:
     cwd = Path.cwd().resolve()
     for path in python_files(paths):
         display = display_path(path, cwd)
+        try:
+            source = read_source(path)
+        except NotRegularFile as exc:
+            if skipped is not None:
+                skipped.append(f"{display}: {exc}")
+            continue
+        except (UnicodeDecodeError, OSError) as exc:
+            read += 1
+            broken.append(Finding(display, 1, 1, "LF001", f"cannot read the file: {exc}"))
+            continue
         read += 1
         try:
-            source = path.read_text(encoding="utf-8")
             modules.append(parse_module(path, display, source))
         except SyntaxError as exc:
             line, column = exc.lineno or 1, exc.offset or 1
             broken.append(Finding(display, line, column, "LF001", f"syntax error: {exc.msg}"))
-        except (UnicodeDecodeError, OSError) as exc:
-            broken.append(Finding(display, 1, 1, "LF001", f"cannot read the file: {exc}"))
     return build_project(modules), broken, read
 
 
@@ -140,14 +195,16 @@ def run_check(
         ignore: codes or prefixes to skip.
 
     Returns:
-        The sorted, de-duplicated findings not silenced by `# noqa`.
+        The sorted, de-duplicated findings not silenced by `# noqa`, and the files skipped
+        because they are not regular files (`skipped`).
 
     Raises:
         CheckError: a path is missing or a code matches no rule.
     """
     validate_codes([*select, *ignore])
+    skipped: list[str] = []
     with _collector_paused():
-        project, broken, read = load(paths)
+        project, broken, read = load(paths, skipped)
         codes = list(selected_codes(select, ignore))
         findings = {finding for finding in broken if finding.code in codes}
         by_path = {module.display: module for module in project.modules}
@@ -155,7 +212,7 @@ def run_check(
             for finding in RULES[code].check(project):
                 if not _suppressed(finding, by_path):
                     findings.add(finding)
-    return CheckResult(sorted(findings), read, len(project.routes), codes, project)
+    return CheckResult(sorted(findings), read, len(project.routes), codes, project, skipped)
 
 
 @rule("LF001", "syntax-error", "A file cannot be read or parsed, so it was not checked.")

@@ -31,12 +31,14 @@ from lobeflow.run.options import (
     TimeoutOpt,
     TokenOpt,
     WorkflowArg,
+    check_run_id,
     check_watch_times,
     consoles,
     find_target,
     print_json,
     project_targets,
 )
+from lobeflow.terminal import plain
 
 # Console width of `runs --wide`: enough for any row, so nothing is cut or folded.
 WIDE_COLUMNS = 1000
@@ -72,6 +74,8 @@ def run(
     token: TokenOpt = DEV_TOKEN,
 ) -> None:
     """Run a workflow: a dry run, or a pass watched to the end with a progress bar."""
+    from rich.text import Text
+
     from lobeflow.run.client import AppClient, QStashClient
     from lobeflow.run.progress import (
         ProgressView,
@@ -81,7 +85,12 @@ def run(
     )
     from lobeflow.run.runner import Runner
 
-    if sum(map(bool, (dry_run, watch, cancel))) > 1:
+    # Before anything is asked or started: `--watch ""` used to start a new pass.
+    if watch is not None:
+        check_run_id(watch, "--watch")
+    if cancel is not None:
+        check_run_id(cancel, "--cancel")
+    if sum((dry_run, watch is not None, cancel is not None)) > 1:
         raise RunError("Give at most one of --dry-run, --watch and --cancel.")
     check_watch_times(timeout, interval)
     target = find_target(project, app_url, workflow)
@@ -116,16 +125,20 @@ def run(
                     }
                 )
             else:
-                out.print(f"Cancelled {cancelled} running run(s) of pass {cancel}.")
+                out.print(plain(f"Cancelled {cancelled} running run(s) of pass {cancel}."))
             return
-        run_id = runner.layer1(watch).run_id if watch else runner.start(force=force)
+        run_id = runner.start(force=force) if watch is None else runner.layer1(watch).run_id
         if json_output:
             summary = runner.watch(run_id, timeout=timeout, interval=interval)
             print_json(summary.to_json())
         else:
             verb = "Watching" if watch else "Started"
             err.print(
-                f"{verb} pass [bold]{run_id}[/] of {target.name} via {runner.qstash.base_url}"
+                Text.assemble(
+                    f"{verb} pass ",
+                    plain(run_id, "bold"),
+                    plain(f" of {target.name} via {runner.qstash.base_url}"),
+                )
             )
             with ProgressView(err, target.name) as view:
                 summary = runner.watch(
@@ -227,6 +240,7 @@ def show_command(
     from lobeflow.run.progress import run_view
     from lobeflow.run.runner import show_run
 
+    check_run_id(run_id, "runs show")  # `runs show ""` used to show the newest run
     try:
         known = project_targets(project, app_url)
     except ProjectError:

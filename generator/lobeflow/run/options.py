@@ -4,7 +4,9 @@ arguments (declared once, as `Annotated` aliases), defaults and output helpers."
 from __future__ import annotations
 
 import json
+import math
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -13,6 +15,7 @@ from typer.core import TyperGroup
 
 from lobeflow.project import find_project_root, list_workflows
 from lobeflow.run.model import RunError
+from lobeflow.terminal import printable
 
 if TYPE_CHECKING:
     from lobeflow.run.runner import WorkflowTarget
@@ -23,6 +26,15 @@ DEFAULT_QSTASH_URL = "http://127.0.0.1:8080"
 EXIT_INTERRUPTED = 130
 DEFAULT_TIMEOUT_S = 3600.0
 DEFAULT_INTERVAL_S = 0.5
+# Bounds of a watch: a shorter poll interval hammers QStash (Upstash bills its requests), a
+# longer one shows nothing; past the timeout bound, watch again instead.
+MIN_INTERVAL_S = 0.05
+MAX_INTERVAL_S = 3600.0
+MAX_TIMEOUT_S = 30 * 86_400.0
+# Ids QStash gives are far shorter: a longer one is a mistake (and 100 kB, an invalid URL).
+MAX_ID_CHARS = 512
+# Characters that would change the path of `/v2/dlq/{dlqId}` (or its query) if sent.
+_PATH_CHARS = "/?#%\\"
 
 WorkflowArg = Annotated[str, typer.Argument(help="Workflow name, e.g. welcome-placeholder.")]
 ProjectOpt = Annotated[
@@ -62,13 +74,65 @@ RestartOpt = Annotated[
 
 
 def check_watch_times(timeout: float, interval: float) -> None:
-    """Refuse a watch that could not work.
+    """Refuse a watch that could not work, before anything starts.
 
     Raises:
-        RunError: `--timeout` or `--interval` is not positive.
+        RunError: `--timeout` or `--interval` is not a finite number within its bounds
+            (`nan` would never time out, `inf` crashes a sleep).
     """
-    if timeout <= 0 or interval <= 0:
-        raise RunError("--timeout and --interval must be positive.")
+    if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT_S):
+        raise RunError(
+            f"--timeout must be a number of seconds above 0 and at most "
+            f"{MAX_TIMEOUT_S:.0f} (30 days); got {timeout}."
+        )
+    if not (math.isfinite(interval) and MIN_INTERVAL_S <= interval <= MAX_INTERVAL_S):
+        raise RunError(
+            f"--interval must be a number of seconds from {MIN_INTERVAL_S} to "
+            f"{MAX_INTERVAL_S:.0f}; got {interval}."
+        )
+
+
+def _check_id(value: str, kind: str, where: str, *, in_path: bool = False) -> str:
+    if not value:
+        raise RunError(f"{where}: the {kind} is empty.")
+    if len(value) > MAX_ID_CHARS:
+        raise RunError(
+            f"{where}: the {kind} is {len(value):,} characters long; ids have at most "
+            f"{MAX_ID_CHARS}."
+        )
+    shown = printable(value[:60]) + ("..." if len(value) > 60 else "")
+    for char in value:
+        if printable(char) != char:
+            what = f"a control or invisible character ({printable(char)})"
+        elif char.isspace():
+            what = "a space" if char == " " else f"a space character (U+{ord(char):04X})"
+        elif in_path and char in _PATH_CHARS:
+            what = f"{char!r}, which would change the request's URL"
+        else:
+            continue
+        raise RunError(f"{where}: the {kind} '{shown}' holds {what}; no {kind} does.")
+    if in_path and value in (".", ".."):
+        raise RunError(f"{where}: {value!r} is not a {kind}.")
+    return value
+
+
+def check_run_id(value: str, where: str) -> str:
+    """`value`, a run id given to `where` (an option or command), checked before any request.
+
+    Raises:
+        RunError: one line: the id is empty, longer than MAX_ID_CHARS, or holds a control,
+            invisible or space character (what no run id QStash gives holds).
+    """
+    return _check_id(value, "run id", where)
+
+
+def check_dlq_ids(values: Iterable[str], where: str) -> list[str]:
+    """`values`, DLQ ids given to `where`, checked before any request (see `check_run_id`).
+
+    A DLQ id is a segment of the request's path, so `/`, `?`, `#`, `%`, `\\`, `.` and `..`
+    are refused too.
+    """
+    return [_check_id(value, "DLQ id", where, in_path=True) for value in values]
 
 
 def project_targets(project: Path, app_url: str) -> list[WorkflowTarget]:

@@ -8,6 +8,7 @@ from types import TracebackType
 
 from rich import box
 from rich.console import Console, Group, RenderableType
+from rich.markup import escape
 from rich.progress import BarColumn, SpinnerColumn, TaskID, TextColumn
 from rich.progress import Progress as RichProgress
 from rich.table import Table
@@ -25,6 +26,7 @@ from lobeflow.run.model import (
     Summary,
 )
 from lobeflow.run.runner import RunRow
+from lobeflow.terminal import plain, printable
 
 # Errors listed under a summary; `--json` carries more.
 SHOWN_ERRORS = 5
@@ -51,7 +53,7 @@ def format_duration(seconds: float | None) -> str:
 
 def statistics_table(workflow: str, stats: Statistics, *, force: bool) -> RenderableType:
     """The dry-run statistics of `workflow`."""
-    title = f"[bold]Dry run of {workflow}[/]" + (" (--force)" if force else "")
+    title = Text.assemble(plain(f"Dry run of {workflow}", "bold"), " (--force)" if force else "")
     table = Table("", "items", show_header=False)
     table.add_row("total eligible", str(stats.total_eligible))
     table.add_row("to process", f"[bold]{stats.to_process}[/]")
@@ -76,7 +78,8 @@ class ProgressView:
             transient=False,
         )
         self._task: TaskID | None = None
-        self._workflow = workflow
+        # The description column reads markup.
+        self._workflow = escape(printable(workflow))
 
     def __enter__(self) -> ProgressView:
         """Start drawing."""
@@ -120,16 +123,22 @@ def outcome_color(outcome: str) -> str:
     return "green" if outcome == COMPLETED else "red"
 
 
+def outcome_title(what: str, outcome: str) -> Text:
+    """`what: outcome` in bold, the outcome in its colour."""
+    return Text.assemble(
+        plain(f"{what}: ", "bold"), plain(outcome, f"bold {outcome_color(outcome)}")
+    )
+
+
 def summary_view(summary: Summary) -> RenderableType:
     """The summary of a pass: counts, messages, duration and the first errors."""
     progress = summary.progress
-    color = outcome_color(summary.outcome)
-    title = f"[bold]Pass of {summary.workflow}: [{color}]{summary.outcome}[/][/]"
+    title = outcome_title(f"Pass of {summary.workflow}", summary.outcome)
     table = Table("", show_header=False)
     table.add_column("", overflow="fold")
     # The end of the id, as `lobeflow runs` shows it (every command takes it); `--json` and
     # the "Started pass" line give it in full.
-    table.add_row("run id", short_run_id(progress.run_id))
+    table.add_row("run id", plain(short_run_id(progress.run_id)))
     if progress.statistics is not None:
         table.add_row("to process", str(progress.statistics.to_process))
     table.add_row("processed", f"[green]{progress.processed}[/]")
@@ -150,13 +159,14 @@ def errors_view(heading: str, errors: Sequence[ItemError]) -> list[RenderableTyp
     table.add_column("error", overflow="fold")
     for error in errors[:SHOWN_ERRORS]:
         run = short_run_id(error.run_id)
-        table.add_row(error.layer, error.item, run, Text(error.error, style="red"))
+        table.add_row(plain(error.layer), plain(error.item), plain(run), plain(error.error, "red"))
     return [heading, table]
 
 
-def interrupted_hint(workflow: str, run_id: str) -> str:
+def interrupted_hint(workflow: str, run_id: str) -> Text:
     """What to do after Ctrl-C: the pass goes on."""
-    return (
+    workflow, run_id = printable(workflow), printable(run_id)
+    return Text(
         f"Stopped watching; the pass goes on.\n"
         f"  watch again: lobeflow run {workflow} --watch {run_id}\n"
         f"  cancel it:   lobeflow run {workflow} --cancel {run_id}"
@@ -172,7 +182,7 @@ def _clock(millis: int) -> str:
 
 
 def _state(state: str) -> Text:
-    return Text(state.removeprefix("RUN_"), style=_STATE_STYLE.get(state, "cyan"))
+    return plain(state.removeprefix("RUN_"), _STATE_STYLE.get(state, "cyan"))
 
 
 def short_run_id(run_id: str) -> str:
@@ -197,16 +207,16 @@ def runs_table(rows: list[RunRow], *, width: int | None = None) -> Table:
     runs = [row.run for row in rows]
     column("started", [Text(_clock(run.created_at)) for run in runs])
     shorten = width is not None
-    column("run", [Text(short_run_id(r.run_id) if shorten else r.run_id) for r in runs])
+    column("run", [plain(short_run_id(r.run_id) if shorten else r.run_id) for r in runs])
     if several:
-        column("workflow", [Text(row.workflow or "-") for row in rows], cut=True)
+        column("workflow", [plain(row.workflow or "-") for row in rows], cut=True)
     column("L", [Text(_LAYER_NUMBER.get(row.layer, "-")) for row in rows])
-    column("item", [Text(run.item() or "-") for run in runs], cut=True)
+    column("item", [plain(run.item() or "-") for run in runs], cut=True)
     column("state", [_state(run.state) for run in runs])
     column("steps", [Text(str(len(run.work_steps))) for run in runs])
     column("took", [Text(format_duration(_seconds(run.duration_ms))) for run in runs])
     if with_errors:
-        errors = [Text(run.errors[-1] if run.errors else "", style="red") for run in runs]
+        errors = [plain(run.errors[-1] if run.errors else "", "red") for run in runs]
         column("error", errors, cut=True)
 
     natural = [max(len(header), *(cell.cell_len for cell in cells)) for header, cells, _ in columns]
@@ -243,10 +253,11 @@ def run_view(row: RunRow) -> RenderableType:
     duration = None if run.duration_ms is None else run.duration_ms / 1000
     head = Table("", "", show_header=False)
     if row.workflow:
-        head.add_row("workflow", f"{row.workflow} (layer {_LAYER_NUMBER[row.layer]}, {row.layer})")
-    head.add_row("url", run.url)
+        layer = f"{row.workflow} (layer {_LAYER_NUMBER[row.layer]}, {row.layer})"
+        head.add_row("workflow", plain(layer))
+    head.add_row("url", plain(run.url))
     head.add_row("state", _state(run.state))
-    head.add_row("item", run.item() or "-")
+    head.add_row("item", plain(run.item() or "-"))
     head.add_row("created", _time(run.created_at))
     head.add_row("duration", format_duration(duration))
     steps = Table("#")
@@ -256,8 +267,14 @@ def run_view(row: RunRow) -> RenderableType:
     steps.add_column("output", overflow="fold")
     for step in run.steps:
         out = step.out if len(step.out) <= 200 else step.out[:200] + "..."
-        steps.add_row(str(step.step_id), step.name, step.step_type, _clock(step.created_at), out)
-    parts: list[RenderableType] = [f"[bold]{run.run_id}[/]", head, steps]
+        steps.add_row(
+            str(step.step_id),
+            plain(step.name),
+            plain(step.step_type),
+            _clock(step.created_at),
+            plain(out),
+        )
+    parts: list[RenderableType] = [plain(run.run_id, "bold"), head, steps]
     for error in run.errors:
-        parts.append(Text(f"error: {error}", style="red"))
+        parts.append(plain(f"error: {error}", "red"))
     return Group(*parts)

@@ -26,12 +26,15 @@ from lobeflow.run.options import (
     TimeoutOpt,
     TokenOpt,
     WorkflowArg,
+    check_dlq_ids,
+    check_run_id,
     check_watch_times,
     consoles,
     find_target,
     print_json,
     project_targets,
 )
+from lobeflow.terminal import plain
 
 if TYPE_CHECKING:
     from lobeflow.run.client import QStashClient
@@ -61,6 +64,8 @@ def retry(
     token: TokenOpt = DEV_TOKEN,
 ) -> None:
     """Retry the failed runs of a pass: resumed from their failed step, watched to the end."""
+    from rich.text import Text
+
     from lobeflow.run.client import AppClient, QStashClient
     from lobeflow.run.progress import ProgressView
     from lobeflow.run.recovery import RESTART, RESUME, plan_retry, watch_reruns
@@ -68,6 +73,8 @@ def retry(
     from lobeflow.run.recovery_view import retry_summary_view
     from lobeflow.run.runner import Runner
 
+    if pass_id is not None:
+        check_run_id(pass_id, "--pass")
     check_watch_times(timeout, interval)
     target = find_target(project, app_url, workflow)
     runner = Runner(target, QStashClient(qstash_url, token), AppClient(app_url))
@@ -91,7 +98,9 @@ def retry(
                 )
             else:
                 still = " (it is still running)" if plan.running else ""
-                out.print(f"Nothing to retry: pass {plan.pass_id} has no failed runs{still}.")
+                out.print(
+                    plain(f"Nothing to retry: pass {plan.pass_id} has no failed runs{still}.")
+                )
             return
         reruns = start_retry(runner, plan, mode=mode)
         if json_output:
@@ -102,8 +111,11 @@ def retry(
         else:
             verb = "Restarted" if restart else "Resumed"
             err.print(
-                f"{verb} {len(reruns)} failed run(s) of pass [bold]{plan.pass_id}[/] "
-                f"of {target.name} via {runner.qstash.base_url}"
+                Text.assemble(
+                    f"{verb} {len(reruns)} failed run(s) of pass ",
+                    plain(plan.pass_id, "bold"),
+                    plain(f" of {target.name} via {runner.qstash.base_url}"),
+                )
             )
             if plan.running:
                 err.print(
@@ -123,8 +135,10 @@ def retry(
             out.print(retry_summary_view(summary))
         if summary.outcome == INTERRUPTED:
             err.print(
-                f"Stopped watching; the retried runs go on (`lobeflow run {target.name} "
-                f"--watch {plan.pass_id}`)."
+                plain(
+                    f"Stopped watching; the retried runs go on (`lobeflow run {target.name} "
+                    f"--watch {plan.pass_id}`)."
+                )
             )
             raise typer.Exit(EXIT_INTERRUPTED)
         if summary.outcome != COMPLETED:
@@ -204,6 +218,8 @@ def list_command(
     from lobeflow.run.dlq import list_entries
     from lobeflow.run.recovery_view import dlq_table
 
+    if pass_id is not None:
+        check_run_id(pass_id, "--pass")
     if limit < 1:
         raise RunError("--limit must be at least 1.")
     qstash = QStashClient(qstash_url, token)
@@ -266,6 +282,7 @@ def show_command(
     from lobeflow.run.client import QStashClient
     from lobeflow.run.recovery_view import dlq_entry_view
 
+    check_dlq_ids([dlq_id], "dlq show")
     qstash = QStashClient(qstash_url, token)
     try:
         (entry,) = _entries(qstash, [dlq_id])
@@ -294,6 +311,7 @@ def retry_command(
     from lobeflow.run.client import QStashClient
     from lobeflow.run.dlq import RESTART, RESUME, retry_entries
 
+    check_dlq_ids(dlq_ids, "dlq retry")
     qstash = QStashClient(qstash_url, token)
     try:
         entries = _entries(qstash, dlq_ids)
@@ -310,12 +328,13 @@ def retry_command(
     for rerun in reruns:
         if rerun.run_id:
             out.print(
-                f"{rerun.dlq_id}: run {rerun.previous_run_id} {verb} as {rerun.run_id}",
+                plain(f"{rerun.dlq_id}: run {rerun.previous_run_id} {verb} as {rerun.run_id}"),
                 soft_wrap=True,
             )
         else:
             out.print(
-                f"{rerun.dlq_id}: published again as message {rerun.message_id}", soft_wrap=True
+                plain(f"{rerun.dlq_id}: published again as message {rerun.message_id}"),
+                soft_wrap=True,
             )
 
 
@@ -331,6 +350,7 @@ def delete_command(
     from lobeflow.run.client import QStashClient
     from lobeflow.run.dlq import delete_entries
 
+    check_dlq_ids(dlq_ids, "dlq delete")
     qstash = QStashClient(qstash_url, token)
     try:
         deleted = delete_entries(qstash, _entries(qstash, dlq_ids))

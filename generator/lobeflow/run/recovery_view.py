@@ -9,8 +9,9 @@ from rich.table import Table
 from rich.text import Text
 
 from lobeflow.run.dlq import DlqEntry
-from lobeflow.run.progress import errors_view, format_duration, outcome_color
+from lobeflow.run.progress import errors_view, format_duration, outcome_title
 from lobeflow.run.recovery import RetrySummary
+from lobeflow.terminal import plain
 
 _CALLBACK_STYLE = {"CALLBACK_SUCCESS": "green", "CALLBACK_FAIL": "red"}
 
@@ -18,11 +19,10 @@ _CALLBACK_STYLE = {"CALLBACK_SUCCESS": "green", "CALLBACK_FAIL": "red"}
 def retry_summary_view(summary: RetrySummary) -> RenderableType:
     """The summary of a retry: retried, now processed, still failing, messages."""
     progress = summary.progress
-    color = outcome_color(summary.outcome)
-    title = f"[bold]Retry ({summary.mode}) of {summary.workflow}: [{color}]{summary.outcome}[/][/]"
+    title = outcome_title(f"Retry ({summary.mode}) of {summary.workflow}", summary.outcome)
     table = Table("", show_header=False)
     table.add_column("", overflow="fold")
-    table.add_row("pass", summary.pass_id)
+    table.add_row("pass", plain(summary.pass_id))
     table.add_row("retried", str(len(summary.reruns)))
     table.add_row("now processed", f"[green]{progress.processed}[/]")
     if progress.skipped:
@@ -54,9 +54,7 @@ def _clock(millis: int) -> str:
 
 
 def _callback(state: str) -> Text:
-    return Text(
-        state.removeprefix("CALLBACK_").lower() or "-", style=_CALLBACK_STYLE.get(state, "")
-    )
+    return plain(state.removeprefix("CALLBACK_").lower() or "-", _CALLBACK_STYLE.get(state, ""))
 
 
 def dlq_table(entries: list[DlqEntry], workflows: dict[str, str]) -> Table:
@@ -74,12 +72,12 @@ def dlq_table(entries: list[DlqEntry], workflows: dict[str, str]) -> Table:
     for entry in entries:
         where = workflows.get(entry.workflow_url or entry.url) or entry.workflow_url or entry.url
         table.add_row(
-            entry.dlq_id,
+            plain(entry.dlq_id),
             _clock(entry.created_at),
-            where,
+            plain(where),
             str(entry.response_status or "-"),
             _callback(entry.callback_state),
-            Text(entry.error, style="red"),
+            plain(entry.error, "red"),
         )
     return table
 
@@ -88,14 +86,14 @@ def dlq_entry_view(entry: DlqEntry) -> RenderableType:
     """One DLQ entry in full."""
     head = Table("", "", show_header=False)
     head.add_column("", overflow="fold")
-    head.add_row("message", entry.message_id)
-    head.add_row("url", entry.url)
+    head.add_row("message", plain(entry.message_id))
+    head.add_row("url", plain(entry.url))
     head.add_row("created", _time(entry.created_at))
     if entry.run_id:
-        head.add_row("workflow run", entry.run_id)
-        head.add_row("workflow url", entry.workflow_url)
+        head.add_row("workflow run", plain(entry.run_id))
+        head.add_row("workflow url", plain(entry.workflow_url))
     head.add_row("response status", str(entry.response_status or "-"))
     if entry.callback_state:
         head.add_row("failure callback", _callback(entry.callback_state))
-    head.add_row("retries", str(entry.raw.get("maxRetries", "-")))
-    return Group(f"[bold]{entry.dlq_id}[/]", head, Text(f"error: {entry.error}", style="red"))
+    head.add_row("retries", plain(entry.raw.get("maxRetries", "-")))
+    return Group(plain(entry.dlq_id, "bold"), head, plain(f"error: {entry.error}", "red"))
