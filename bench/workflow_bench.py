@@ -154,11 +154,18 @@ class App:
     """The generated app under uvicorn in a child process."""
 
     def __init__(
-        self, root: Path, env: dict[str, str], log: Path, workers: int = 1, timed: bool = False
+        self,
+        root: Path,
+        env: dict[str, str],
+        log: Path,
+        workers: int = 1,
+        timed: bool = False,
+        factory: str | None = None,
     ) -> None:
         """Start it on a free port with `workers` processes; wait until they serve requests.
 
-        `timed` serves it through `step_timing.APP_WRAPPER`, which stamps every delivery.
+        `timed` serves it through `step_timing.APP_WRAPPER`, which stamps every delivery;
+        `factory` serves another app factory of the project (`module:function`).
         """
         # Not `--fd`: uvicorn labels an inherited socket AF_UNIX, so asyncio leaves Nagle's
         # algorithm on and every response waits ~40 ms for a delayed ACK.
@@ -166,7 +173,7 @@ class App:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
-        factory = "benchtiming:create_app" if timed else f"{PACKAGE}.main:create_app"
+        factory = factory or ("benchtiming:create_app" if timed else f"{PACKAGE}.main:create_app")
         command = [sys.executable, "-m", "uvicorn", "--factory", factory]
         command += ["--host", "127.0.0.1", "--port", str(port)]
         # uvicorn's INFO lines tell when every worker has started (no access log).
