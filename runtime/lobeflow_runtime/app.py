@@ -1,5 +1,5 @@
 """The app around the workflows: discovery of workflow packages, the production policy,
-logging, the trusted-host check and the health route.
+logging, the trusted-host check, the health route and the probe `lobeflow doctor` uses.
 
 `create_app(title, package)` is what a generated `main.py` calls. An existing FastAPI app
 takes the same pieces with `configure_app(app)` and `workflows_router(package)`.
@@ -16,19 +16,27 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lobeflow_runtime.logs import configure_logging, logger
+from lobeflow_runtime.operations import require_operations_token
+from lobeflow_runtime.replay import replay_store
 from lobeflow_runtime.settings import (
     LOOPBACK_HOSTS,
     Env,
     check_production_policy,
     is_production,
     read,
+    signing_keys,
 )
+from lobeflow_runtime.signatures import SignatureCheck
 
 HEALTH_PATH = "/healthz"
+# `lobeflow doctor`'s probe: GET says which URL the app sees for a request (behind a proxy,
+# that depends on the forwarded headers it trusts); POST, published through QStash, checks
+# its signature as the workflow routes do, and runs no workflow code.
+PROBE_PATH = "/_lobeflow/probe"
 
 
 def workflow_packages(package: ModuleType) -> list[ModuleType]:
@@ -60,9 +68,16 @@ def workflows_router(package: ModuleType) -> APIRouter:
     return router
 
 
+@functools.lru_cache(maxsize=256)
 def _hostname(host_header: str) -> str:
     """The host name of a `Host` header value, without its port, lower case."""
     return (urlsplit(f"//{host_header}").hostname or "").lower()
+
+
+def _current_allowed_hosts() -> frozenset[str] | None:
+    # Read per request (tests and `lobeflow dev` set APP_URL after the app is built); the
+    # derivation is cached on the raw values.
+    return _allowed_hosts(read(Env.APP_URL), read(Env.ALLOWED_HOSTS), is_production())
 
 
 @functools.lru_cache(maxsize=16)
@@ -101,11 +116,11 @@ class TrustedHosts:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and scope.get("path") != HEALTH_PATH:
-            allowed = _allowed_hosts(read(Env.APP_URL), read(Env.ALLOWED_HOSTS), is_production())
+            allowed = _current_allowed_hosts()
             if allowed is not None:
                 host = next((v for k, v in scope["headers"] if k == b"host"), b"")
                 name = _hostname(host.decode("latin-1"))
-                if not host_allowed(name, allowed):
+                if name not in allowed and not host_allowed(name, allowed):
                     await _refuse(send, name)
                     return
         await self.app(scope, receive, send)
@@ -136,11 +151,31 @@ async def _health() -> dict[str, str]:
     return {"status": "ok"}
 
 
+async def _seen_url(request: Request) -> dict[str, str | None]:
+    require_operations_token(request)
+    return {"url": str(request.url), "appUrl": read(Env.APP_URL) or None}
+
+
+def _signed_probe() -> Any:
+    keys = signing_keys()
+    check = SignatureCheck(keys, PROBE_PATH, replay_store(), 64 * 1024) if keys else None
+
+    async def probe(request: Request) -> dict[str, str]:
+        if check is None:
+            return {"signature": "not checked: no signing key is set"}
+        await check(request)
+        return {"signature": "verified"}
+
+    return probe
+
+
 def configure_app(app: FastAPI) -> FastAPI:
-    """Add what a workflow app needs around its routes: the trusted-host check and the
-    health route (`GET /healthz`, which calls nothing)."""
+    """Add what a workflow app needs around its routes: the trusted-host check, the health
+    route (`GET /healthz`, which calls nothing) and `lobeflow doctor`'s probe."""
     app.add_middleware(TrustedHosts)
     app.add_api_route(HEALTH_PATH, _health, methods=["GET"], summary="Health check")
+    app.add_api_route(PROBE_PATH, _seen_url, methods=["GET"], include_in_schema=False)
+    app.add_api_route(PROBE_PATH, _signed_probe(), methods=["POST"], include_in_schema=False)
     return app
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from lobeflow_runtime.settings import ConfigurationError, read_int
+from lobeflow_runtime.settings import ConfigurationError, read, read_int
 
 _KEY = re.compile(r"^[a-zA-Z0-9\-_.]+$")
 # QStash's own limits (a rate period is at most one week).
@@ -53,15 +53,26 @@ class FlowControl:
 
     @classmethod
     def from_env(
-        cls, prefix: str, *, key: str, parallelism: int, rate: int, period: int
+        cls,
+        prefix: str,
+        *,
+        key: str,
+        parallelism: int,
+        rate: int,
+        period: int,
+        environ: Mapping[str, str] | None = None,
     ) -> FlowControl:
         """These values, each overridden by `<prefix>_FLOW_KEY`, `_PARALLELISM`, `_RATE`,
-        `_PERIOD` when set."""
+        `_PERIOD` when set in `environ` (default: the process's environment).
+
+        Raises:
+            ConfigurationError: An override is not an integer, or a value is out of bounds.
+        """
         return cls(
-            key=os.environ.get(f"{prefix}_FLOW_KEY", "").strip() or key,
-            parallelism=read_int(f"{prefix}_PARALLELISM", parallelism),
-            rate=read_int(f"{prefix}_RATE", rate),
-            period=read_int(f"{prefix}_PERIOD", period),
+            key=read(f"{prefix}_FLOW_KEY", key, environ),
+            parallelism=read_int(f"{prefix}_PARALLELISM", parallelism, environ=environ),
+            rate=read_int(f"{prefix}_RATE", rate, environ=environ),
+            period=read_int(f"{prefix}_PERIOD", period, environ=environ),
         )
 
     @property

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from enum import StrEnum
 from urllib.parse import urlsplit
 
@@ -47,18 +48,21 @@ class ConfigurationError(RuntimeError):
     """A missing or invalid setting; the message says what to set."""
 
 
-def read(name: Env, default: str = "") -> str:
-    """The value of `name`, stripped; `default` when unset or blank."""
-    return os.environ.get(name, "").strip() or default
+def read(name: Env | str, default: str = "", environ: Mapping[str, str] | None = None) -> str:
+    """The value of `name` in `environ` (default: the process's environment), stripped;
+    `default` when unset or blank."""
+    return (os.environ if environ is None else environ).get(name, "").strip() or default
 
 
-def read_int(name: Env | str, default: int, *, minimum: int = 0) -> int:
+def read_int(
+    name: Env | str, default: int, *, minimum: int = 0, environ: Mapping[str, str] | None = None
+) -> int:
     """An integer setting, at least `minimum`; `default` when unset.
 
     Raises:
         ConfigurationError: Not an integer, or below `minimum`.
     """
-    raw = os.environ.get(name, "").strip()
+    raw = read(name, environ=environ)
     if not raw:
         return default
     try:
@@ -75,13 +79,13 @@ def read_list(name: Env) -> list[str]:
     return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
 
 
-def require(name: Env, hint: str) -> str:
+def require(name: Env, hint: str, environ: Mapping[str, str] | None = None) -> str:
     """The value of a variable that must be set.
 
     Raises:
         ConfigurationError: It is unset or blank; the message ends with `hint`.
     """
-    value = read(name)
+    value = read(name, environ=environ)
     if not value:
         raise ConfigurationError(f"{name} is not set; {hint}")
     return value
@@ -118,19 +122,20 @@ def signing_keys() -> list[str]:
     return [key for name in SIGNING_KEYS if (key := read(name))]
 
 
-def is_production() -> bool:
+def is_production(environ: Mapping[str, str] | None = None) -> bool:
     """Whether LOBEFLOW_ENV is `production` (or `prod`); unset means local development.
 
     Raises:
         ConfigurationError: Any other value, so a typo never turns the checks off.
     """
-    raw = read(Env.LOBEFLOW_ENV).lower()
+    raw = read(Env.LOBEFLOW_ENV, environ=environ).lower()
     if raw in _PRODUCTION:
         return True
     if raw in _NOT_PRODUCTION:
         return False
     raise ConfigurationError(
-        f"{Env.LOBEFLOW_ENV}={read(Env.LOBEFLOW_ENV)!r} is not a known environment: use "
+        f"{Env.LOBEFLOW_ENV}={read(Env.LOBEFLOW_ENV, environ=environ)!r} is not a known "
+        "environment: use "
         f"`production` (or `prod`), or one of "
         f"{', '.join(repr(name) for name in _NOT_PRODUCTION[1:])} or unset for local "
         "development."
@@ -149,7 +154,7 @@ def is_local_url(url: str) -> bool:
     return address.is_private or address.is_loopback or address.is_link_local
 
 
-def check_production_policy() -> None:
+def check_production_policy(environ: Mapping[str, str] | None = None) -> None:
     """Refuse to serve workflows in production without genuine QStash signature checks.
 
     The local engine's keys are public, and a signature is only valid for the URL it was
@@ -158,16 +163,16 @@ def check_production_policy() -> None:
     Raises:
         ConfigurationError: What is missing or wrong, and where to find the right value.
     """
-    if not is_production():
+    if not is_production(environ):
         return
-    missing = [name for name in SIGNING_KEYS if not read(name)]
+    missing = [name for name in SIGNING_KEYS if not read(name, environ=environ)]
     if missing:
         raise ConfigurationError(
             f"LOBEFLOW_ENV=production but {' and '.join(missing)} "
             f"{'is' if len(missing) == 1 else 'are'} not set: workflow routes would accept "
             "unsigned requests. Set both signing keys (Upstash console > QStash > Signing keys)."
         )
-    public = [name for name in SIGNING_KEYS if read(name) in DEV_SIGNING_KEYS]
+    public = [name for name in SIGNING_KEYS if read(name, environ=environ) in DEV_SIGNING_KEYS]
     if public:
         raise ConfigurationError(
             f"LOBEFLOW_ENV=production but {' and '.join(public)} "
@@ -175,4 +180,4 @@ def check_production_policy() -> None:
             "could sign requests. Set your QStash signing keys (Upstash console > QStash > "
             "Signing keys)."
         )
-    require(Env.APP_URL, "in production the signature check needs the app's public URL.")
+    require(Env.APP_URL, "in production the signature check needs the app's public URL.", environ)

@@ -127,6 +127,14 @@ def dev(
         bool, typer.Option("--print-env", help="Print the export lines and exit.")
     ] = False,
     quiet: Annotated[bool, typer.Option(help="Do not log each delivery.")] = False,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-file",
+            help="PEM certificate authorities trusted for https deliveries, besides the "
+            "system's (an app behind a TLS proxy with a private certificate).",
+        ),
+    ] = None,
     app: Annotated[
         str | None,
         typer.Option(
@@ -157,6 +165,7 @@ def dev(
         db_path=db_path,
         time_scale=time_scale,
         on_delivery=None if quiet else _print_delivery,
+        ca_file=ca_file,
     )
     if print_env:
         lines = env_lines(f"http://{host}:{port}", config)

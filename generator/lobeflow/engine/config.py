@@ -54,6 +54,8 @@ class EngineConfig:
         max_delay: Longest `Upstash-Delay` (and farthest `Upstash-Not-Before`,
             `waitForEvent` timeout) in seconds, before scaling.
         on_delivery: Called (on the engine's event loop) after every delivery attempt.
+        ca_file: A PEM file of certificate authorities trusted for https deliveries on top
+            of the system's (an app behind a proxy with a private or test certificate).
 
     Raises:
         EngineConfigError: A duration, scale or bound that is negative, zero where it
@@ -73,9 +75,12 @@ class EngineConfig:
     max_retries: int = MAX_RETRIES
     max_delay: float = MAX_DELAY_S
     on_delivery: Callable[[DeliveryRecord], None] | None = None
+    ca_file: Path | None = None
 
     def __post_init__(self) -> None:
         """Refuse settings that would stall or break the scheduler (NaN, inf, negatives)."""
+        if self.ca_file is not None and not Path(self.ca_file).is_file():
+            raise EngineConfigError(f"The CA file {self.ca_file} does not exist.")
         for name, value, low in (
             ("time_scale", self.time_scale, 0.0),
             ("request_timeout", self.request_timeout, 1e-9),

@@ -146,12 +146,14 @@ def _encode_head(lines: list[str]) -> bytes:
 class HttpClient:
     """Keep-alive HTTP/1.1 client: `await request(...)` -> `HttpResponse`."""
 
-    def __init__(self) -> None:
-        """Create a client with empty connection pools."""
+    def __init__(self, ca_file: str | None = None) -> None:
+        """Create a client with empty connection pools; https trusts the system's
+        certificate authorities, and those in `ca_file` (PEM) when given."""
         # Origin -> idle connections with the time each went idle; least recently used first.
         self._idle: OrderedDict[tuple[str, str, int], deque[tuple[_Conn, float]]] = OrderedDict()
         self._next_purge = 0.0
         self._ssl: ssl.SSLContext | None = None
+        self._ca_file = ca_file
 
     def idle_connections(self) -> dict[str, int]:
         """Idle keep-alive connections per origin (`scheme://host:port`)."""
@@ -252,6 +254,8 @@ class HttpClient:
         if scheme == "https":
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()
+                if self._ca_file is not None:
+                    self._ssl.load_verify_locations(cafile=self._ca_file)
             context = self._ssl
         try:
             conn = await asyncio.open_connection(host, port, ssl=context, limit=_MAX_HEAD)

@@ -66,7 +66,7 @@ class EngineState(ABC):
         self._dedup: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self.queues: dict[str, Queue] = {}
         self.url_groups = UrlGroups(self.store)
-        self._client = HttpClient()
+        self._client = HttpClient(None if config.ca_file is None else str(config.ca_file))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle = threading.Condition()
         # Threads in `wait_for_run`: only they need a wake-up for every run that ends.
