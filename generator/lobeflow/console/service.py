@@ -30,6 +30,7 @@ from lobeflow.run.dlq import (
     list_entries,
     retry_entries,
 )
+from lobeflow.run.history import RunHistory
 from lobeflow.run.model import (
     RUN_CANCELED,
     RUN_FAILED,
@@ -38,9 +39,17 @@ from lobeflow.run.model import (
     RunError,
     RunLog,
 )
-from lobeflow.run.recovery import plan_retry
+from lobeflow.run.recovery import pass_dlq_filter, plan_retry
 from lobeflow.run.recovery import retry as retry_pass
-from lobeflow.run.runner import PassRuns, Runner, WorkflowTarget, find_workflow, show_run
+from lobeflow.run.runner import (
+    ROOT_RUN_ID,
+    PassRuns,
+    Runner,
+    WorkflowTarget,
+    find_workflow,
+    show_run,
+    workflow_of,
+)
 
 # Passes listed per workflow, newest first.
 PASSES_PER_WORKFLOW = 10
@@ -50,6 +59,8 @@ ITEMS_PAGE_SIZE = 50
 ITEMS_REUSE_S = 1.0
 # How long a finished pass's figures are reused (a retry can still change them).
 FINISHED_CACHE_S = 5.0
+# Seconds between two searches of the logs for app URLs the workflows ran at before.
+HISTORY_RESCAN_S = 30.0
 _ITEM_STATES = ("failed", "running", "processed", "skipped", "canceled")
 
 
@@ -233,6 +244,8 @@ class ConsoleService:
         self._lock = threading.Lock()
         # One runner per workflow and app URL, kept: its run listings refresh incrementally.
         self._runners: dict[tuple[str, str], tuple[threading.Lock, Runner]] = {}
+        # Where the workflows ran before (another app URL): rescanned now and then.
+        self._histories: dict[tuple[str, ...], RunHistory] = {}
         # Pass id -> (refreshed at, snapshot, tree): the tree is reused while its runs are.
         self._trees: dict[str, tuple[float, Progress, PassTree]] = {}
         # The last answer per pass / item page and what it was made of: while those are
@@ -263,17 +276,38 @@ class ConsoleService:
     def _qstash(self) -> QStashClient:
         return QStashClient(self.settings.qstash_url, self.settings.token)
 
+    @property
+    def _history(self) -> RunHistory:
+        """The app URLs the project's workflows ran at, shared by every view."""
+        paths = tuple(path for target in self.targets() for path in target.paths)
+        with self._lock:
+            history = self._histories.get(paths)
+            if history is None:
+                self._histories.clear()  # the project's workflows changed: start over
+                history = self._histories[paths] = RunHistory(paths, rescan_s=HISTORY_RESCAN_S)
+        return history
+
     @contextmanager
     def _runner(self, workflow: str) -> Iterator[Runner]:
         """The workflow's long-lived runner, for one caller at a time."""
-        key = (workflow, self.settings.app_url)
+        # Keyed as `find_workflow` matches names, and made for known workflows only: the
+        # page's spellings of a name cannot multiply runners.
+        key = (workflow.strip().replace("_", "-").lower(), self.settings.app_url)
         with self._lock:
             entry = self._runners.get(key)
-            if entry is None:
-                runner = Runner(
-                    self._target(workflow), self._qstash(), AppClient(self.settings.app_url)
-                )
-                entry = self._runners[key] = (threading.Lock(), runner)
+        if entry is None:
+            target = self._target(workflow)
+            history = self._history
+            with self._lock:
+                entry = self._runners.get(key)
+                if entry is None:
+                    runner = Runner(
+                        target,
+                        self._qstash(),
+                        AppClient(self.settings.app_url),
+                        history=history,
+                    )
+                    entry = self._runners[key] = (threading.Lock(), runner)
         lock, runner = entry
         with lock:
             yield runner
@@ -319,6 +353,7 @@ class ConsoleService:
             "createdAt": run.created_at,
             "force": run.payload.get("force") is True,
             "state": run.state,
+            "appUrl": runner.target.base_of(run.url) or "",
             **progress_json(runner.progress(run.run_id)),
         }
         if data["finished"]:
@@ -331,12 +366,7 @@ class ConsoleService:
         rows: list[dict[str, Any]] = []
         for target in self.targets():
             with self._runner(target.name) as runner:
-                prefix = target.run_id_prefixes[0]
-                roots = [
-                    run
-                    for run in runner.qstash.runs(url=target.urls[0], limit=3 * PASSES_PER_WORKFLOW)
-                    if run.run_id.startswith(prefix) and run.payload.get("dryRun") is not True
-                ][:PASSES_PER_WORKFLOW]
+                roots = runner.passes(PASSES_PER_WORKFLOW)
                 rows.extend(self._pass_json(runner, run) for run in roots)
         rows.sort(key=lambda row: row["createdAt"], reverse=True)
         return rows
@@ -349,9 +379,10 @@ class ConsoleService:
             if known is not None and known[0] == progress and known[1] is tree:
                 return known[2]
             data = {
-                "workflow": workflow,
+                "workflow": runner.target.name,
                 "createdAt": root.created_at,
                 "state": root.state,
+                "appUrl": runner.target.base_of(root.url) or "",
                 "progress": progress_json(progress),
                 "tree": tree.to_json(),
             }
@@ -384,7 +415,7 @@ class ConsoleService:
         """One run: payload, step timeline, errors, its workflow and layer, its pass."""
         qstash = self._qstash()
         try:
-            row = show_run(qstash, self.targets(), run_id)
+            row = show_run(qstash, self.targets(), run_id, history=self._history)
         finally:
             qstash.close()
         run = row.run
@@ -403,7 +434,7 @@ class ConsoleService:
             "workflow": row.workflow,
             "url": run.url,
             "payload": run.payload,
-            "passRunId": run.payload.get("rootRunId")
+            "passRunId": run.payload.get(ROOT_RUN_ID)
             or (run.run_id if row.layer == "process" else None),
             "steps": steps,
             "nextSteps": [step.to_json() for step in run.next_steps],
@@ -412,27 +443,27 @@ class ConsoleService:
         }
 
     def failures(self, workflow: str | None = None, pass_id: str | None = None) -> dict[str, Any]:
-        """DLQ entries (of a workflow, of a pass), newest first."""
+        """DLQ entries (of a workflow, of a pass: `pass_dlq_filter`), newest first."""
+        where = DlqFilter()
+        if pass_id and not workflow:
+            raise RunError("Entries of a pass need its workflow too.")
+        if workflow and pass_id:
+            with self._runner(workflow) as runner:
+                where = pass_dlq_filter(runner, pass_id)
+        elif workflow:
+            where = DlqFilter(workflow_paths=self._target(workflow).paths)
         qstash = self._qstash()
         try:
-            urls: tuple[str, ...] = ()
-            run_ids: frozenset[str] | None = None
-            if workflow:
-                target = self._target(workflow)
-                urls = target.urls
-                if pass_id:
-                    runner = Runner(target, qstash, AppClient(self.settings.app_url))
-                    runs = runner.pass_runs(runner.layer1(pass_id))
-                    run_ids = frozenset(
-                        run.run_id for run in (*runs.pages, *runs.items, *runs.replaced)
-                    )
-            entries = list_entries(qstash, DlqFilter(workflow_urls=urls, run_ids=run_ids))
+            entries = list_entries(qstash, where)
         finally:
             qstash.close()
-        names = {url: target.name for target in self.targets() for url in target.urls}
+        targets = self.targets()
         return {
             "entries": [
-                {**entry.to_json(), "workflow": names.get(entry.workflow_url or entry.url, "")}
+                {
+                    **entry.to_json(),
+                    "workflow": workflow_of(targets, entry.workflow_url or entry.url)[0],
+                }
                 for entry in entries
             ]
         }

@@ -87,10 +87,11 @@ async function act(path, body, done) {
 function passesView(data) {
   if (!data.passes.length) return [h("h1", {}, "Passes"), h("p", { class: "muted" }, "No pass yet: start one from ", link("#/start", "Start"), " or with `lobeflow run`.")];
   return [h("h1", {}, "Passes"), h("table", { "data-testid": "passes" },
-    h("tr", {}, ["workflow", "pass", "started", "progress", "processed", "skipped", "failed", "messages", "duration", "state"].map((c) => h("th", {}, c))),
+    h("tr", {}, ["workflow", "pass", "app", "started", "progress", "processed", "skipped", "failed", "messages", "duration", "state"].map((c) => h("th", {}, c))),
     data.passes.map((p) => h("tr", { "data-pass": p.runId },
       h("td", {}, p.workflow, p.force ? h("span", { class: "tag" }, " force") : null),
       h("td", { class: "mono" }, link(`#/pass/${p.workflow}/${p.runId}`, p.runId.replace(/^wfr_/, ""))),
+      h("td", { class: "mono muted", "data-col": "app" }, p.appUrl),
       h("td", {}, time(p.createdAt)),
       h("td", {}, bar(p, p.toProcess), h("span", { class: "muted" }, `${p.done}/${p.toProcess ?? "?"}`)),
       h("td", { class: "num s-processed", "data-col": "processed" }, p.processed),
@@ -155,6 +156,7 @@ function passView({ detail, items }, workflow, passId) {
   const running = !p.finished;
   return [
     h("h1", {}, `Pass of ${workflow} `, h("span", { class: "mono muted" }, passId)),
+    h("p", { class: "muted" }, "Ran against the app at ", h("span", { class: "mono", "data-testid": "pass-app" }, detail.appUrl)),
     h("div", { class: "cards", "data-testid": "pass-counts" },
       ["toProcess", "processed", "skipped", "failed", "canceled", "messages"].map((k) =>
         h("div", { class: "card" }, h("b", { "data-count": k, class: `s-${k}` }, p[k] ?? "?"), k)),
