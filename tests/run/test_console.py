@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +21,12 @@ from typing import Any
 import httpx
 import pytest
 from lobeflow.console.app import CSRF_HEADER, EngineConsole
-from lobeflow.console.service import ConsoleService, ConsoleSettings
+from lobeflow.console.service import (
+    ITEM_PAGES_KEPT,
+    PASSES_KEPT,
+    ConsoleService,
+    ConsoleSettings,
+)
 from lobeflow.engine import EngineConfig, EngineServer
 
 from tests.helpers import run_cli
@@ -96,6 +102,68 @@ def test_actions_refuse_cross_site_requests_and_the_token_stays_on_the_server(
         rebound = http.get(base + "api/overview", headers={"Host": "evil.example"})
         assert rebound.status_code == 403
         assert http.get(action).status_code == 405, "actions are POST only"
+
+
+def _park_pass(server: EngineServer, app_url: str, run_id: str) -> None:
+    """A Layer-1 run of the workflow whose start waits a day: a pass that stays running."""
+    url = f"{app_url}/api/workflows/{WORKFLOW}/process-users"
+    response = httpx.post(
+        f"{server.url}/v2/publish/{url}",
+        content=b"{}",
+        headers={
+            "Authorization": f"Bearer {server.config.token}",
+            "Content-Type": "application/json",
+            "Upstash-Workflow-Init": "true",
+            "Upstash-Workflow-RunId": run_id,
+            "Upstash-Workflow-Url": url,
+            "Upstash-Delay": "1d",
+        },
+        trust_env=False,
+    )
+    assert response.status_code == 201, response.text
+
+
+def _spelling(name: str, number: int) -> str:
+    """The `number`-th spelling of `name` that the console takes for it (case, `_`, spaces)."""
+    letters = [char.upper() if number >> index & 1 else char for index, char in enumerate(name)]
+    spelled = "".join(letters)
+    return spelled.replace("-", "_") if number & 1 else spelled
+
+
+def test_caches_stay_bounded_whatever_the_page_asks(
+    console_engine: tuple[EngineServer, EngineConsole],
+) -> None:
+    server, console = console_engine
+    pass_id = f"wfr_{WORKFLOW}-process-cachebound"
+    _park_pass(server, "http://127.0.0.1:1", pass_id)
+    service = console.app.service if console.app is not None else None
+    assert service is not None
+    base = server.url + "/console/api/passes"
+    requests = 1_500
+    tracemalloc.start()
+    try:
+        with httpx.Client(trust_env=False, timeout=10) as http:
+            for number in range(requests):
+                workflow = _spelling(WORKFLOW, number)
+                answer = http.get(
+                    f"{base}/{workflow}/{pass_id}/items",
+                    params={"node": f"node-{number}", "offset": str(number)},
+                )
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["total"] == 0
+                if number == requests // 3:
+                    settled, _ = tracemalloc.get_traced_memory()
+            grown = tracemalloc.get_traced_memory()[0] - settled
+    finally:
+        tracemalloc.stop()
+    assert len(service._item_pages) <= ITEM_PAGES_KEPT
+    assert len(service._runners) == 1, "one runner per workflow, however it is spelled"
+    (_, _, tree) = service._trees[pass_id]
+    assert len(tree._sorted) == 0, "unknown nodes are not kept"
+    assert len(service._details) <= PASSES_KEPT
+    # A thousand more requests leave memory as it was (each kept page was ~1 kB, and each
+    # spelling a runner with its own HTTP clients).
+    assert grown < 512 * 1024, f"{grown} bytes more after {requests * 2 // 3} requests"
 
 
 def _chromium() -> Any:

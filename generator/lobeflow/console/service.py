@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from lobeflow._lru import Lru
 from lobeflow.project import ProjectError, find_project_root, list_workflows
 from lobeflow.run.client import AppClient, QStashClient
 from lobeflow.run.dlq import (
@@ -59,6 +60,11 @@ ITEMS_PAGE_SIZE = 50
 ITEMS_REUSE_S = 1.0
 # How long a finished pass's figures are reused (a retry can still change them).
 FINISHED_CACHE_S = 5.0
+# Entries kept per cache: passes with their trees and answers, finished passes' rows, and
+# item pages (a node's page of items). Enough for a few open views; the rest is recomputed.
+PASSES_KEPT = 16
+FINISHED_PASSES_KEPT = 256
+ITEM_PAGES_KEPT = 64
 # Seconds between two searches of the logs for app URLs the workflows ran at before.
 HISTORY_RESCAN_S = 30.0
 _ITEM_STATES = ("failed", "running", "processed", "skipped", "canceled")
@@ -182,6 +188,8 @@ class PassTree:
         """The item runs under a node (the pass, a page or a chunk), failed first."""
         if node in self._sorted:
             return self._sorted[node]
+        if node not in self.node_items:
+            return []  # not a node of this pass: nothing to list, nothing to keep
         runs = [
             self.items_by_id[item]
             for item in self.node_items.get(node, [])
@@ -240,18 +248,21 @@ class ConsoleService:
     def __init__(self, settings: ConsoleSettings) -> None:
         """Serve data from `settings`."""
         self.settings = settings
-        self._finished: dict[str, tuple[float, dict[str, Any]]] = {}
+        # Every cache keyed by what the page asks for is an Lru: bounded whatever it asks.
+        self._finished: Lru[str, tuple[float, dict[str, Any]]] = Lru(FINISHED_PASSES_KEPT)
         self._lock = threading.Lock()
         # One runner per workflow and app URL, kept: its run listings refresh incrementally.
         self._runners: dict[tuple[str, str], tuple[threading.Lock, Runner]] = {}
         # Where the workflows ran before (another app URL): rescanned now and then.
         self._histories: dict[tuple[str, ...], RunHistory] = {}
         # Pass id -> (refreshed at, snapshot, tree): the tree is reused while its runs are.
-        self._trees: dict[str, tuple[float, Progress, PassTree]] = {}
+        self._trees: Lru[str, tuple[float, Progress, PassTree]] = Lru(PASSES_KEPT)
         # The last answer per pass / item page and what it was made of: while those are
         # unchanged the same object is returned, which the app sends without encoding again.
-        self._details: dict[str, tuple[Progress, PassTree, dict[str, Any]]] = {}
-        self._item_pages: dict[tuple[str, str, int, int], tuple[list[RunLog], dict[str, Any]]] = {}
+        self._details: Lru[str, tuple[Progress, PassTree, dict[str, Any]]] = Lru(PASSES_KEPT)
+        self._item_pages: Lru[tuple[str, str, int, int], tuple[list[RunLog], dict[str, Any]]] = Lru(
+            ITEM_PAGES_KEPT
+        )
 
     # ------------------------------------------------------------------ helpers
 

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
+from lobeflow._lru import Lru
 from lobeflow.project import WorkflowInfo
 from lobeflow.run.client import AppClient, QStashClient, now_ms
 from lobeflow.run.history import RunHistory, base_of
@@ -52,6 +53,10 @@ CANCEL_ROUNDS = 20
 CANCEL_SETTLE_S = 0.3
 # Errors kept in a snapshot; `failed` still counts them all.
 MAX_ERRORS = 20
+# What a runner keeps between calls: the run listings of this many workflow URLs, and the
+# runs and snapshots of this many passes (the console's pass list shows 10 per workflow).
+URLS_KEPT = 16
+PASSES_KEPT = 32
 
 
 @dataclass(frozen=True)
@@ -320,11 +325,12 @@ class Runner:
         self.qstash = qstash
         self.app = app
         self.history = history or RunHistory(target.paths)
-        self._url_runs: dict[str, _UrlRuns] = {}
+        # Bounded: a long-lived runner (the console's) is asked about any pass and URL.
+        self._url_runs: Lru[str, _UrlRuns] = Lru(URLS_KEPT)
         # Pass id -> (generation, Layer-1 run, runs): reused while no listing changed.
-        self._pass_runs: dict[str, tuple[int, RunLog, PassRuns]] = {}
+        self._pass_runs: Lru[str, tuple[int, RunLog, PassRuns]] = Lru(PASSES_KEPT)
         # Pass id -> (generation, Layer-1 run, snapshot) of passes seen finished.
-        self._finished: dict[str, tuple[int, RunLog, _Snapshot]] = {}
+        self._finished: Lru[str, tuple[int, RunLog, _Snapshot]] = Lru(PASSES_KEPT)
         # Bumped whenever a refresh finds a new or changed run (lets callers reuse views).
         self.generation = 0
 
