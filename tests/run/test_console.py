@@ -349,6 +349,16 @@ def test_console_scenario_in_a_real_browser(
     }
 
 
+def test_the_icon_is_public(console_engine: tuple[EngineServer, EngineConsole]) -> None:
+    server, _ = console_engine
+    with httpx.Client(trust_env=False) as http:
+        icon = http.get(server.url + "/favicon.ico")  # no token: a browser sends none
+        assert icon.status_code == 200, icon.text
+        assert icon.headers["content-type"] == "image/svg+xml"
+        assert icon.content.startswith(b"<svg")
+        assert http.get(server.url + "/v2/flowControl").status_code == 401, "the API still is not"
+
+
 def test_lobeflow_console_serves_any_qstash(engine: EngineServer, project: Path) -> None:  # noqa: F811
     command = [str(Path(sys.executable).parent / "lobeflow"), "console", "--port", "0"]
     command += ["--qstash-url", engine.url, "--token", engine.config.token]

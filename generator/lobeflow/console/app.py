@@ -230,13 +230,26 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+async def _favicon(_request: Request) -> Response:
+    """The console's icon at `/favicon.ico`, where browsers look for one: public, static."""
+    return Response(
+        (_STATIC / "favicon.svg").read_bytes(),
+        media_type="image/svg+xml",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
+
+
+FAVICON_ROUTE = Route("/favicon.ico", _favicon, methods=["GET", "HEAD"])
+
+
 def console_routes(
     settings: ConsoleSettings, *, allowed_hosts: frozenset[str] | None = None
 ) -> list[Route | Mount]:
-    """`/console` (redirect) and the console mounted at `/console/`."""
+    """`/console` (redirect), the console mounted at `/console/`, and `/favicon.ico`."""
     return [
         Route(MOUNT_PATH, _redirect),
         Mount(MOUNT_PATH, app=ConsoleApp(settings, allowed_hosts=allowed_hosts)),
+        FAVICON_ROUTE,
     ]
 
 
@@ -280,7 +293,7 @@ class EngineConsole:
             local_engine=True,
         )
         self.app = ConsoleApp(settings, allowed_hosts=hosts_for(server.host))
-        return [Route(MOUNT_PATH, _redirect), Mount(MOUNT_PATH, app=self.app)]
+        return [Route(MOUNT_PATH, _redirect), Mount(MOUNT_PATH, app=self.app), FAVICON_ROUTE]
 
     def set_app_url(self, url: str) -> None:
         """Point the console at the app once it runs (its port may have been 0)."""
