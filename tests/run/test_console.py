@@ -359,6 +359,72 @@ def test_the_icon_is_public(console_engine: tuple[EngineServer, EngineConsole]) 
         assert http.get(server.url + "/v2/flowControl").status_code == 401, "the API still is not"
 
 
+def test_idle_project_keys_show_their_declared_limits(
+    console_engine: tuple[EngineServer, EngineConsole], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, console = console_engine
+    # Idle keys: QStash reports no limits; the project's declared ones are shown, marked.
+    assert console.app is not None
+    monkeypatch.setenv("WELCOME_PLACEHOLDER_EXECUTE_PARALLELISM", "25")
+    keys = {key["flowControlKey"]: key for key in console.app.service.flow_control()["keys"]}
+    execute = keys[f"{WORKFLOW}.execute"]
+    assert (execute["live"], execute["parallelismMax"]) == (False, 0)
+    assert execute["declared"] == {
+        "workflow": WORKFLOW,
+        "layer": "execute",
+        "parallelism": 25,
+        "rate": 5,
+        "period": 1,
+    }
+    assert keys[f"{WORKFLOW}.process"]["declared"]["parallelism"] == 1
+    monkeypatch.setenv("WELCOME_PLACEHOLDER_EXECUTE_RATE", "fast")
+    answer = console.app.service.flow_control()
+    assert answer["errors"] == [
+        f"{WORKFLOW}: WELCOME_PLACEHOLDER_EXECUTE_RATE='fast' is not an integer. "
+        "The answers' values are shown."
+    ]
+    keys = {key["flowControlKey"]: key for key in answer["keys"]}
+    assert keys[f"{WORKFLOW}.execute"]["declared"]["parallelism"] == 10
+
+
+def test_the_browser_logs_no_error_and_sees_the_declared_limits(
+    console_engine: tuple[EngineServer, EngineConsole],
+) -> None:
+    server, _ = console_engine
+    with _chromium() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on(
+                "console",
+                lambda message: errors.append(message.text) if message.type == "error" else None,
+            )
+            page.on(
+                "response",
+                lambda response: (
+                    errors.append(f"{response.status} {response.url}")
+                    if response.status >= 400
+                    else None
+                ),
+            )
+            for view in ("passes", "failures", "start", "flow"):
+                page.goto(f"{server.url}/console/#/{view}")
+                page.wait_for_load_state("networkidle")
+            assert errors == [], "every view loads without an error in the browser's console"
+            row = page.locator(f'[data-testid="flow"] tr[data-key="{WORKFLOW}.execute"]')
+            assert row.get_attribute("data-limits") == "declared"
+            assert row.locator('[data-col="parallelism"]').inner_text() == "10declared"
+            assert row.locator('[data-col="rate"]').inner_text() == "5 / 1sdeclared"
+            _shot(page, "flow-control-idle")
+            # The icon itself, as the browser asks for it.
+            icon = page.goto(server.url + "/favicon.ico")
+            assert icon is not None and icon.status == 200
+        finally:
+            browser.close()
+    assert errors == []
+
+
 def test_lobeflow_console_serves_any_qstash(engine: EngineServer, project: Path) -> None:  # noqa: F811
     command = [str(Path(sys.executable).parent / "lobeflow"), "console", "--port", "0"]
     command += ["--qstash-url", engine.url, "--token", engine.config.token]

@@ -9,6 +9,7 @@ per node, paginated item lists, run timelines.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -19,6 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 from lobeflow._lru import Lru
+from lobeflow.errors import InvalidSettingError
 from lobeflow.project import ProjectError, find_project_root, list_workflows
 from lobeflow.run.client import AppClient, QStashClient
 from lobeflow.run.dlq import (
@@ -33,6 +35,7 @@ from lobeflow.run.dlq import (
 )
 from lobeflow.run.history import RunHistory
 from lobeflow.run.model import (
+    LAYERS,
     RUN_CANCELED,
     RUN_FAILED,
     RUN_STARTED,
@@ -483,8 +486,11 @@ class ConsoleService:
         """Every flow-control key: limits, in flight, waiting, paused.
 
         The list endpoint is the local engine's; elsewhere the project's own keys (one per
-        layer, from its answers files) are read one by one (`GET /v2/flowControl/{key}`).
+        layer) are read one by one (`GET /v2/flowControl/{key}`). The project's keys carry
+        what the project declares (`WorkflowSpec.declared_flow_control`, with this
+        process's environment), shown while QStash reports no live limits for them.
         """
+        declared, errors = self._declared_keys()
         qstash = self._qstash()
         try:
             if self.settings.local_engine:
@@ -492,33 +498,50 @@ class ConsoleService:
                 found = [key for key in listed if isinstance(key, dict)]
             else:
                 found = []
-                for key in self._project_keys():
+                for name in declared:
                     try:
                         found.append(
-                            qstash.request("GET", f"/v2/flowControl/{quote(key, safe='')}")
+                            qstash.request("GET", f"/v2/flowControl/{quote(name, safe='')}")
                         )
                     except RunError:
                         continue  # a key QStash has not seen yet (or forgot, being idle)
         finally:
             qstash.close()
-        keys = [key for key in found if isinstance(key, dict)]
+        keys: list[dict[str, Any]] = [key for key in found if isinstance(key, dict)]
         # QStash forgets idle keys; the project's own keys stay on show (and can be paused).
         seen = {key.get("flowControlKey") for key in keys}
-        keys += [_idle_key(name) for name in self._project_keys() if name not in seen]
-        return {"keys": keys, "listed": self.settings.local_engine}
+        keys += [_idle_key(name) for name in declared if name not in seen]
+        for key in keys:
+            key["declared"] = declared.get(str(key.get("flowControlKey")))
+            # Limits QStash reports for a key with work; an idle key's are zeros.
+            key["live"] = bool(key.get("parallelismMax") or key.get("rateMax"))
+        return {"keys": keys, "listed": self.settings.local_engine, "errors": errors}
 
-    def _project_keys(self) -> list[str]:
+    def _declared_keys(self) -> tuple[dict[str, dict[str, Any]], list[str]]:
+        """The project's keys with their declared limits, and the settings that are wrong."""
         if self.settings.project is None:
-            return []
+            return {}, []
         try:
             infos = list_workflows(find_project_root(self.settings.project))
         except ProjectError:
-            return []
-        return [
-            str(info.answers.get(f"{layer}_flow_key") or f"{info.name}.{layer}")
-            for info in infos
-            for layer in ("process", "paginate", "execute")
-        ]
+            return {}, []
+        declared: dict[str, dict[str, Any]] = {}
+        errors: list[str] = []
+        for info in infos:
+            try:
+                controls = info.spec.declared_flow_control(os.environ)
+            except InvalidSettingError as exc:
+                errors.append(f"{info.name}: {exc} The answers' values are shown.")
+                controls = info.spec.flow_control
+            for layer, control in zip(LAYERS, controls, strict=True):
+                declared[control.key] = {
+                    "workflow": info.name,
+                    "layer": layer,
+                    "parallelism": control.parallelism,
+                    "rate": control.rate,
+                    "period": control.period,
+                }
+        return declared, errors
 
     def start_info(self) -> dict[str, Any]:
         """Per workflow: the dry-run statistics (or why there are none)."""

@@ -243,21 +243,29 @@ function failuresView(data, query) {
   ];
 }
 
+// The limits to show: QStash's live ones, else what the project declares (marked so).
+function limits(k) {
+  if (k.live || !k.declared) return { parallelism: k.parallelismMax, rate: k.rateMax, period: k.ratePeriod, declared: false };
+  return { ...k.declared, declared: true };
+}
+
 function flowView(data) {
+  const declaredTag = () => h("span", { class: "tag", title: "declared by the project (flow_control.py and its environment); QStash reports no live value while the key is idle" }, "declared");
   return [
     h("h1", {}, "Flow control"),
+    (data.errors || []).map((e) => h("p", { class: "error", "data-testid": "flow-error" }, e)),
     data.keys.length ? h("table", { "data-testid": "flow" },
       h("tr", {}, ["key", "parallelism", "in flight", "rate / period", "waiting", "state", ""].map((c) => h("th", {}, c))),
-      data.keys.map((k) => h("tr", { "data-key": k.flowControlKey },
-        h("td", { class: "mono" }, k.flowControlKey),
-        h("td", { class: "num" }, k.parallelismMax || "-"),
+      data.keys.map((k) => { const lim = limits(k); return h("tr", { "data-key": k.flowControlKey, "data-limits": lim.declared ? "declared" : "live" },
+        h("td", { class: "mono" }, k.flowControlKey, k.declared ? h("span", { class: "muted" }, ` ${k.declared.workflow} · ${k.declared.layer}`) : null),
+        h("td", { class: "num", "data-col": "parallelism" }, lim.parallelism || "-", lim.declared ? declaredTag() : null),
         h("td", { class: "num", "data-col": "inflight" }, k.parallelismCount),
-        h("td", { class: "num" }, k.rateMax ? `${k.rateMax} / ${k.ratePeriod}s` : "-"),
+        h("td", { class: "num", "data-col": "rate" }, lim.rate ? `${lim.rate} / ${lim.period}s` : lim.declared ? "no limit" : "-", lim.declared ? declaredTag() : null),
         h("td", { class: "num", "data-col": "waiting" }, k.waitListSize),
         h("td", {}, k.isPaused ? h("span", { class: "state s-canceled" }, "paused") : h("span", { class: "state s-processed" }, "active")),
         h("td", {}, k.isPaused
           ? h("button", { onclick: () => act("flow-control", { key: k.flowControlKey, action: "resume" }, () => `Resumed ${k.flowControlKey}.`) }, "resume")
-          : h("button", { onclick: () => act("flow-control", { key: k.flowControlKey, action: "pause" }, () => `Paused ${k.flowControlKey}.`) }, "pause"))))) :
+          : h("button", { onclick: () => act("flow-control", { key: k.flowControlKey, action: "pause" }, () => `Paused ${k.flowControlKey}.`) }, "pause"))); })) :
       h("p", { class: "muted" }, "No flow-control key has been used yet."),
     data.listed ? h("p", { class: "muted" }, h("span", { class: "tag" }, "local engine"), " every key that holds work, a pause or a pin, and the project's own keys (the engine forgets idle keys, as QStash does).")
       : h("p", { class: "muted" }, "The project's own keys (listing the other active keys is a local-engine extra)."),
