@@ -436,7 +436,7 @@ def test_lobeflow_console_serves_any_qstash(engine: EngineServer, project: Path)
         assert process.stdout is not None
         line = process.stdout.readline()
         assert line.startswith("lobeflow console at http://127.0.0.1:"), line
-        url = line.split()[3]
+        url = line.split()[3].rstrip("/")
         with httpx.Client(trust_env=False, timeout=10) as http:
             page = http.get(url, follow_redirects=True)
             assert page.status_code == 200 and 'name="lobeflow-csrf"' in page.text
@@ -448,6 +448,69 @@ def test_lobeflow_console_serves_any_qstash(engine: EngineServer, project: Path)
     finally:
         process.terminate()
         process.wait(15)
+
+
+def _lobeflow_console(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    command = [str(Path(sys.executable).parent / "lobeflow"), "console", "--port", "0", *args]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd
+    )
+
+
+def test_lobeflow_console_beyond_loopback_needs_allowed_names_and_its_access_key(
+    engine: EngineServer,
+    project: Path,  # noqa: F811
+) -> None:
+    connection = ["--qstash-url", engine.url, "--token", engine.config.token]
+    # Every interface and no name: refused before listening, with what to do instead.
+    refused = _lobeflow_console("--host", "0.0.0.0", *connection, cwd=project)
+    try:
+        _, stderr = refused.communicate(timeout=30)
+    finally:
+        if refused.poll() is None:  # it listened: stop it
+            refused.kill()
+            refused.wait(15)
+    assert refused.returncode == 1
+    assert "--allow-host NAME" in stderr and "LOBEFLOW_ALLOWED_HOSTS" in stderr
+
+    # Reachable as console.lan: a warning, the URL with its key, foreign names refused.
+    process = _lobeflow_console(
+        "--host", "127.0.0.1", "--allow-host", "console.lan", *connection, cwd=project
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        warning = process.stderr.readline()
+        assert warning.startswith("warning: listening on 127.0.0.1") and "console.lan" in warning
+        line = process.stdout.readline()
+        url = line.split()[3]
+        assert "/console/?key=" in url, line
+        port = url.split("/")[2].rsplit(":", 1)[1]
+        lan = {"Host": f"console.lan:{port}"}
+        with httpx.Client(trust_env=False, timeout=10) as http:
+            assert http.get(url.split("?")[0], headers=lan).status_code == 401
+            assert http.get(url, headers={"Host": "evil.example"}).status_code == 403
+            page = http.get(url, headers=lan, follow_redirects=True)
+            assert page.status_code == 200 and 'name="lobeflow-csrf"' in page.text
+            assert http.get(url.split("?")[0] + "api/overview", headers=lan).status_code == 200
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+def test_the_page_token_without_the_pages_session_cannot_act(
+    console_engine: tuple[EngineServer, EngineConsole],
+) -> None:
+    server, _ = console_engine
+    action = server.url + "/console/api/actions/start"
+    with httpx.Client(trust_env=False) as reader, httpx.Client(trust_env=False) as other:
+        token = _csrf(reader.get(server.url + "/console/").text)
+        headers = {"Origin": server.url, CSRF_HEADER: token}
+        # A client that read the token but holds no session of its own: refused.
+        refused = other.post(action, json={"workflow": "w"}, headers=headers)
+        assert refused.status_code == 403, refused.text
+        assert "No console session" in refused.json()["error"]
+        accepted = reader.post(action, json={"workflow": "no-such"}, headers=headers)
+        assert accepted.status_code == 400 and "Unknown workflow" in accepted.json()["error"]
 
 
 def test_lobeflow_console_refuses_a_wrong_token(engine: EngineServer) -> None:
