@@ -72,8 +72,8 @@ class WorkflowTarget:
     stats_url_path: str
     start_url_path: str
     run_id_prefixes: tuple[str, str, str]
-    paths: tuple[str, str, str] = ("", "", "")
-    base: str = ""
+    paths: tuple[str, str, str]
+    base: str
 
     @classmethod
     def from_workflow(cls, info: WorkflowInfo, app_url: str) -> WorkflowTarget:
@@ -118,6 +118,17 @@ class WorkflowTarget:
             and run.run_id.startswith(self.run_id_prefixes[0])
             and run.payload.get("dryRun") is not True
         )
+
+
+def app_urls(target: WorkflowTarget, qstash: QStashClient, history: RunHistory) -> list[str]:
+    """The app URLs the workflow's runs name: the current one first, then the others that
+    `history` found among the newest runs, most recently active first.
+
+    Raises:
+        RunError: QStash is unreachable.
+    """
+    found = history.bases(qstash, target.paths)
+    return [target.base, *(base for base in found if base != target.base)]
 
 
 def find_workflow(workflows: Iterable[WorkflowInfo], name: str) -> WorkflowInfo:
@@ -250,8 +261,8 @@ def pass_members(root: RunLog, runs: Iterable[RunLog]) -> list[RunLog]:
     """The runs of one layer (created since `root`, at its app URL) of the pass of `root`.
 
     The runs carrying the pass's run id (`rootRunId`), when any does. Otherwise the pass
-    is an app's generated before template 0.1.7 (whose item runs name no pass): the runs
-    carrying no `rootRunId` at all, as then (overlapping passes share them).
+    comes from an app generated before template 0.1.7, whose item runs name no pass: the
+    runs carrying no `rootRunId` at all, as before (overlapping passes share them).
     """
     runs = list(runs)
     own = [run for run in runs if run.payload.get(ROOT_RUN_ID) == root.run_id]
@@ -383,8 +394,7 @@ class Runner:
         Raises:
             RunError: QStash is unreachable.
         """
-        found = self.history.bases(self.qstash, self.target.paths)
-        return [self.target.base, *(base for base in found if base != self.target.base)]
+        return app_urls(self.target, self.qstash, self.history)
 
     def passes(self, limit: int) -> list[RunLog]:
         """The workflow's latest passes (`WorkflowTarget.is_pass`), newest first, whatever
@@ -660,8 +670,7 @@ def list_runs(
     history = history or RunHistory(path for target in targets for path in target.paths)
     rows: list[RunRow] = []
     for target in targets:
-        found = history.bases(qstash, target.paths)
-        for base in [target.base, *(base for base in found if base != target.base)]:
+        for base in app_urls(target, qstash, history):
             for layer, url in zip(LAYERS, target.urls_at(base), strict=True):
                 rows += [
                     RunRow(target.name, layer, run)
@@ -703,8 +712,7 @@ def show_run(
         history = history or RunHistory(path for target in targets for path in target.paths)
         urls: list[str | None] = []
         for target in targets:
-            found = history.bases(qstash, target.paths)
-            for base in dict.fromkeys([target.base, *found]):
+            for base in app_urls(target, qstash, history):
                 urls += target.urls_at(base)
         run = _abbreviated_run(qstash, urls or [None], run_id)
     return RunRow(*workflow_of(targets, run.url), run)
