@@ -21,8 +21,11 @@ def main() -> int:
     parser.add_argument("--dest", type=Path, default=ROOT / "docs" / "console")
     args = parser.parse_args()
     env = {**os.environ, "LOBEFLOW_CONSOLE_SCREENSHOTS": str(args.dest.resolve())}
-    test = "tests/run/test_console.py::test_console_scenario_in_a_real_browser"
-    return subprocess.call([sys.executable, "-m", "pytest", "-q", test], cwd=ROOT, env=env)
+    tests = [
+        "tests/run/test_console.py::test_console_scenario_in_a_real_browser",
+        "tests/run/test_console.py::test_the_browser_logs_no_error_and_sees_the_declared_limits",
+    ]
+    return subprocess.call([sys.executable, "-m", "pytest", "-q", *tests], cwd=ROOT, env=env)
 
 
 if __name__ == "__main__":

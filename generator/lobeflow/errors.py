@@ -13,6 +13,10 @@ class InvalidAnswerError(LobeflowError):
     """A template answer (sizes, flow control, retries, logic reference) out of its domain."""
 
 
+class InvalidSettingError(LobeflowError):
+    """An environment setting that a generated app would refuse (a flow-control override)."""
+
+
 class DestinationError(LobeflowError):
     """The destination cannot be written, or writing would clobber files."""
 

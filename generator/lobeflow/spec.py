@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from lobeflow.errors import InvalidAnswerError, InvalidNameError
+from lobeflow.errors import InvalidAnswerError, InvalidNameError, InvalidSettingError
 from lobeflow.naming import RESERVED_MODULES, Name, parse_name, pluralize
 
 LAYERS: tuple[str, str, str] = ("process", "paginate", "execute")
@@ -95,6 +95,40 @@ class FlowControl:
         if self.rate:
             value += f", rate={self.rate}, period={self.period}s"
         return value
+
+
+def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    """An integer setting as the generated app's `env_int` reads it (Python's `int`)."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidSettingError(f"{name}={raw!r} is not an integer.") from None
+
+
+def _declared_layer(prefix: str, control: FlowControl, environ: Mapping[str, str]) -> FlowControl:
+    """One layer's flow control overridden by `environ`, checked as the app checks it."""
+    key = environ.get(f"{prefix}_FLOW_KEY", "").strip() or control.key
+    declared = FlowControl(
+        key=key,
+        parallelism=_env_int(environ, f"{prefix}_PARALLELISM", control.parallelism),
+        rate=_env_int(environ, f"{prefix}_RATE", control.rate),
+        period=_env_int(environ, f"{prefix}_PERIOD", control.period),
+    )
+    if not _FLOW_KEY.fullmatch(declared.key):
+        raise InvalidSettingError(
+            f"{prefix}_FLOW_KEY={key!r}: a flow-control key may only contain letters, digits, "
+            "'-', '_', '.'."
+        )
+    if declared.parallelism < 1 or declared.rate < 0 or declared.period < 1:
+        raise InvalidSettingError(
+            f"{prefix}_PARALLELISM/_RATE/_PERIOD: flow control of {declared.key!r} needs "
+            f"parallelism >= 1, rate >= 0 and period >= 1 (got {declared.parallelism}, "
+            f"{declared.rate}, {declared.period})."
+        )
+    return declared
 
 
 DEFAULT_FLOW_CONTROL: Mapping[str, FlowControlAnswer] = {
@@ -411,6 +445,26 @@ class WorkflowSpec:
     def env_prefix(self) -> str:
         """Stem of the workflow's env-var settings (`WELCOME_PLACEHOLDER`)."""
         return self.workflow.snake.upper()
+
+    def declared_flow_control(
+        self, environ: Mapping[str, str]
+    ) -> tuple[FlowControl, FlowControl, FlowControl]:
+        """Each layer's flow control as the generated `flow_control.py` reads it from
+        `environ`: the answers, overridden by `<ENV_PREFIX>_<LAYER>_FLOW_KEY`,
+        `_PARALLELISM`, `_RATE` and `_PERIOD` (the app's `FlowControl.from_env`).
+
+        What the app declares, for tools that show it while QStash knows no live values
+        (an idle key); the app's own environment may differ from `environ`.
+
+        Raises:
+            InvalidSettingError: An override the generated app would refuse (not an
+                integer, out of its range, a key with other characters).
+        """
+        layers = [
+            _declared_layer(f"{self.env_prefix}_{layer.upper()}", control, environ)
+            for layer, control in zip(LAYERS, self.flow_control, strict=True)
+        ]
+        return layers[0], layers[1], layers[2]
 
     @property
     def package_dir(self) -> PurePosixPath:

@@ -61,6 +61,19 @@ def engine() -> Iterator[EngineServer]:
         server.stop()
 
 
+@pytest.fixture
+def own_engine() -> Iterator[EngineServer]:
+    """An engine of the test's own: the project's runs on it are this test's only (the
+    module's engine also holds other tests' runs, at other app URLs, which the workflow's
+    listings include)."""
+    server = EngineServer(EngineConfig(time_scale=TIME_SCALE), host="127.0.0.1", port=0)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @dataclass
 class Shop:
     """A running app of the generated project, and how to reach it."""

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +21,12 @@ from typing import Any
 import httpx
 import pytest
 from lobeflow.console.app import CSRF_HEADER, EngineConsole
-from lobeflow.console.service import ConsoleService, ConsoleSettings
+from lobeflow.console.service import (
+    ITEM_PAGES_KEPT,
+    PASSES_KEPT,
+    ConsoleService,
+    ConsoleSettings,
+)
 from lobeflow.engine import EngineConfig, EngineServer
 
 from tests.helpers import run_cli
@@ -96,6 +102,68 @@ def test_actions_refuse_cross_site_requests_and_the_token_stays_on_the_server(
         rebound = http.get(base + "api/overview", headers={"Host": "evil.example"})
         assert rebound.status_code == 403
         assert http.get(action).status_code == 405, "actions are POST only"
+
+
+def _park_pass(server: EngineServer, app_url: str, run_id: str) -> None:
+    """A Layer-1 run of the workflow whose start waits a day: a pass that stays running."""
+    url = f"{app_url}/api/workflows/{WORKFLOW}/process-users"
+    response = httpx.post(
+        f"{server.url}/v2/publish/{url}",
+        content=b"{}",
+        headers={
+            "Authorization": f"Bearer {server.config.token}",
+            "Content-Type": "application/json",
+            "Upstash-Workflow-Init": "true",
+            "Upstash-Workflow-RunId": run_id,
+            "Upstash-Workflow-Url": url,
+            "Upstash-Delay": "1d",
+        },
+        trust_env=False,
+    )
+    assert response.status_code == 201, response.text
+
+
+def _spelling(name: str, number: int) -> str:
+    """The `number`-th spelling of `name` that the console takes for it (case, `_`, spaces)."""
+    letters = [char.upper() if number >> index & 1 else char for index, char in enumerate(name)]
+    spelled = "".join(letters)
+    return spelled.replace("-", "_") if number & 1 else spelled
+
+
+def test_caches_stay_bounded_whatever_the_page_asks(
+    console_engine: tuple[EngineServer, EngineConsole],
+) -> None:
+    server, console = console_engine
+    pass_id = f"wfr_{WORKFLOW}-process-cachebound"
+    _park_pass(server, "http://127.0.0.1:1", pass_id)
+    service = console.app.service if console.app is not None else None
+    assert service is not None
+    base = server.url + "/console/api/passes"
+    requests = 1_500
+    tracemalloc.start()
+    try:
+        with httpx.Client(trust_env=False, timeout=10) as http:
+            for number in range(requests):
+                workflow = _spelling(WORKFLOW, number)
+                answer = http.get(
+                    f"{base}/{workflow}/{pass_id}/items",
+                    params={"node": f"node-{number}", "offset": str(number)},
+                )
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["total"] == 0
+                if number == requests // 3:
+                    settled, _ = tracemalloc.get_traced_memory()
+            grown = tracemalloc.get_traced_memory()[0] - settled
+    finally:
+        tracemalloc.stop()
+    assert len(service._item_pages) <= ITEM_PAGES_KEPT
+    assert len(service._runners) == 1, "one runner per workflow, however it is spelled"
+    (_, _, tree) = service._trees[pass_id]
+    assert len(tree._sorted) == 0, "unknown nodes are not kept"
+    assert len(service._details) <= PASSES_KEPT
+    # A thousand more requests leave memory as it was (each kept page was ~1 kB, and each
+    # spelling a runner with its own HTTP clients).
+    assert grown < 512 * 1024, f"{grown} bytes more after {requests * 2 // 3} requests"
 
 
 def _chromium() -> Any:
@@ -281,6 +349,82 @@ def test_console_scenario_in_a_real_browser(
     }
 
 
+def test_the_icon_is_public(console_engine: tuple[EngineServer, EngineConsole]) -> None:
+    server, _ = console_engine
+    with httpx.Client(trust_env=False) as http:
+        icon = http.get(server.url + "/favicon.ico")  # no token: a browser sends none
+        assert icon.status_code == 200, icon.text
+        assert icon.headers["content-type"] == "image/svg+xml"
+        assert icon.content.startswith(b"<svg")
+        assert http.get(server.url + "/v2/flowControl").status_code == 401, "the API still is not"
+
+
+def test_idle_project_keys_show_their_declared_limits(
+    console_engine: tuple[EngineServer, EngineConsole], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, console = console_engine
+    # Idle keys: QStash reports no limits; the project's declared ones are shown, marked.
+    assert console.app is not None
+    monkeypatch.setenv("WELCOME_PLACEHOLDER_EXECUTE_PARALLELISM", "25")
+    keys = {key["flowControlKey"]: key for key in console.app.service.flow_control()["keys"]}
+    execute = keys[f"{WORKFLOW}.execute"]
+    assert (execute["live"], execute["parallelismMax"]) == (False, 0)
+    assert execute["declared"] == {
+        "workflow": WORKFLOW,
+        "layer": "execute",
+        "parallelism": 25,
+        "rate": 5,
+        "period": 1,
+    }
+    assert keys[f"{WORKFLOW}.process"]["declared"]["parallelism"] == 1
+    monkeypatch.setenv("WELCOME_PLACEHOLDER_EXECUTE_RATE", "fast")
+    answer = console.app.service.flow_control()
+    assert answer["errors"] == [
+        f"{WORKFLOW}: WELCOME_PLACEHOLDER_EXECUTE_RATE='fast' is not an integer. "
+        "The answers' values are shown."
+    ]
+    keys = {key["flowControlKey"]: key for key in answer["keys"]}
+    assert keys[f"{WORKFLOW}.execute"]["declared"]["parallelism"] == 10
+
+
+def test_the_browser_logs_no_error_and_sees_the_declared_limits(
+    console_engine: tuple[EngineServer, EngineConsole],
+) -> None:
+    server, _ = console_engine
+    with _chromium() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on(
+                "console",
+                lambda message: errors.append(message.text) if message.type == "error" else None,
+            )
+            page.on(
+                "response",
+                lambda response: (
+                    errors.append(f"{response.status} {response.url}")
+                    if response.status >= 400
+                    else None
+                ),
+            )
+            for view in ("passes", "failures", "start", "flow"):
+                page.goto(f"{server.url}/console/#/{view}")
+                page.wait_for_load_state("networkidle")
+            assert errors == [], "every view loads without an error in the browser's console"
+            row = page.locator(f'[data-testid="flow"] tr[data-key="{WORKFLOW}.execute"]')
+            assert row.get_attribute("data-limits") == "declared"
+            assert row.locator('[data-col="parallelism"]').inner_text() == "10declared"
+            assert row.locator('[data-col="rate"]').inner_text() == "5 / 1sdeclared"
+            _shot(page, "flow-control-idle")
+            # The icon itself, as the browser asks for it.
+            icon = page.goto(server.url + "/favicon.ico")
+            assert icon is not None and icon.status == 200
+        finally:
+            browser.close()
+    assert errors == []
+
+
 def test_lobeflow_console_serves_any_qstash(engine: EngineServer, project: Path) -> None:  # noqa: F811
     command = [str(Path(sys.executable).parent / "lobeflow"), "console", "--port", "0"]
     command += ["--qstash-url", engine.url, "--token", engine.config.token]
@@ -292,7 +436,7 @@ def test_lobeflow_console_serves_any_qstash(engine: EngineServer, project: Path)
         assert process.stdout is not None
         line = process.stdout.readline()
         assert line.startswith("lobeflow console at http://127.0.0.1:"), line
-        url = line.split()[3]
+        url = line.split()[3].rstrip("/")
         with httpx.Client(trust_env=False, timeout=10) as http:
             page = http.get(url, follow_redirects=True)
             assert page.status_code == 200 and 'name="lobeflow-csrf"' in page.text
@@ -304,6 +448,69 @@ def test_lobeflow_console_serves_any_qstash(engine: EngineServer, project: Path)
     finally:
         process.terminate()
         process.wait(15)
+
+
+def _lobeflow_console(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    command = [str(Path(sys.executable).parent / "lobeflow"), "console", "--port", "0", *args]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd
+    )
+
+
+def test_lobeflow_console_beyond_loopback_needs_allowed_names_and_its_access_key(
+    engine: EngineServer,
+    project: Path,  # noqa: F811
+) -> None:
+    connection = ["--qstash-url", engine.url, "--token", engine.config.token]
+    # Every interface and no name: refused before listening, with what to do instead.
+    refused = _lobeflow_console("--host", "0.0.0.0", *connection, cwd=project)
+    try:
+        _, stderr = refused.communicate(timeout=30)
+    finally:
+        if refused.poll() is None:  # it listened: stop it
+            refused.kill()
+            refused.wait(15)
+    assert refused.returncode == 1
+    assert "--allow-host NAME" in stderr and "LOBEFLOW_ALLOWED_HOSTS" in stderr
+
+    # Reachable as console.lan: a warning, the URL with its key, foreign names refused.
+    process = _lobeflow_console(
+        "--host", "127.0.0.1", "--allow-host", "console.lan", *connection, cwd=project
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        warning = process.stderr.readline()
+        assert warning.startswith("warning: listening on 127.0.0.1") and "console.lan" in warning
+        line = process.stdout.readline()
+        url = line.split()[3]
+        assert "/console/?key=" in url, line
+        port = url.split("/")[2].rsplit(":", 1)[1]
+        lan = {"Host": f"console.lan:{port}"}
+        with httpx.Client(trust_env=False, timeout=10) as http:
+            assert http.get(url.split("?")[0], headers=lan).status_code == 401
+            assert http.get(url, headers={"Host": "evil.example"}).status_code == 403
+            page = http.get(url, headers=lan, follow_redirects=True)
+            assert page.status_code == 200 and 'name="lobeflow-csrf"' in page.text
+            assert http.get(url.split("?")[0] + "api/overview", headers=lan).status_code == 200
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+def test_the_page_token_without_the_pages_session_cannot_act(
+    console_engine: tuple[EngineServer, EngineConsole],
+) -> None:
+    server, _ = console_engine
+    action = server.url + "/console/api/actions/start"
+    with httpx.Client(trust_env=False) as reader, httpx.Client(trust_env=False) as other:
+        token = _csrf(reader.get(server.url + "/console/").text)
+        headers = {"Origin": server.url, CSRF_HEADER: token}
+        # A client that read the token but holds no session of its own: refused.
+        refused = other.post(action, json={"workflow": "w"}, headers=headers)
+        assert refused.status_code == 403, refused.text
+        assert "No console session" in refused.json()["error"]
+        accepted = reader.post(action, json={"workflow": "no-such"}, headers=headers)
+        assert accepted.status_code == 400 and "Unknown workflow" in accepted.json()["error"]
 
 
 def test_lobeflow_console_refuses_a_wrong_token(engine: EngineServer) -> None:

@@ -193,3 +193,44 @@ def test_dev_keeps_its_state_in_the_project_unless_told_otherwise(
     )
     assert both.returncode == 1 and "either --db or --memory" in both.stderr
     assert not (tmp_path / "x.sqlite3").exists()
+
+
+def test_dev_beyond_loopback_needs_allowed_names_and_guards_its_console(
+    project: Path, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QSTASH_", "APP_URL"))}
+    base = [*_DEV, "--port", "0", "--no-app", "--memory", "--quiet"]
+    refused = subprocess.Popen(
+        [*base, "--host", "0.0.0.0"], cwd=project, env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _, stderr = refused.communicate(timeout=60)
+    finally:
+        if refused.poll() is None:  # it listened: stop it
+            refused.kill()
+            refused.wait(15)
+    assert refused.returncode == 1, stderr
+    assert "--allow-host NAME" in stderr
+
+    log = tmp_path / "dev.log"
+    env["LOBEFLOW_ALLOWED_HOSTS"] = "dev.lan"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [*base, "--host", "127.0.0.1"], cwd=project, env=env, stdout=out, stderr=out
+        )
+    try:
+        console = _wait_for(log, r"console +(http://127\.0\.0\.1:(\d+)/console/\?key=\S+)")
+        assert "warning: listening on 127.0.0.1, reachable from the network as dev.lan" in (
+            log.read_text()
+        )
+        url, port = console.group(1), console.group(2)
+        with httpx.Client(trust_env=False, timeout=10) as http:
+            assert http.get(url, headers={"Host": "evil.example"}).status_code == 403
+            assert (
+                http.get(url.split("?")[0], headers={"Host": f"dev.lan:{port}"}).status_code == 401
+            )
+            page = http.get(url, headers={"Host": f"dev.lan:{port}"}, follow_redirects=True)
+            assert page.status_code == 200 and 'name="lobeflow-csrf"' in page.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0, log.read_text()

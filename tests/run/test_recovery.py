@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import typer
+from lobeflow.engine import EngineServer
 from lobeflow.run.command import run
 from lobeflow.run.dlq import DlqFilter, list_entries
 from lobeflow.run.recovery_command import dlq_app, retry
@@ -255,11 +256,13 @@ def test_retry_while_the_pass_runs_then_after_it_ended(
     assert files.executions("process") == Counter(dict.fromkeys(ids, 1))
 
 
-def test_retry_errors_are_one_clear_line(start_shop: StartShop, cli: Cli, tmp_path: Path) -> None:
+def test_retry_errors_are_one_clear_line(
+    start_shop: StartShop, cli: Cli, tmp_path: Path, own_engine: EngineServer
+) -> None:
     ids, store = _seeded(start_shop, 12)
     files = Files(tmp_path / "files")
     files.bug.write_text(ids[4])
-    shop = start_shop(store=store, extra_env=files.env())
+    shop = start_shop(store=store, extra_env=files.env(), qstash=own_engine)
 
     # No pass yet.
     result = cli("retry", WORKFLOW, *shop.cli_args())

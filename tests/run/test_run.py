@@ -315,8 +315,10 @@ def test_cancel_stops_a_running_pass_and_counts_every_item_once(
     assert progress.failed == 0
 
 
-def test_runs_lists_recent_runs_and_shows_one(start_shop: StartShop, cli: Cli) -> None:
-    shop = start_shop()
+def test_runs_lists_recent_runs_and_shows_one(
+    start_shop: StartShop, cli: Cli, own_engine: EngineServer
+) -> None:
+    shop = start_shop(qstash=own_engine)
     shop.seed(3)
     summary = _json(cli("run", WORKFLOW, "--json", *shop.cli_args()))
 
@@ -402,12 +404,14 @@ def test_json_schema_is_documented() -> None:
 
 
 def test_runs_table_fits_80_columns_and_shows_what_each_run_works_on(
-    start_shop: StartShop, cli: Cli, monkeypatch: pytest.MonkeyPatch
+    start_shop: StartShop, cli: Cli, monkeypatch: pytest.MonkeyPatch, own_engine: EngineServer
 ) -> None:
     seeding = start_shop()
     ids = seeding.seed(25)
     seeding.app.stop()
-    shop = start_shop(fail_ids=(ids[3],), store=seeding.env["WELCOME_PLACEHOLDER_DB_PATH"])
+    shop = start_shop(
+        fail_ids=(ids[3],), store=seeding.env["WELCOME_PLACEHOLDER_DB_PATH"], qstash=own_engine
+    )
     forced = cli("run", WORKFLOW, "--force", "--json", *shop.cli_args())
     assert forced.exit_code == 1 and _json(forced)["failed"] == 1
     rows = _json(cli("runs", "--limit", "50", "--json", *shop.cli_args()))["runs"]

@@ -1,17 +1,17 @@
 """The console's ASGI app: the page, its static files, a JSON API and POST actions.
 
-Security: the console answers only for the hosts it is meant to be reached at (a DNS
-rebinding page gets 403), and every action is a POST that must come from the console's
-own origin and carry the CSRF token embedded in the page. The QStash token stays here.
+Security (docs/console.md): the console answers only for the hosts it is meant to be
+reached at (`console.hosts`: a DNS-rebinding page gets 403); every action is a POST from
+the console's own origin that carries both the session cookie the page set and the CSRF
+token derived from it (`console.sessions`); reachable from the network, it gives sessions
+only for its access key. The QStash token stays here.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
-import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -24,7 +24,16 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
+from lobeflow.console.hosts import (
+    LOOPBACK_HOSTS,
+    allowed_hosts,
+    host_allowed,
+    host_name,
+    is_wildcard,
+    network_reachable,
+)
 from lobeflow.console.service import ConsoleService, ConsoleSettings
+from lobeflow.console.sessions import SESSION_COOKIE, SESSION_TTL_S, Sessions
 from lobeflow.errors import LobeflowError
 
 if TYPE_CHECKING:
@@ -32,28 +41,38 @@ if TYPE_CHECKING:
 
 MOUNT_PATH = "/console"
 CSRF_HEADER = "x-lobeflow-csrf"
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+# The query parameter that carries the access key in the console's URL (network mode).
+KEY_PARAM = "key"
 # Encoded answers kept (one per polled URL: passes, a pass, its open item pages).
 ENCODED_CACHE_SIZE = 64
 _STATIC = resources.files("lobeflow.console") / "static"
 
 
-def _host_name(host_header: str) -> str:
-    host = host_header.strip().lower()
-    if host.startswith("["):
-        return host[: host.find("]") + 1]
-    return host.rsplit(":", 1)[0] if ":" in host else host
+def cookie_name(host_header: str) -> str:
+    """The session cookie's name: per port, since cookies are shared by every port of a
+    host and two consoles (say `lobeflow dev` and `lobeflow console`) would overwrite each
+    other's."""
+    port = host_header.strip().rsplit(":", 1)[-1] if not host_header.endswith("]") else ""
+    return f"{SESSION_COOKIE}_{port}" if port.isascii() and port.isdigit() else SESSION_COOKIE
 
 
 class ConsoleApp:
     """The console for one QStash and app, as an ASGI app meant to be mounted at /console."""
 
     def __init__(
-        self, settings: ConsoleSettings, *, allowed_hosts: frozenset[str] | None = None
+        self,
+        settings: ConsoleSettings,
+        *,
+        allowed_hosts: frozenset[str] | None = None,
+        key_required: bool = False,
     ) -> None:
-        """Serve `settings`; requests for other hosts than `allowed_hosts` get 403."""
+        """Serve `settings`; requests for other hosts than `allowed_hosts` get 403.
+
+        `key_required` (the console is reachable from the network): sessions only for the
+        access key (`self.sessions.access_key`), and nothing but static files without one.
+        """
         self.service = ConsoleService(settings)
-        self.csrf_token = secrets.token_urlsafe(32)
+        self.sessions = Sessions(key_required=key_required)
         self.allowed_hosts = LOOPBACK_HOSTS if allowed_hosts is None else allowed_hosts
         # Request URL -> (answer, its JSON, its ETag), newest last.
         self._encoded: dict[str, tuple[Any, bytes, str]] = {}
@@ -117,36 +136,79 @@ class ConsoleApp:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Refuse foreign hosts, then route."""
         if scope["type"] == "http":
-            request = Request(scope)
-            host = _host_name(request.headers.get("host", ""))
-            if "*" not in self.allowed_hosts and host not in self.allowed_hosts:
+            header = Request(scope).headers.get("host", "")
+            if not host_allowed(header, self.allowed_hosts):
+                host = host_name(header)
                 await _error(403, f"The console does not answer for host {host!r}.")(
                     scope, receive, send
                 )
                 return
         await self.router(scope, receive, send)
 
+    def session(self, request: Request) -> str | None:
+        """The request's valid session cookie, if it has one."""
+        cookie = request.cookies.get(cookie_name(request.headers.get("host", "")))
+        return cookie if self.sessions.valid(cookie) else None
+
     async def _index(self, request: Request) -> Response:
         if not request.url.path.endswith("/"):
-            return RedirectResponse(request.url.path + "/")
+            query = f"?{request.url.query}" if request.url.query else ""
+            return RedirectResponse(request.url.path + "/" + query)
+        session = self.session(request)
+        if session is not None and KEY_PARAM in request.query_params:
+            return RedirectResponse(request.url.path, status_code=303)  # the key out of sight
+        if session is None and self.sessions.key_required:
+            if not self.sessions.key_matches(request.query_params.get(KEY_PARAM)):
+                return Response(
+                    "<!doctype html><title>lobeflow console</title><p>This console is "
+                    "reachable from the network: open the URL that <code>lobeflow dev</code> "
+                    "or <code>lobeflow console</code> printed, with its access key "
+                    "(<code>?key=...</code>).",
+                    status_code=401,
+                    media_type="text/html; charset=utf-8",
+                    headers={"Cache-Control": "no-store"},
+                )
+            # Into a session, out of the address bar and the history.
+            response: Response = RedirectResponse(request.url.path, status_code=303)
+            self._set_session(request, response, self.sessions.issue())
+            return response
+        fresh = session is None
+        session = session or self.sessions.issue()
         page = (_STATIC / "index.html").read_text(encoding="utf-8")
-        page = page.replace("{{CSRF_TOKEN}}", self.csrf_token)
-        return Response(
+        page = page.replace("{{CSRF_TOKEN}}", self.sessions.csrf_token(session))
+        response = Response(
             page,
             media_type="text/html; charset=utf-8",
             headers={
                 "Cache-Control": "no-store",
                 "X-Frame-Options": "DENY",
+                "Referrer-Policy": "no-referrer",
                 "Content-Security-Policy": (
                     "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
                 ),
             },
+        )
+        if fresh:
+            self._set_session(request, response, session)
+        return response
+
+    def _set_session(self, request: Request, response: Response, session: str) -> None:
+        response.set_cookie(
+            cookie_name(request.headers.get("host", "")),
+            session,
+            max_age=int(SESSION_TTL_S),
+            path=MOUNT_PATH,
+            secure=request.url.scheme == "https",
+            httponly=True,
+            samesite="strict",
         )
 
     def _get(
         self, view: Callable[[dict[str, str]], Any]
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
+            if self.sessions.key_required and self.session(request) is None:
+                return _error(401, _NO_SESSION)
             params = {**request.query_params, **request.path_params}
             try:
                 data = await run_in_threadpool(view, params)
@@ -201,8 +263,9 @@ class ConsoleApp:
     def refuse(self, request: Request) -> str | None:
         """Why a POST is refused (None: it comes from the console page itself).
 
-        The page's own requests carry its Origin and the CSRF token; a page on another
-        origin can send neither (no CORS here).
+        The page's own requests carry its Origin, its session cookie and the CSRF token
+        of that session. A page on another origin can send none of them (no CORS here,
+        and the cookie is SameSite=Strict); whoever reads the token alone has no session.
         """
         origin = request.headers.get("origin")
         host = request.headers.get("host", "")
@@ -213,10 +276,18 @@ class ConsoleApp:
             return "Cross-origin request refused: actions come from the console page only."
         if request.headers.get("sec-fetch-site") not in (None, "same-origin"):
             return "Cross-site request refused."
-        supplied = request.headers.get(CSRF_HEADER, "")
-        if not hmac.compare_digest(supplied.encode(), self.csrf_token.encode()):
+        session = self.session(request)
+        if session is None:
+            return "No console session (or an expired one): reload the console page."
+        if not self.sessions.token_matches(session, request.headers.get(CSRF_HEADER, "")):
             return "Missing or wrong CSRF token: reload the console page."
         return None
+
+
+_NO_SESSION = (
+    "No console session: open the console's URL with its access key (printed by "
+    "`lobeflow dev` or `lobeflow console`)."
+)
 
 
 def _int(value: str | None, default: int) -> int:
@@ -230,30 +301,47 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def console_routes(
-    settings: ConsoleSettings, *, allowed_hosts: frozenset[str] | None = None
-) -> list[Route | Mount]:
-    """`/console` (redirect) and the console mounted at `/console/`."""
-    return [
-        Route(MOUNT_PATH, _redirect),
-        Mount(MOUNT_PATH, app=ConsoleApp(settings, allowed_hosts=allowed_hosts)),
-    ]
-
-
-def standalone_app(
-    settings: ConsoleSettings, *, allowed_hosts: frozenset[str] | None = None
-) -> Starlette:
-    """The console on its own server (`lobeflow console`): `/` redirects to it."""
-    return Starlette(
-        routes=[Route("/", _redirect), *console_routes(settings, allowed_hosts=allowed_hosts)]
+async def _favicon(_request: Request) -> Response:
+    """The console's icon at `/favicon.ico`, where browsers look for one: public, static."""
+    return Response(
+        (_STATIC / "favicon.svg").read_bytes(),
+        media_type="image/svg+xml",
+        headers={"Cache-Control": "public, max-age=86400"},
     )
 
 
-def hosts_for(bind_host: str) -> frozenset[str]:
-    """The Host names the console answers for when its server listens on `bind_host`."""
-    if bind_host in ("0.0.0.0", "::", ""):
-        return frozenset({"*"})  # reachable under any name: the action checks still apply
-    return LOOPBACK_HOSTS | {bind_host.lower()}
+FAVICON_ROUTE = Route("/favicon.ico", _favicon, methods=["GET", "HEAD"])
+
+
+def console_routes(
+    settings: ConsoleSettings,
+    *,
+    allowed_hosts: frozenset[str] | None = None,
+    key_required: bool = False,
+) -> tuple[ConsoleApp, list[Route | Mount]]:
+    """The console app, and its routes: `/console` (redirect), the console mounted at
+    `/console/`, and `/favicon.ico`."""
+    app = ConsoleApp(settings, allowed_hosts=allowed_hosts, key_required=key_required)
+    return app, [Route(MOUNT_PATH, _redirect), Mount(MOUNT_PATH, app=app), FAVICON_ROUTE]
+
+
+def standalone_app(
+    settings: ConsoleSettings,
+    *,
+    allowed_hosts: frozenset[str] | None = None,
+    key_required: bool = False,
+) -> tuple[ConsoleApp, Starlette]:
+    """The console on its own server (`lobeflow console`): `/` redirects to it."""
+    console, routes = console_routes(
+        settings, allowed_hosts=allowed_hosts, key_required=key_required
+    )
+    return console, Starlette(routes=[Route("/", _redirect), *routes])
+
+
+def console_url(base_url: str, app: ConsoleApp) -> str:
+    """The URL to open the console at (with its access key when it needs one)."""
+    url = f"{base_url.rstrip('/')}{MOUNT_PATH}/"
+    return f"{url}?{KEY_PARAM}={app.sessions.access_key}" if app.sessions.key_required else url
 
 
 class EngineConsole:
@@ -264,10 +352,14 @@ class EngineConsole:
         server = EngineServer(config, extra_routes=console.routes)
     """
 
-    def __init__(self, *, project: Path | None, app_url: str) -> None:
-        """Show `project`'s workflows, whose app runs at `app_url`."""
+    def __init__(
+        self, *, project: Path | None, app_url: str, allow_hosts: Iterable[str] = ()
+    ) -> None:
+        """Show `project`'s workflows, whose app runs at `app_url`; answer the Host names
+        `allow_hosts` (parsed, `console.hosts.parse_allowed_hosts`) besides the usual."""
         self.project = project
         self.app_url = app_url
+        self.allow_hosts = frozenset(allow_hosts)
         self.app: ConsoleApp | None = None
 
     def routes(self, server: EngineServer) -> list[Route | Mount]:
@@ -279,8 +371,19 @@ class EngineConsole:
             project=self.project,
             local_engine=True,
         )
-        self.app = ConsoleApp(settings, allowed_hosts=hosts_for(server.host))
-        return [Route(MOUNT_PATH, _redirect), Mount(MOUNT_PATH, app=self.app)]
+        self.app, routes = console_routes(
+            settings,
+            allowed_hosts=allowed_hosts(server.host, self.allow_hosts),
+            key_required=network_reachable(server.host, self.allow_hosts),
+        )
+        return routes
+
+    def url(self, server: EngineServer) -> str:
+        """Where to open the console (with its access key when it needs one)."""
+        assert self.app is not None, "routes() runs when the server starts"
+        if is_wildcard(server.host):  # 0.0.0.0 names no host the console answers for
+            return console_url(f"http://127.0.0.1:{server.port}", self.app)
+        return console_url(server.url, self.app)
 
     def set_app_url(self, url: str) -> None:
         """Point the console at the app once it runs (its port may have been 0)."""
@@ -289,5 +392,6 @@ class EngineConsole:
             self.app.service.settings = replace(self.app.service.settings, app_url=url)
 
 
-async def _redirect(_request: Request) -> Response:
-    return RedirectResponse(MOUNT_PATH + "/")
+async def _redirect(request: Request) -> Response:
+    query = f"?{request.url.query}" if request.url.query else ""  # the access key, if any
+    return RedirectResponse(MOUNT_PATH + "/" + query)

@@ -9,6 +9,7 @@ per node, paginated item lists, run timelines.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from lobeflow._lru import Lru
+from lobeflow.errors import InvalidSettingError
 from lobeflow.project import ProjectError, find_project_root, list_workflows
 from lobeflow.run.client import AppClient, QStashClient
 from lobeflow.run.dlq import (
@@ -30,7 +33,9 @@ from lobeflow.run.dlq import (
     list_entries,
     retry_entries,
 )
+from lobeflow.run.history import RunHistory
 from lobeflow.run.model import (
+    LAYERS,
     RUN_CANCELED,
     RUN_FAILED,
     RUN_STARTED,
@@ -38,9 +43,17 @@ from lobeflow.run.model import (
     RunError,
     RunLog,
 )
-from lobeflow.run.recovery import plan_retry
+from lobeflow.run.recovery import pass_dlq_filter, plan_retry
 from lobeflow.run.recovery import retry as retry_pass
-from lobeflow.run.runner import PassRuns, Runner, WorkflowTarget, find_workflow, show_run
+from lobeflow.run.runner import (
+    ROOT_RUN_ID,
+    PassRuns,
+    Runner,
+    WorkflowTarget,
+    find_workflow,
+    show_run,
+    workflow_of,
+)
 
 # Passes listed per workflow, newest first.
 PASSES_PER_WORKFLOW = 10
@@ -50,6 +63,13 @@ ITEMS_PAGE_SIZE = 50
 ITEMS_REUSE_S = 1.0
 # How long a finished pass's figures are reused (a retry can still change them).
 FINISHED_CACHE_S = 5.0
+# Entries kept per cache: passes with their trees and answers, finished passes' rows, and
+# item pages (a node's page of items). Enough for a few open views; the rest is recomputed.
+PASSES_KEPT = 16
+FINISHED_PASSES_KEPT = 256
+ITEM_PAGES_KEPT = 64
+# Seconds between two searches of the logs for app URLs the workflows ran at before.
+HISTORY_RESCAN_S = 30.0
 _ITEM_STATES = ("failed", "running", "processed", "skipped", "canceled")
 
 
@@ -171,6 +191,8 @@ class PassTree:
         """The item runs under a node (the pass, a page or a chunk), failed first."""
         if node in self._sorted:
             return self._sorted[node]
+        if node not in self.node_items:
+            return []  # not a node of this pass: nothing to list, nothing to keep
         runs = [
             self.items_by_id[item]
             for item in self.node_items.get(node, [])
@@ -229,16 +251,21 @@ class ConsoleService:
     def __init__(self, settings: ConsoleSettings) -> None:
         """Serve data from `settings`."""
         self.settings = settings
-        self._finished: dict[str, tuple[float, dict[str, Any]]] = {}
+        # Every cache keyed by what the page asks for is an Lru: bounded whatever it asks.
+        self._finished: Lru[str, tuple[float, dict[str, Any]]] = Lru(FINISHED_PASSES_KEPT)
         self._lock = threading.Lock()
         # One runner per workflow and app URL, kept: its run listings refresh incrementally.
         self._runners: dict[tuple[str, str], tuple[threading.Lock, Runner]] = {}
+        # Where the workflows ran before (another app URL): rescanned now and then.
+        self._histories: dict[tuple[str, ...], RunHistory] = {}
         # Pass id -> (refreshed at, snapshot, tree): the tree is reused while its runs are.
-        self._trees: dict[str, tuple[float, Progress, PassTree]] = {}
+        self._trees: Lru[str, tuple[float, Progress, PassTree]] = Lru(PASSES_KEPT)
         # The last answer per pass / item page and what it was made of: while those are
         # unchanged the same object is returned, which the app sends without encoding again.
-        self._details: dict[str, tuple[Progress, PassTree, dict[str, Any]]] = {}
-        self._item_pages: dict[tuple[str, str, int, int], tuple[list[RunLog], dict[str, Any]]] = {}
+        self._details: Lru[str, tuple[Progress, PassTree, dict[str, Any]]] = Lru(PASSES_KEPT)
+        self._item_pages: Lru[tuple[str, str, int, int], tuple[list[RunLog], dict[str, Any]]] = Lru(
+            ITEM_PAGES_KEPT
+        )
 
     # ------------------------------------------------------------------ helpers
 
@@ -263,17 +290,38 @@ class ConsoleService:
     def _qstash(self) -> QStashClient:
         return QStashClient(self.settings.qstash_url, self.settings.token)
 
+    @property
+    def _history(self) -> RunHistory:
+        """The app URLs the project's workflows ran at, shared by every view."""
+        paths = tuple(path for target in self.targets() for path in target.paths)
+        with self._lock:
+            history = self._histories.get(paths)
+            if history is None:
+                self._histories.clear()  # the project's workflows changed: start over
+                history = self._histories[paths] = RunHistory(paths, rescan_s=HISTORY_RESCAN_S)
+        return history
+
     @contextmanager
     def _runner(self, workflow: str) -> Iterator[Runner]:
         """The workflow's long-lived runner, for one caller at a time."""
-        key = (workflow, self.settings.app_url)
+        # Keyed as `find_workflow` matches names, and made for known workflows only: the
+        # page's spellings of a name cannot multiply runners.
+        key = (workflow.strip().replace("_", "-").lower(), self.settings.app_url)
         with self._lock:
             entry = self._runners.get(key)
-            if entry is None:
-                runner = Runner(
-                    self._target(workflow), self._qstash(), AppClient(self.settings.app_url)
-                )
-                entry = self._runners[key] = (threading.Lock(), runner)
+        if entry is None:
+            target = self._target(workflow)
+            history = self._history
+            with self._lock:
+                entry = self._runners.get(key)
+                if entry is None:
+                    runner = Runner(
+                        target,
+                        self._qstash(),
+                        AppClient(self.settings.app_url),
+                        history=history,
+                    )
+                    entry = self._runners[key] = (threading.Lock(), runner)
         lock, runner = entry
         with lock:
             yield runner
@@ -319,6 +367,7 @@ class ConsoleService:
             "createdAt": run.created_at,
             "force": run.payload.get("force") is True,
             "state": run.state,
+            "appUrl": runner.target.base_of(run.url) or "",
             **progress_json(runner.progress(run.run_id)),
         }
         if data["finished"]:
@@ -331,12 +380,7 @@ class ConsoleService:
         rows: list[dict[str, Any]] = []
         for target in self.targets():
             with self._runner(target.name) as runner:
-                prefix = target.run_id_prefixes[0]
-                roots = [
-                    run
-                    for run in runner.qstash.runs(url=target.urls[0], limit=3 * PASSES_PER_WORKFLOW)
-                    if run.run_id.startswith(prefix) and run.payload.get("dryRun") is not True
-                ][:PASSES_PER_WORKFLOW]
+                roots = runner.passes(PASSES_PER_WORKFLOW)
                 rows.extend(self._pass_json(runner, run) for run in roots)
         rows.sort(key=lambda row: row["createdAt"], reverse=True)
         return rows
@@ -349,9 +393,10 @@ class ConsoleService:
             if known is not None and known[0] == progress and known[1] is tree:
                 return known[2]
             data = {
-                "workflow": workflow,
+                "workflow": runner.target.name,
                 "createdAt": root.created_at,
                 "state": root.state,
+                "appUrl": runner.target.base_of(root.url) or "",
                 "progress": progress_json(progress),
                 "tree": tree.to_json(),
             }
@@ -384,7 +429,7 @@ class ConsoleService:
         """One run: payload, step timeline, errors, its workflow and layer, its pass."""
         qstash = self._qstash()
         try:
-            row = show_run(qstash, self.targets(), run_id)
+            row = show_run(qstash, self.targets(), run_id, history=self._history)
         finally:
             qstash.close()
         run = row.run
@@ -403,7 +448,7 @@ class ConsoleService:
             "workflow": row.workflow,
             "url": run.url,
             "payload": run.payload,
-            "passRunId": run.payload.get("rootRunId")
+            "passRunId": run.payload.get(ROOT_RUN_ID)
             or (run.run_id if row.layer == "process" else None),
             "steps": steps,
             "nextSteps": [step.to_json() for step in run.next_steps],
@@ -412,27 +457,27 @@ class ConsoleService:
         }
 
     def failures(self, workflow: str | None = None, pass_id: str | None = None) -> dict[str, Any]:
-        """DLQ entries (of a workflow, of a pass), newest first."""
+        """DLQ entries (of a workflow, of a pass: `pass_dlq_filter`), newest first."""
+        where = DlqFilter()
+        if pass_id and not workflow:
+            raise RunError("Entries of a pass need its workflow too.")
+        if workflow and pass_id:
+            with self._runner(workflow) as runner:
+                where = pass_dlq_filter(runner, pass_id)
+        elif workflow:
+            where = DlqFilter(workflow_paths=self._target(workflow).paths)
         qstash = self._qstash()
         try:
-            urls: tuple[str, ...] = ()
-            run_ids: frozenset[str] | None = None
-            if workflow:
-                target = self._target(workflow)
-                urls = target.urls
-                if pass_id:
-                    runner = Runner(target, qstash, AppClient(self.settings.app_url))
-                    runs = runner.pass_runs(runner.layer1(pass_id))
-                    run_ids = frozenset(
-                        run.run_id for run in (*runs.pages, *runs.items, *runs.replaced)
-                    )
-            entries = list_entries(qstash, DlqFilter(workflow_urls=urls, run_ids=run_ids))
+            entries = list_entries(qstash, where)
         finally:
             qstash.close()
-        names = {url: target.name for target in self.targets() for url in target.urls}
+        targets = self.targets()
         return {
             "entries": [
-                {**entry.to_json(), "workflow": names.get(entry.workflow_url or entry.url, "")}
+                {
+                    **entry.to_json(),
+                    "workflow": workflow_of(targets, entry.workflow_url or entry.url)[0],
+                }
                 for entry in entries
             ]
         }
@@ -441,8 +486,11 @@ class ConsoleService:
         """Every flow-control key: limits, in flight, waiting, paused.
 
         The list endpoint is the local engine's; elsewhere the project's own keys (one per
-        layer, from its answers files) are read one by one (`GET /v2/flowControl/{key}`).
+        layer) are read one by one (`GET /v2/flowControl/{key}`). The project's keys carry
+        what the project declares (`WorkflowSpec.declared_flow_control`, with this
+        process's environment), shown while QStash reports no live limits for them.
         """
+        declared, errors = self._declared_keys()
         qstash = self._qstash()
         try:
             if self.settings.local_engine:
@@ -450,33 +498,50 @@ class ConsoleService:
                 found = [key for key in listed if isinstance(key, dict)]
             else:
                 found = []
-                for key in self._project_keys():
+                for name in declared:
                     try:
                         found.append(
-                            qstash.request("GET", f"/v2/flowControl/{quote(key, safe='')}")
+                            qstash.request("GET", f"/v2/flowControl/{quote(name, safe='')}")
                         )
                     except RunError:
                         continue  # a key QStash has not seen yet (or forgot, being idle)
         finally:
             qstash.close()
-        keys = [key for key in found if isinstance(key, dict)]
+        keys: list[dict[str, Any]] = [key for key in found if isinstance(key, dict)]
         # QStash forgets idle keys; the project's own keys stay on show (and can be paused).
         seen = {key.get("flowControlKey") for key in keys}
-        keys += [_idle_key(name) for name in self._project_keys() if name not in seen]
-        return {"keys": keys, "listed": self.settings.local_engine}
+        keys += [_idle_key(name) for name in declared if name not in seen]
+        for key in keys:
+            key["declared"] = declared.get(str(key.get("flowControlKey")))
+            # Limits QStash reports for a key with work; an idle key's are zeros.
+            key["live"] = bool(key.get("parallelismMax") or key.get("rateMax"))
+        return {"keys": keys, "listed": self.settings.local_engine, "errors": errors}
 
-    def _project_keys(self) -> list[str]:
+    def _declared_keys(self) -> tuple[dict[str, dict[str, Any]], list[str]]:
+        """The project's keys with their declared limits, and the settings that are wrong."""
         if self.settings.project is None:
-            return []
+            return {}, []
         try:
             infos = list_workflows(find_project_root(self.settings.project))
         except ProjectError:
-            return []
-        return [
-            str(info.answers.get(f"{layer}_flow_key") or f"{info.name}.{layer}")
-            for info in infos
-            for layer in ("process", "paginate", "execute")
-        ]
+            return {}, []
+        declared: dict[str, dict[str, Any]] = {}
+        errors: list[str] = []
+        for info in infos:
+            try:
+                controls = info.spec.declared_flow_control(os.environ)
+            except InvalidSettingError as exc:
+                errors.append(f"{info.name}: {exc} The answers' values are shown.")
+                controls = info.spec.flow_control
+            for layer, control in zip(LAYERS, controls, strict=True):
+                declared[control.key] = {
+                    "workflow": info.name,
+                    "layer": layer,
+                    "parallelism": control.parallelism,
+                    "rate": control.rate,
+                    "period": control.period,
+                }
+        return declared, errors
 
     def start_info(self) -> dict[str, Any]:
         """Per workflow: the dry-run statistics (or why there are none)."""

@@ -35,8 +35,9 @@ from lobeflow.engine.errors import ApiError
 from lobeflow.engine.run_changes import RunChanges
 
 # Called by third parties (createWebhook URLs), so not behind the bearer token; the
-# console (when mounted) checks its requests itself and keeps the token server-side.
-_PUBLIC_PREFIXES = ("/v2/workflows/hooks/", "/console")
+# console (when mounted) checks its requests itself and keeps the token server-side, and
+# serves the icon browsers ask every page of the port for.
+_PUBLIC_PREFIXES = ("/v2/workflows/hooks/", "/console", "/favicon.ico")
 
 
 class BearerAuth:

@@ -100,6 +100,17 @@ def env_lines(url: str, config: EngineConfig) -> list[str]:
 
 def dev(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            metavar="NAME",
+            help="A host name the port may be reached at besides the loopback ones "
+            "(repeatable; also LOBEFLOW_ALLOWED_HOSTS, comma-separated). Needed to listen "
+            "on 0.0.0.0; makes the console ask for its access key.",
+            show_default=False,
+        ),
+    ] = None,
     port: Annotated[int, typer.Option(help="Port to listen on (0 = any free port).")] = 8080,
     db: Annotated[
         Path | None,
@@ -152,8 +163,14 @@ def dev(
     ] = True,
 ) -> None:
     """Run the local QStash-compatible engine (and the project's app) until interrupted."""
+    import os
+
+    from lobeflow.console.hosts import listen_warning, parse_allowed_hosts
     from lobeflow.run.app_process import AppProcess, find_app
 
+    # The console's Host allow-list (console.hosts); 0.0.0.0 without one is refused here.
+    allowed = parse_allowed_hosts(allow_host or (), os.environ)
+    warning = listen_warning(host, allowed)
     spec = None if no_app else find_app(Path.cwd(), app)
     if memory and db is not None:
         raise LobeflowError("Give either --db or --memory, not both.")
@@ -179,7 +196,9 @@ def dev(
     # Held while this engine runs: a second engine on the same file would deliver the same
     # pending messages again.
     state_lock = None if db_path is None else lock_state(db_path)
-    console = EngineConsole(project=Path.cwd(), app_url=f"http://{host}:{app_port}")
+    console = EngineConsole(
+        project=Path.cwd(), app_url=f"http://{host}:{app_port}", allow_hosts=allowed
+    )
     server = EngineServer(config, host=host, port=port, extra_routes=console.routes)
     try:
         server.start()
@@ -213,7 +232,9 @@ def dev(
         if db_path is not None
         else "  state in memory only (--db FILE: keep it)"
     )
-    lines.append(f"  console   {server.url}/console")
+    lines.append(f"  console   {console.url(server)}")
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     if app_process is not None:
         lines += _app_lines(app_process, reload)
     print("\n".join(lines), flush=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lobeflow.run.client import QStashClient
+from lobeflow.run.history import base_of
 from lobeflow.run.model import RunError, sdk_error_line
 
 # The DLQ list's page size, and the ids sent in one resume/restart/delete request.
@@ -157,12 +158,15 @@ class DlqFilter:
 
     Attributes:
         workflow_urls: Only entries of runs at these workflow URLs (empty: any entry).
+        workflow_paths: Only entries of runs at URLs ending in one of these route paths,
+            whatever the app's URL was (empty: any entry).
         run_ids: Only entries of these workflow runs (None: any).
         error: Only entries whose error or response body contains this (any case).
         since: Only entries created at or after this time (unix ms).
     """
 
     workflow_urls: tuple[str, ...] = ()
+    workflow_paths: tuple[str, ...] = ()
     run_ids: frozenset[str] | None = None
     error: str = ""
     since: int | None = None
@@ -170,6 +174,10 @@ class DlqFilter:
     def matches(self, entry: DlqEntry) -> bool:
         """Whether `entry` passes every filter."""
         if self.workflow_urls and entry.workflow_url not in self.workflow_urls:
+            return False
+        if self.workflow_paths and not any(
+            base_of(entry.workflow_url, path) is not None for path in self.workflow_paths
+        ):
             return False
         if self.run_ids is not None and entry.run_id not in self.run_ids:
             return False
@@ -197,7 +205,8 @@ def _pages(qstash: QStashClient, params: dict[str, str]) -> Iterator[DlqEntry]:
 def list_entries(qstash: QStashClient, where: DlqFilter | None = None) -> list[DlqEntry]:
     """The DLQ entries passing `where`, newest first.
 
-    The workflow URL and date filters go to the server; a single run id too.
+    The workflow URL and date filters go to the server; a single run id too. Route paths
+    are matched here: QStash filters on whole URLs only.
 
     Raises:
         RunError: QStash is unreachable or refused the request.

@@ -51,6 +51,7 @@ __all__ = [
     "RetryPlan",
     "RetrySummary",
     "latest_pass",
+    "pass_dlq_filter",
     "plan_retry",
     "retry",
     "watch_reruns",
@@ -97,18 +98,34 @@ class RetryPlan:
 
 
 def latest_pass(runner: Runner) -> str:
-    """The run id of the most recent pass of the runner's workflow.
+    """The run id of the most recent pass of the runner's workflow (`Runner.passes`).
 
     Raises:
         RunError: The workflow has no pass QStash still knows.
     """
-    prefix = runner.target.run_id_prefixes[0]
-    for run in runner.qstash.runs(url=runner.target.urls[0], limit=50):
-        if run.run_id.startswith(prefix) and run.payload.get("dryRun") is not True:
-            return run.run_id
+    for run in runner.passes(1):
+        return run.run_id
     raise RunError(
-        f"No pass of {runner.target.name} found at {runner.target.urls[0]} "
-        "(QStash keeps runs for a limited time); start one with `lobeflow run`."
+        f"No pass of {runner.target.name} found at {runner.target.paths[0]} of "
+        f"{', '.join(runner.bases())} (QStash keeps runs for a limited time); start one "
+        "with `lobeflow run`."
+    )
+
+
+def pass_dlq_filter(runner: Runner, pass_id: str) -> DlqFilter:
+    """Which DLQ entries are a pass's: those of its own runs (`Runner.pass_runs`), at the
+    app URL it ran at. `lobeflow dlq list --pass` and the console's "DLQ entries of this
+    pass" both list these.
+
+    Raises:
+        RunError: Unknown pass, or QStash is unreachable.
+    """
+    root = runner.layer1(pass_id)
+    runs = runner.pass_runs(root)
+    base = runner.target.base_of(root.url) or runner.target.base
+    return DlqFilter(
+        workflow_urls=runner.target.urls_at(base),
+        run_ids=frozenset(run.run_id for run in (root, *runs.pages, *runs.items, *runs.replaced)),
     )
 
 

@@ -165,29 +165,27 @@ def _filter(
     error: str | None,
     since: str | None,
 ) -> DlqFilter:
+    from dataclasses import replace
+
     from lobeflow.run.client import AppClient
     from lobeflow.run.dlq import DlqFilter, parse_since
+    from lobeflow.run.recovery import pass_dlq_filter
     from lobeflow.run.runner import Runner
 
-    urls: tuple[str, ...] = ()
-    run_ids: frozenset[str] | None = None
+    where = DlqFilter()
     if workflow or pass_id:
         if not workflow:
             raise RunError("--pass needs the workflow: `lobeflow dlq list --workflow NAME`.")
         target = find_target(project, app_url, workflow)
-        urls = target.urls
         if pass_id:
-            runner = Runner(target, qstash, AppClient(app_url))
-            runs = runner.pass_runs(runner.layer1(pass_id))
-            run_ids = frozenset(
-                run.run_id for run in (runs.root, *runs.pages, *runs.items, *runs.replaced)
-            )
-    return DlqFilter(
-        workflow_urls=urls,
-        run_ids=run_ids,
-        error=error or "",
-        since=None if since is None else parse_since(since),
-    )
+            app = AppClient(app_url)  # unused: the pass is found through QStash alone
+            try:
+                where = pass_dlq_filter(Runner(target, qstash, app), pass_id)
+            finally:
+                app.close()
+        else:
+            where = DlqFilter(workflow_paths=target.paths)
+    return replace(where, error=error or "", since=None if since is None else parse_since(since))
 
 
 @dlq_app.command("list")
@@ -250,18 +248,26 @@ def list_command(
     if not shown:
         out.print("The DLQ has no matching entries.")
         return
-    out.print(dlq_table(shown, _workflow_names(project, app_url)))
+    out.print(dlq_table(shown, _workflow_names(project, app_url, shown)))
     if len(entries) > len(shown):
         out.print(f"{len(shown)} of {len(entries)} entries shown (--limit).")
 
 
-def _workflow_names(project: Path, app_url: str) -> dict[str, str]:
-    """Workflow URL -> workflow name, for the project's workflows (empty outside one)."""
+def _workflow_names(project: Path, app_url: str, entries: list[DlqEntry]) -> dict[str, str]:
+    """URL -> workflow name for the entries of the project's workflows (at any app URL)."""
+    from lobeflow.run.runner import workflow_of
+
     try:
         targets = project_targets(project, app_url)
     except ProjectError:
         return {}
-    return {url: target.name for target in targets for url in target.urls}
+    names: dict[str, str] = {}
+    for entry in entries:
+        url = entry.workflow_url or entry.url
+        name, _ = workflow_of(targets, url)
+        if name:
+            names[url] = name
+    return names
 
 
 def _entries(qstash: QStashClient, ids: list[str]) -> list[DlqEntry]:

@@ -5,9 +5,16 @@ app's operations routes to start a pass and for dry runs (the run-start message 
 app's own, written once in its `_runtime/triggers.py`), and the QStash API for the rest.
 It imports nothing from the project, so it works against any deployed app and any QStash.
 
-This pass's runs are told apart from others by what the generated code guarantees: run
-ids `wfr_<workflow>-<layer>-...` (`_runtime.run_id`), the layer's workflow URL, creation
-at or after the Layer-1 run, and for Layer 2 the `rootRunId` of its payload.
+What belongs to what is decided here, once, for the CLI and the console alike:
+
+- a workflow's runs are those at its route paths, whatever app URL they name (the app may
+  have listened elsewhere then: `lobeflow.run.history`); its passes are its Layer-1 runs
+  with run ids `wfr_<workflow>-process-...` (`_runtime.run_id`);
+- a pass's runs are at the app URL of its Layer-1 run, created at or after it, and carry
+  its run id as `rootRunId` in their payload (Layer 2 always, Layer 3 from template 0.1.7
+  on). A pass none of whose runs of a layer carries it (an app generated before 0.1.7, for
+  Layer 3) takes that layer's runs carrying no `rootRunId` instead: overlapping passes of
+  such an app share their item runs (`pass_members`).
 """
 
 from __future__ import annotations
@@ -18,8 +25,10 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
+from lobeflow._lru import Lru
 from lobeflow.project import WorkflowInfo
 from lobeflow.run.client import AppClient, QStashClient, now_ms
+from lobeflow.run.history import RunHistory, base_of
 from lobeflow.run.model import (
     COMPLETED,
     COMPLETED_WITH_FAILURES,
@@ -44,17 +53,27 @@ CANCEL_ROUNDS = 20
 CANCEL_SETTLE_S = 0.3
 # Errors kept in a snapshot; `failed` still counts them all.
 MAX_ERRORS = 20
+# What a runner keeps between calls: the run listings of this many workflow URLs, and the
+# runs and snapshots of this many passes (the console's pass list shows 10 per workflow).
+URLS_KEPT = 16
+PASSES_KEPT = 32
 
 
 @dataclass(frozen=True)
 class WorkflowTarget:
-    """Where one workflow of a project runs: its URLs, operations routes and run-id prefixes."""
+    """Where one workflow of a project runs: its URLs, operations routes and run-id prefixes.
+
+    `urls` are at the app's current URL (`base`); runs at the same route `paths` under
+    another app URL are the workflow's too (`layer_of`).
+    """
 
     name: str
     urls: tuple[str, str, str]
     stats_url_path: str
     start_url_path: str
     run_id_prefixes: tuple[str, str, str]
+    paths: tuple[str, str, str]
+    base: str
 
     @classmethod
     def from_workflow(cls, info: WorkflowInfo, app_url: str) -> WorkflowTarget:
@@ -68,14 +87,48 @@ class WorkflowTarget:
             stats_url_path=spec.stats_path,
             start_url_path=spec.start_path,
             run_id_prefixes=spec.run_id_prefixes,
+            paths=(process, paginate, execute),
+            base=base,
         )
 
     def layer_of(self, url: str) -> str | None:
-        """`process`, `paginate` or `execute` for one of this workflow's URLs, else None."""
-        for layer, layer_url in zip(LAYERS, self.urls, strict=True):
-            if url == layer_url:
+        """`process`, `paginate` or `execute` for a URL of this workflow (at any app URL)."""
+        for layer, path in zip(LAYERS, self.paths, strict=True):
+            if base_of(url, path) is not None:
                 return layer
         return None
+
+    def base_of(self, url: str) -> str | None:
+        """The app URL that one of this workflow's URLs was served at (None: not one)."""
+        for path in self.paths:
+            base = base_of(url, path)
+            if base is not None:
+                return base
+        return None
+
+    def urls_at(self, base: str) -> tuple[str, str, str]:
+        """The three layer URLs of the workflow served at app URL `base`."""
+        process, paginate, execute = self.paths
+        return (base + process, base + paginate, base + execute)
+
+    def is_pass(self, run: RunLog) -> bool:
+        """Whether `run` is a pass of this workflow: a Layer-1 run (no dry run) of its own."""
+        return (
+            self.layer_of(run.url) == "process"
+            and run.run_id.startswith(self.run_id_prefixes[0])
+            and run.payload.get("dryRun") is not True
+        )
+
+
+def app_urls(target: WorkflowTarget, qstash: QStashClient, history: RunHistory) -> list[str]:
+    """The app URLs the workflow's runs name: the current one first, then the others that
+    `history` found among the newest runs, most recently active first.
+
+    Raises:
+        RunError: QStash is unreachable.
+    """
+    found = history.bases(qstash, target.paths)
+    return [target.base, *(base for base in found if base != target.base)]
 
 
 def find_workflow(workflows: Iterable[WorkflowInfo], name: str) -> WorkflowInfo:
@@ -200,6 +253,24 @@ def _fold_recoveries(runs: Iterable[RunLog], prefix: str) -> tuple[list[RunLog],
     return list(current.values()), replaced
 
 
+# The payload field naming the Layer-1 run of the pass a Layer-2 or Layer-3 run belongs to.
+ROOT_RUN_ID = "rootRunId"
+
+
+def pass_members(root: RunLog, runs: Iterable[RunLog]) -> list[RunLog]:
+    """The runs of one layer (created since `root`, at its app URL) of the pass of `root`.
+
+    The runs carrying the pass's run id (`rootRunId`), when any does. Otherwise the pass
+    comes from an app generated before template 0.1.7, whose item runs name no pass: the
+    runs carrying no `rootRunId` at all, as before (overlapping passes share them).
+    """
+    runs = list(runs)
+    own = [run for run in runs if run.payload.get(ROOT_RUN_ID) == root.run_id]
+    if own:
+        return own
+    return [run for run in runs if ROOT_RUN_ID not in run.payload]
+
+
 @dataclass(frozen=True)
 class _Snapshot:
     progress: Progress
@@ -248,16 +319,29 @@ class Runner:
         summary = runner.watch(runner.start(force=False), on_progress=print)
     """
 
-    def __init__(self, target: WorkflowTarget, qstash: QStashClient, app: AppClient) -> None:
-        """Run `target` through `qstash`; dry runs ask `app`."""
+    def __init__(
+        self,
+        target: WorkflowTarget,
+        qstash: QStashClient,
+        app: AppClient,
+        *,
+        history: RunHistory | None = None,
+    ) -> None:
+        """Run `target` through `qstash`; dry runs ask `app`.
+
+        `history` finds the app URLs the workflow ran at before (default: a scan on first
+        need); a long-lived caller shares one that rescans now and then.
+        """
         self.target = target
         self.qstash = qstash
         self.app = app
-        self._url_runs: dict[str, _UrlRuns] = {}
+        self.history = history or RunHistory(target.paths)
+        # Bounded: a long-lived runner (the console's) is asked about any pass and URL.
+        self._url_runs: Lru[str, _UrlRuns] = Lru(URLS_KEPT)
         # Pass id -> (generation, Layer-1 run, runs): reused while no listing changed.
-        self._pass_runs: dict[str, tuple[int, RunLog, PassRuns]] = {}
+        self._pass_runs: Lru[str, tuple[int, RunLog, PassRuns]] = Lru(PASSES_KEPT)
         # Pass id -> (generation, Layer-1 run, snapshot) of passes seen finished.
-        self._finished: dict[str, tuple[int, RunLog, _Snapshot]] = {}
+        self._finished: Lru[str, tuple[int, RunLog, _Snapshot]] = Lru(PASSES_KEPT)
         # Bumped whenever a refresh finds a new or changed run (lets callers reuse views).
         self.generation = 0
 
@@ -303,6 +387,30 @@ class Runner:
             )
         return run_id
 
+    def bases(self) -> list[str]:
+        """The app URLs this workflow's runs name: the current one first, then the others
+        found among the newest runs (`lobeflow.run.history`).
+
+        Raises:
+            RunError: QStash is unreachable.
+        """
+        return app_urls(self.target, self.qstash, self.history)
+
+    def passes(self, limit: int) -> list[RunLog]:
+        """The workflow's latest passes (`WorkflowTarget.is_pass`), newest first, whatever
+        app URL they ran at.
+
+        Raises:
+            RunError: QStash is unreachable.
+        """
+        found: list[RunLog] = []
+        for base in self.bases():
+            # Dry runs and foreign runs share the URL: list a few more than wanted.
+            listed = self.qstash.runs(url=base + self.target.paths[0], limit=3 * limit)
+            found += [run for run in listed if self.target.is_pass(run)][:limit]
+        found.sort(key=lambda run: run.created_at, reverse=True)
+        return found[:limit]
+
     def layer1(self, run_id: str) -> RunLog:
         """The Layer-1 run of a pass: `run_id` in full, its end as `lobeflow run` and `runs`
         show it, or a prefix that one recent Layer-1 run alone has.
@@ -312,38 +420,31 @@ class Runner:
                 a Layer-1 run of this workflow, or QStash is unreachable.
         """
         run = self.qstash.run(run_id) or _abbreviated_run(
-            self.qstash, [self.target.urls[0]], run_id
+            self.qstash, [base + self.target.paths[0] for base in self.bases()], run_id
         )
-        if run.url != self.target.urls[0]:
+        if self.target.layer_of(run.url) != "process":
             raise RunError(
-                f"Run {run_id} is not a Layer-1 run of {self.target.name} at "
-                f"{self.target.urls[0]} (its URL is {run.url}); check APP_URL."
+                f"Run {run_id} is not a Layer-1 run of {self.target.name} (its URL is "
+                f"{run.url}, not one ending in {self.target.paths[0]})."
             )
         return run
 
     def pass_runs(self, root: RunLog) -> PassRuns:
-        """Every run of the pass whose Layer-1 run is `root` (see `PassRuns`).
+        """Every run of the pass whose Layer-1 run is `root` (see `PassRuns`, `pass_members`).
 
         Raises:
             RunError: QStash is unreachable.
         """
-        _, paginate_url, execute_url = self.target.urls
+        base = self.target.base_of(root.url) or self.target.base
+        _, paginate_url, execute_url = self.target.urls_at(base)
         _, paginate_prefix, execute_prefix = self.target.run_id_prefixes
         paginate = self._runs_since(paginate_url, root.created_at)
         items = self._runs_since(execute_url, root.created_at)
         known = self._pass_runs.get(root.run_id)
         if known is not None and known[0] == self.generation and known[1] == root:
             return known[2]
-        pages = [
-            run
-            for run in paginate
-            if (
-                run.payload.get("rootRunId") == root.run_id
-                or (run.run_id.startswith(paginate_prefix) and "rootRunId" not in run.payload)
-            )
-        ]
-        pages, replaced_pages = _fold_recoveries(pages, paginate_prefix)
-        items, replaced_items = _fold_recoveries(items, execute_prefix)
+        pages, replaced_pages = _fold_recoveries(pass_members(root, paginate), paginate_prefix)
+        items, replaced_items = _fold_recoveries(pass_members(root, items), execute_prefix)
         runs = PassRuns(root, tuple(pages), tuple(items), tuple(replaced_pages + replaced_items))
         self._pass_runs[root.run_id] = (self.generation, root, runs)
         return runs
@@ -557,40 +658,64 @@ def list_runs(
     *,
     state: str | None = None,
     limit: int = 20,
+    history: RunHistory | None = None,
 ) -> list[RunRow]:
-    """The most recent runs of every layer of `targets`, newest first.
+    """The most recent runs of every layer of `targets`, newest first, whatever app URL
+    they ran at (`Runner.bases`).
 
     Raises:
         RunError: QStash is unreachable or refused the request.
     """
-    rows = [
-        RunRow(target.name, layer, run)
-        for target in targets
-        for layer, url in zip(LAYERS, target.urls, strict=True)
-        for run in qstash.runs(url=url, state=state, limit=limit)
-    ]
+    targets = list(targets)
+    history = history or RunHistory(path for target in targets for path in target.paths)
+    rows: list[RunRow] = []
+    for target in targets:
+        for base in app_urls(target, qstash, history):
+            for layer, url in zip(LAYERS, target.urls_at(base), strict=True):
+                rows += [
+                    RunRow(target.name, layer, run)
+                    for run in qstash.runs(url=url, state=state, limit=limit)
+                ]
     rows.sort(key=lambda row: row.run.created_at, reverse=True)
     return rows[:limit]
 
 
-def show_run(qstash: QStashClient, targets: Iterable[WorkflowTarget], run_id: str) -> RunRow:
+def workflow_of(targets: Iterable[WorkflowTarget], url: str) -> tuple[str, str]:
+    """The workflow and layer a run URL belongs to (at any app URL), else `("", "")`."""
+    for target in targets:
+        layer = target.layer_of(url)
+        if layer is not None:
+            return target.name, layer
+    return "", ""
+
+
+def show_run(
+    qstash: QStashClient,
+    targets: Iterable[WorkflowTarget],
+    run_id: str,
+    *,
+    history: RunHistory | None = None,
+) -> RunRow:
     """One run with its steps; its workflow and layer when it belongs to one of `targets`.
 
     `run_id` may be the full id, its end as `lobeflow runs` shows it, or a prefix, as long
-    as one of the recent runs (of `targets`' URLs, else of any) matches it alone.
+    as one of the recent runs (of `targets`' URLs at any app URL, else of any) matches it
+    alone.
 
     Raises:
         RunError: QStash does not know the run, the id matches several, or QStash is
             unreachable.
     """
     targets = list(targets)
-    urls: list[str | None] = [url for target in targets for url in target.urls] or [None]
-    run = qstash.run(run_id) or _abbreviated_run(qstash, urls, run_id)
-    for target in targets:
-        layer = target.layer_of(run.url)
-        if layer is not None:
-            return RunRow(target.name, layer, run)
-    return RunRow("", "", run)
+    run = qstash.run(run_id)
+    if run is None:
+        history = history or RunHistory(path for target in targets for path in target.paths)
+        urls: list[str | None] = []
+        for target in targets:
+            for base in app_urls(target, qstash, history):
+                urls += target.urls_at(base)
+        run = _abbreviated_run(qstash, urls or [None], run_id)
+    return RunRow(*workflow_of(targets, run.url), run)
 
 
 # Recent runs per workflow URL searched for an abbreviated run id.

@@ -87,10 +87,11 @@ async function act(path, body, done) {
 function passesView(data) {
   if (!data.passes.length) return [h("h1", {}, "Passes"), h("p", { class: "muted" }, "No pass yet: start one from ", link("#/start", "Start"), " or with `lobeflow run`.")];
   return [h("h1", {}, "Passes"), h("table", { "data-testid": "passes" },
-    h("tr", {}, ["workflow", "pass", "started", "progress", "processed", "skipped", "failed", "messages", "duration", "state"].map((c) => h("th", {}, c))),
+    h("tr", {}, ["workflow", "pass", "app", "started", "progress", "processed", "skipped", "failed", "messages", "duration", "state"].map((c) => h("th", {}, c))),
     data.passes.map((p) => h("tr", { "data-pass": p.runId },
       h("td", {}, p.workflow, p.force ? h("span", { class: "tag" }, " force") : null),
       h("td", { class: "mono" }, link(`#/pass/${p.workflow}/${p.runId}`, p.runId.replace(/^wfr_/, ""))),
+      h("td", { class: "mono muted", "data-col": "app" }, p.appUrl),
       h("td", {}, time(p.createdAt)),
       h("td", {}, bar(p, p.toProcess), h("span", { class: "muted" }, `${p.done}/${p.toProcess ?? "?"}`)),
       h("td", { class: "num s-processed", "data-col": "processed" }, p.processed),
@@ -155,6 +156,7 @@ function passView({ detail, items }, workflow, passId) {
   const running = !p.finished;
   return [
     h("h1", {}, `Pass of ${workflow} `, h("span", { class: "mono muted" }, passId)),
+    h("p", { class: "muted" }, "Ran against the app at ", h("span", { class: "mono", "data-testid": "pass-app" }, detail.appUrl)),
     h("div", { class: "cards", "data-testid": "pass-counts" },
       ["toProcess", "processed", "skipped", "failed", "canceled", "messages"].map((k) =>
         h("div", { class: "card" }, h("b", { "data-count": k, class: `s-${k}` }, p[k] ?? "?"), k)),
@@ -241,21 +243,29 @@ function failuresView(data, query) {
   ];
 }
 
+// The limits to show: QStash's live ones, else what the project declares (marked so).
+function limits(k) {
+  if (k.live || !k.declared) return { parallelism: k.parallelismMax, rate: k.rateMax, period: k.ratePeriod, declared: false };
+  return { ...k.declared, declared: true };
+}
+
 function flowView(data) {
+  const declaredTag = () => h("span", { class: "tag", title: "declared by the project (flow_control.py and its environment); QStash reports no live value while the key is idle" }, "declared");
   return [
     h("h1", {}, "Flow control"),
+    (data.errors || []).map((e) => h("p", { class: "error", "data-testid": "flow-error" }, e)),
     data.keys.length ? h("table", { "data-testid": "flow" },
       h("tr", {}, ["key", "parallelism", "in flight", "rate / period", "waiting", "state", ""].map((c) => h("th", {}, c))),
-      data.keys.map((k) => h("tr", { "data-key": k.flowControlKey },
-        h("td", { class: "mono" }, k.flowControlKey),
-        h("td", { class: "num" }, k.parallelismMax || "-"),
+      data.keys.map((k) => { const lim = limits(k); return h("tr", { "data-key": k.flowControlKey, "data-limits": lim.declared ? "declared" : "live" },
+        h("td", { class: "mono" }, k.flowControlKey, k.declared ? h("span", { class: "muted" }, ` ${k.declared.workflow} · ${k.declared.layer}`) : null),
+        h("td", { class: "num", "data-col": "parallelism" }, lim.parallelism || "-", lim.declared ? declaredTag() : null),
         h("td", { class: "num", "data-col": "inflight" }, k.parallelismCount),
-        h("td", { class: "num" }, k.rateMax ? `${k.rateMax} / ${k.ratePeriod}s` : "-"),
+        h("td", { class: "num", "data-col": "rate" }, lim.rate ? `${lim.rate} / ${lim.period}s` : lim.declared ? "no limit" : "-", lim.declared ? declaredTag() : null),
         h("td", { class: "num", "data-col": "waiting" }, k.waitListSize),
         h("td", {}, k.isPaused ? h("span", { class: "state s-canceled" }, "paused") : h("span", { class: "state s-processed" }, "active")),
         h("td", {}, k.isPaused
           ? h("button", { onclick: () => act("flow-control", { key: k.flowControlKey, action: "resume" }, () => `Resumed ${k.flowControlKey}.`) }, "resume")
-          : h("button", { onclick: () => act("flow-control", { key: k.flowControlKey, action: "pause" }, () => `Paused ${k.flowControlKey}.`) }, "pause"))))) :
+          : h("button", { onclick: () => act("flow-control", { key: k.flowControlKey, action: "pause" }, () => `Paused ${k.flowControlKey}.`) }, "pause"))); })) :
       h("p", { class: "muted" }, "No flow-control key has been used yet."),
     data.listed ? h("p", { class: "muted" }, h("span", { class: "tag" }, "local engine"), " every key that holds work, a pause or a pin, and the project's own keys (the engine forgets idle keys, as QStash does).")
       : h("p", { class: "muted" }, "The project's own keys (listing the other active keys is a local-engine extra)."),
