@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from itertools import islice
 from typing import Any
@@ -17,7 +18,9 @@ from lobeflow.engine.api_common import (
     int_param,
     json_body,
     json_response,
+    parse_int,
     query_list,
+    string_list,
 )
 from lobeflow.engine.errors import ApiError
 from lobeflow.engine.model import RUN_STARTED, Run
@@ -71,17 +74,22 @@ async def bulk_cancel(request: Request) -> Response:
     body = await json_body(request, default={})
     if not isinstance(body, dict):
         raise ApiError(400, errors.INVALID_JSON)
-    filters: dict[str, Any] = dict(body)
+    filters: dict[str, Any] = {}
+    # Checked before anything is cancelled: a wrong type must not widen the selection.
     for name in ("workflowRunIds", "label", "flowControlKey"):
-        values = query_list(request, name)
+        in_body = string_list(name, body.get(name))
+        values = query_list(request, name) or in_body
         if values:
             filters[name] = values
     for name in ("workflowUrl", "workflowUrlExactMatch"):
-        if name in request.query_params:
-            filters[name] = request.query_params[name]
-    if isinstance(filters.get("workflowRunIds"), str):
-        filters["workflowRunIds"] = [filters["workflowRunIds"]]
-    count = int(filters.get("count") or request.query_params.get("count") or 0)
+        value = request.query_params.get(name, body.get(name))
+        allowed = str | bool if name == "workflowUrlExactMatch" else str
+        if value is not None and not isinstance(value, allowed):
+            raise ApiError(400, errors.INVALID_FILTER.format(name=name))
+        if value is not None:
+            filters[name] = value
+    body_count = body.get("count")
+    count = int_param(request, "count", 0 if body_count is None else parse_int("count", body_count))
     targets = [
         run.id
         for run in engine.runs_by_id.values()
@@ -138,7 +146,7 @@ async def run_logs(request: Request) -> Response:
     # Stop at the first run past the page: a poll for the newest runs scans few of them.
     start = max(0, int_param(request, "cursor", 0))
     count = max(1, int_param(request, "count", 10))
-    window = list(islice(matching, start + count + 1))
+    window = list(islice(matching, min(start + count + 1, sys.maxsize)))
     chunk = window[start : start + count]
     cursor = str(start + count) if len(window) > start + count else ""
     logs = []

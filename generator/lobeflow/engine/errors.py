@@ -14,6 +14,9 @@ INVALID_METHOD = (
     "invalid Upstash-Method header: {value!r} (expected one of GET, POST, PUT, DELETE, PATCH, "
     "HEAD, OPTIONS)"
 )
+INVALID_INTEGER = "invalid {name}: {value} (expected an integer from -2^63 to 2^63-1)"
+INVALID_LIST = "invalid {name}: expected a string or a list of strings"
+INVALID_FILTER = "invalid {name}: expected a string"
 INVALID_FLOW_CONTROL = "invalid flow control value: {value}"
 MESSAGE_NOT_FOUND = "message {id} not found"
 RUN_NOT_FOUND = "workflow run {id} not found"

@@ -46,7 +46,8 @@ class RunChanges:
         Returns None when `token` is not a token at all (the caller answers 400).
         """
         epoch, _, version = token.partition(".")
-        if not version.isdigit() or len(version) > 18:
+        # ASCII digits only: `"²".isdigit()` is true but `int("²")` raises.
+        if not (version.isascii() and version.isdigit()) or len(version) > 18:
             return None
         return int(version) if epoch == self.epoch else 0
 
