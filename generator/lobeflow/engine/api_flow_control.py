@@ -70,6 +70,7 @@ async def action(request: Request) -> Response:
     if verb not in ("pause", "resume", "pin", "unpin", "resetRate"):
         raise not_supported(request)
     # Checked before the key exists: a refused pin leaves nothing behind.
+    limits.name("flow control key", name)
     pinned = _pin_limits(request) if verb == "pin" else (None, None, 1.0)
     key = engine.scheduler.key(name)
     params = request.query_params

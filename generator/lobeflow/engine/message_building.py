@@ -100,6 +100,8 @@ def build_message(
     """
     now = time.time()
     numbers = limits.publish_numbers(lower, config, now)
+    if queue is not None:
+        limits.name("queue name", queue)
     flow_key = lower.get("upstash-flow-control-key") or None
     flow: FlowSpec | None = None
     if flow_key is not None:
