@@ -42,7 +42,9 @@ def parked(
 
 
 @pytest.mark.parametrize("name", ["count", "cursor"])
-@pytest.mark.parametrize("value", [HUGE, str(-sys.maxsize - 2), "1" * 40, "12.5", "1e3", "²", "١٢", " 7"])
+@pytest.mark.parametrize(
+    "value", [HUGE, str(-sys.maxsize - 2), "1" * 40, "12.5", "1e3", "²", "١٢", " 7"]
+)
 def test_logs_paging_numbers_out_of_range_or_not_integers(
     parked: Api, name: str, value: str
 ) -> None:
@@ -78,7 +80,9 @@ def test_bulk_cancel_refuses_malformed_bodies_and_cancels_nothing(
 ) -> None:
     response = parked.client.request("DELETE", "/v2/workflows/runs", json=body)
     _refused(response, *words)
-    states = {run["workflowState"] for run in parked.client.get("/v2/workflows/logs").json()["runs"]}
+    states = {
+        run["workflowState"] for run in parked.client.get("/v2/workflows/logs").json()["runs"]
+    }
     assert states == {"RUN_STARTED"}
 
 
@@ -103,7 +107,9 @@ def test_message_cancel_refuses_non_list_ids_instead_of_cancelling_everything(
 ) -> None:
     response = parked.client.request("DELETE", "/v2/messages", json={"messageIds": 5})
     _refused(response, "invalid messageIds")
-    states = {run["workflowState"] for run in parked.client.get("/v2/workflows/logs").json()["runs"]}
+    states = {
+        run["workflowState"] for run in parked.client.get("/v2/workflows/logs").json()["runs"]
+    }
     assert states == {"RUN_STARTED"}
 
 

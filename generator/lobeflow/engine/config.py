@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lobeflow.engine.hosts import HostListError, parse_allowed_hosts
 from lobeflow.errors import LobeflowError
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ class EngineConfig:
         max_delay: Longest `Upstash-Delay` (and farthest `Upstash-Not-Before`,
             `waitForEvent` timeout) in seconds, before scaling.
         on_delivery: Called (on the engine's event loop) after every delivery attempt.
+        allowed_hosts: `Host` values the API answers besides the hosts it listens on
+            (`--allow-host`, `LOBEFLOW_ALLOWED_HOSTS`; see `lobeflow.engine.hosts`).
 
     Raises:
         EngineConfigError: A duration, scale or bound that is negative, zero where it
@@ -73,9 +76,24 @@ class EngineConfig:
     max_retries: int = MAX_RETRIES
     max_delay: float = MAX_DELAY_S
     on_delivery: Callable[[DeliveryRecord], None] | None = None
+    allowed_hosts: tuple[str, ...] = ()
+
+    @property
+    def checks_host(self) -> bool:
+        """Whether the API refuses foreign `Host` values.
+
+        With the public dev token anyone could call the API after a DNS rebinding, so the
+        check is on; with a secret token it is on only when an allow-list is given.
+        """
+        return self.token == DEV_TOKEN or bool(self.allowed_hosts)
 
     def __post_init__(self) -> None:
         """Refuse settings that would stall or break the scheduler (NaN, inf, negatives)."""
+        try:
+            hosts = parse_allowed_hosts(self.allowed_hosts)
+        except HostListError as exc:
+            raise EngineConfigError(str(exc)) from None
+        object.__setattr__(self, "allowed_hosts", hosts)
         for name, value, low in (
             ("time_scale", self.time_scale, 0.0),
             ("request_timeout", self.request_timeout, 1e-9),

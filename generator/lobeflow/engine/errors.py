@@ -34,6 +34,10 @@ FLOW_CONTROL_NOT_FOUND = "flow control key {key} not found"
 URL_GROUP_NOT_FOUND = "url group {name} not found"
 INVALID_URL_GROUP = "invalid url group request: {detail}"
 INVALID_CHANGE_TOKEN = "invalid changedSince {token!r}: pass the changeToken of an earlier answer"
+HOST_NOT_ALLOWED = (
+    "the local lobeflow engine does not answer for host {host!r} (a DNS rebinding guard); "
+    "allow it with --allow-host or LOBEFLOW_ALLOWED_HOSTS"
+)
 NOT_SUPPORTED = "{what} is not supported by the local lobeflow engine"
 NON_WORKFLOW_DESTINATION = (
     "detected a non-workflow destination for trigger/invoke. "
