@@ -71,6 +71,7 @@ class Acceptance(RunControl):
         internal: bool = False,
         history_prefix: Sequence[HistoryEntry] = (),
         topic: tuple[str, str | None] | None = None,
+        log_extra: Mapping[str, Any] | None = None,
     ) -> tuple[str, bool]:
         """Accept one message (durable at the next `store.commit()`).
 
@@ -83,6 +84,7 @@ class Acceptance(RunControl):
             history_prefix: For a run start: steps the new run inherits before this message's
                 own entry (resuming a dead-lettered run).
             topic: `(url group, endpoint name)` when the publish was to a URL group.
+            log_extra: Fields the run log shows on this step (a wait's deadline).
 
         Returns:
             `(message_id, deduplicated)`.
@@ -152,7 +154,7 @@ class Acceptance(RunControl):
             run = self._create_run(run_id, message, lower, history_prefix)
         if run is not None and call_type in (STEP, TO_CALLBACK, FROM_CALLBACK):
             if not is_start:
-                self._append_entry(run, message.id, body, call_type)
+                self._append_entry(run, message, body, call_type, log_extra)
                 if call_type == STEP and (step_key := step_identity(body)) is not None:
                     run.step_ids[step_key] = message.id
             message.entry_index = len(run.history) - 1

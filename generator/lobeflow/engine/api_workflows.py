@@ -25,7 +25,7 @@ from lobeflow.engine.api_common import (
 from lobeflow.engine.errors import ApiError
 from lobeflow.engine.model import RUN_STARTED, Run
 from lobeflow.engine.run_changes import RunChanges
-from lobeflow.engine.workflow import raw_steps, run_log
+from lobeflow.engine.workflow import default_retry_delay, raw_steps, run_log
 
 
 async def get_run(request: Request) -> Response:
@@ -105,8 +105,10 @@ async def bulk_cancel(request: Request) -> Response:
 async def run_logs(request: Request) -> Response:
     """`GET /v2/workflows/logs` (alias `/v2/workflows/events`): runs newest first.
 
-    Engine-only: `changedSince=<changeToken>` keeps only runs whose log changed since the
-    token (see `run_changes`); every answer carries a `changeToken`.
+    As Upstash: `cursor` only when another page follows. Engine-only, opt-in:
+    `changedSince=<changeToken>` (`0`: from the start) keeps only runs whose log changed
+    since the token (see `run_changes`), and only then does the answer carry a new
+    `changeToken`.
     """
     engine = engine_of(request)
     changes: RunChanges = request.app.state.run_changes
@@ -148,15 +150,20 @@ async def run_logs(request: Request) -> Response:
     count = max(1, int_param(request, "count", 10))
     window = list(islice(matching, min(start + count + 1, sys.maxsize)))
     chunk = window[start : start + count]
-    cursor = str(start + count) if len(window) > start + count else ""
+    default_delay = default_retry_delay(engine.config.max_retry_delay)
     logs = []
     for run in chunk:
         pending = [engine.messages[m] for m in run.pending if m in engine.messages]
-        logs.append(run_log(run, pending))
+        logs.append(run_log(run, pending, default_delay))
         if since is None:  # a `changedSince` scan has just recorded it
             changes.observe(run, engine.messages)
     changes.forget_missing(engine.runs_by_id)
-    return json_response({"cursor": cursor, "runs": logs, "changeToken": changes.token})
+    answer: dict[str, Any] = {"runs": logs}
+    if len(window) > start + count:
+        answer["cursor"] = str(start + count)
+    if since is not None:
+        answer["changeToken"] = changes.token
+    return json_response(answer)
 
 
 ROUTES = [

@@ -252,16 +252,21 @@ class QStashClient:
     ) -> tuple[list[RunLog], str | None]:
         """The runs at `url` created since `from_date` whose log changed since `token`.
 
-        `token=None` lists them all. Returns the runs and the token for the next call; the
-        local engine issues tokens (its `changedSince` extra), Upstash does not (None), and
+        `token=None` lists them all (asking the local engine for a first token with
+        `changedSince=0`). Returns the runs and the token for the next call; the local
+        engine issues tokens (its `changedSince` extra), Upstash does not (None), and
         without a token every call lists everything again.
 
         Raises:
             RunError: QStash is unreachable or refused the request.
         """
-        params = {"count": str(LOGS_PAGE_SIZE), "workflowUrl": url, "fromDate": str(from_date)}
+        params = {
+            "count": str(LOGS_PAGE_SIZE),
+            "workflowUrl": url,
+            "fromDate": str(from_date),
+            "changedSince": token or "0",
+        }
         if token is not None:
-            params["changedSince"] = token
             params["count"] = str(CHANGES_PAGE_SIZE)
         runs: list[RunLog] = []
         next_token: str | None = None
