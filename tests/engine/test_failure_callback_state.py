@@ -200,6 +200,7 @@ def test_state_moves_from_in_progress_to_success(
     run_id = _start_run(qstash_engine, app)
     assert qstash_engine.wait_for_run(run_id, timeout=20).state == "RUN_FAILED"
     seen: list[tuple[str, int | None]] = []
+    retried: dict[str, Any] = {}
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         info = _callback_state(api, run_id)
@@ -207,9 +208,13 @@ def test_state_moves_from_in_progress_to_success(
             stage = (info["state"], info.get("responseStatus"))
             if not seen or seen[-1] != stage:
                 seen.append(stage)
+                if stage == ("CALLBACK_INPROGRESS", 500):
+                    retried = _run_log(api, run_id)["failureFunction"]
             if info["state"] != "CALLBACK_INPROGRESS":
                 break
         time.sleep(0.02)
+    # While it is retried, the run log's failureFunction lists the failed attempt.
+    assert [error["status"] for error in retried["errors"]] == [500]
 
     assert seen == [
         ("CALLBACK_INPROGRESS", None),  # first attempt in flight

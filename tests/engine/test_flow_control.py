@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from lobeflow.engine import DeliveryRecord, EngineServer
 from qstash import QStash
@@ -109,10 +110,56 @@ def test_pause_resume_pin_and_inspect(
     client.flow_control.resume("held")
     server.engine.wait_until_idle(30)
     assert len(recorder.hits) == 12 and recorder.max_in_flight == 1
+    client.flow_control.pin("held", {"rate": 5, "period": 2})
+    client.flow_control.unpin("held", {"parallelism": True, "rate": False})
+    info = client.flow_control.get("held")
+    assert not info.is_pinned_parallelism and info.is_pinned_rate and info.rate_max == 5
+    assert [k["flowControlKey"] for k in api.client.get("/v2/flowControl").json()] == ["held"]
+    # Neither pinned nor paused, nothing pending: the key is forgotten (as if never seen).
     client.flow_control.unpin("held", {"parallelism": True, "rate": True})
     client.flow_control.reset_rate("held")
-    assert not client.flow_control.get("held").is_pinned_parallelism
+    assert api.client.get("/v2/flowControl/held").status_code == 404
     assert api.client.get("/v2/flowControl/unknown").status_code == 404
-    assert [k["flowControlKey"] for k in api.client.get("/v2/flowControl").json()] == ["held"]
+    assert api.client.get("/v2/flowControl").json() == []
     overall = client.flow_control.get_global_parallelism()
     assert overall.parallelism_max >= 1 and overall.parallelism_count == 0
+
+
+def test_pause_and_pin_survive_a_restart(
+    make_engine: Callable[..., EngineServer], endpoint: Endpoint, tmp_path: Path
+) -> None:
+    recorder, app = endpoint
+    db = tmp_path / "engine.db"
+    first = make_engine(db_path=db, time_scale=0.001)
+    client = QStash(first.config.token, base_url=first.url)
+    client.flow_control.pause("held")
+    client.flow_control.pin("pinned", {"parallelism": 2, "rate": 5, "period": 2})
+    for i in range(3):
+        client.message.publish(
+            url=f"{app.url}/held", body=str(i), flow_control={"key": "held", "parallelism": 4}
+        )
+    first.stop()
+
+    second = make_engine(db_path=db, time_scale=0.001)
+    client = QStash(second.config.token, base_url=second.url)
+    held = client.flow_control.get("held")
+    assert (held.is_paused, held.wait_list_size, held.parallelism_max) == (True, 3, 4)
+    pinned = client.flow_control.get("pinned")
+    assert (pinned.is_pinned_parallelism, pinned.parallelism_max) == (True, 2)
+    assert (pinned.is_pinned_rate, pinned.rate_max, pinned.rate_period) == (True, 5, 2)
+    time.sleep(0.2)
+    assert recorder.paths("/held") == []
+
+    client.flow_control.resume("held")
+    client.flow_control.unpin("pinned", {"parallelism": True, "rate": True})
+    second.engine.wait_until_idle(10)
+    assert sorted(hit.body for hit in recorder.paths("/held")) == [b"0", b"1", b"2"]
+    second.stop()
+
+    # Resumed and unpinned: nothing of them is kept.
+    third = make_engine(db_path=db)
+    api = Api(third)
+    try:
+        assert api.client.get("/v2/flowControl").json() == []
+    finally:
+        api.client.close()

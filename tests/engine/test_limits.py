@@ -157,6 +157,49 @@ def test_other_apis_refuse_bad_numbers(
     assert client.get("/v2/waiters/evt").json() == []
 
 
+def test_long_names_are_refused(
+    engine: EngineServer, endpoint: Endpoint, api_factory: Callable[[EngineServer], Api]
+) -> None:
+    _, app = endpoint
+    client = api_factory(engine).client
+    long, longest = "k" * 257, "k" * 256
+    refused = [
+        client.post(f"/v2/publish/{app.url}/a", headers={"Upstash-Flow-Control-Key": long}),
+        client.post(
+            f"/v2/publish/{app.url}/a",
+            headers={
+                "Upstash-Failure-Callback": f"{app.url}/f",
+                "Upstash-Failure-Callback-Flow-Control-Key": long,
+            },
+        ),
+        client.post(f"/v2/enqueue/{long}/{app.url}/a"),
+        client.post("/v2/queues", json={"queueName": long}),
+        client.post(f"/v2/flowControl/{long}/pause"),
+        client.post(f"/v2/flowControl/{long}/pin?parallelism=1"),
+        client.post(f"/v2/topics/{long}/endpoints", json={"endpoints": [{"url": app.url}]}),
+        client.post(
+            "/v2/topics/group/endpoints", json={"endpoints": [{"url": app.url, "name": long}]}
+        ),
+    ]
+    for response in refused:
+        assert response.status_code == 400, response.text
+        assert "257 characters, at most 256" in response.json()["error"], response.text
+    assert client.get("/v2/flowControl").json() == []
+    assert client.get("/v2/queues").json() == [] and client.get("/v2/topics").json() == []
+    assert client.get("/v2/messages/none").status_code == 404
+    assert engine.engine.counters().published == 0
+    # The longest name allowed works everywhere.
+    assert client.post(f"/v2/flowControl/{longest}/pause").status_code == 200
+    published = client.post(
+        f"/v2/enqueue/{longest}/{app.url}/a", headers={"Upstash-Flow-Control-Key": longest}
+    )
+    assert published.status_code == 201, published.text
+    grouped = client.post(
+        f"/v2/topics/{longest}/endpoints", json={"endpoints": [{"url": app.url, "name": longest}]}
+    )
+    assert grouped.status_code == 200, grouped.text
+
+
 @pytest.mark.parametrize(
     "settings",
     [

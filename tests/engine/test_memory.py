@@ -65,6 +65,26 @@ def test_flow_control_keys_are_forgotten_once_idle(
     assert "pin" in scheduler.keys
 
 
+@pytest.mark.parametrize(
+    "action", ["resume", "unpin?parallelism=true&rate=true", "unpin", "resetRate"]
+)
+def test_actions_on_unknown_keys_keep_nothing(
+    make_engine: Callable[..., EngineServer],
+    api_factory: Callable[[EngineServer], Api],
+    action: str,
+) -> None:
+    server = make_engine()
+    api = api_factory(server)
+    for number in range(50):
+        path, _, query = action.partition("?")
+        response = api.client.post(f"/v2/flowControl/ghost-{number}/{path}?{query}")
+        assert response.status_code == 200, response.text
+        assert response.json()["flowControlKey"] == f"ghost-{number}"
+    assert server.engine.scheduler.keys == {}
+    assert api.client.get("/v2/flowControl").json() == []
+    assert api.client.get("/v2/flowControl/ghost-0").status_code == 404
+
+
 def test_a_rate_window_outlives_its_messages(
     make_engine: Callable[..., EngineServer],
     endpoint: Endpoint,

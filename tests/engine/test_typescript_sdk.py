@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lobeflow.run.model import RunLog
+
+from tests.upstash_logs import run_problems
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 SCRIPT = NODE_DIR / "ts_sdk_scenarios.mjs"
@@ -35,6 +38,7 @@ SCENARIOS = (
     "url_groups",
     "wait_notify",
     "webhook",
+    "run_logs",
     "deliveries",
 )
 # npm error codes that mean "the registry could not be reached", as opposed to a broken lockfile.
@@ -49,6 +53,7 @@ NETWORK_ERRORS = (
     "network request",
 )
 TIME_SCALE = 0.01
+FAILURE_MARKER = "ts-sdk-boom"  # what the failing TS workflow throws
 
 pytestmark = pytest.mark.node
 
@@ -248,4 +253,75 @@ def test_typescript_sdks_against_engine() -> None:
     assert webhook.state == "RUN_SUCCESS"
     assert webhook.step_names == ["init", "create-webhook", "call-webhook", "wait-webhook"]
 
+    _check_run_logs(results["run_logs"]["details"])
     assert idle_error is None, f"engine not idle after the scenarios: {idle_error}"
+
+
+def _check_run_logs(details: dict[str, Any]) -> None:
+    """What `Client.logs()` returned is Upstash's shape, for every kind of step and state."""
+    logged: dict[str, Any] = details["logged"]
+    runs = [*logged.values(), details["retrying"], details["canceled"]]
+    problems = [problem for run in runs for problem in run_problems(run)]
+    assert not problems, "\n".join(problems)
+    assert details["paged"] == {"cursor": "1", "runs": 1}
+
+    def steps(run: dict[str, Any], kind: str | None = None) -> list[dict[str, Any]]:
+        return [s for g in run["steps"] if kind in (None, g["type"]) for s in g["steps"]]
+
+    initial, double, pause, add_one = steps(logged["sequential"])
+    assert "stepId" not in initial and initial["out"] == '{"n":21}'
+    assert initial["headers"]["Content-Type"] == ["application/json"]
+    assert initial["headers"]["Upstash-Workflow-Sdk-Version"] == ["1"]
+    assert initial["retries"] == 3 and initial["retryDelay"].startswith("min(")
+    assert (double["stepId"], double["stepType"], double["out"]) == (1, "Run", "42")
+    assert double["headers"]["Upstash-Workflow-Sdk-Version"] == ["1"] and double["retries"] == 3
+    assert (pause["stepType"], pause["sleepFor"]) == ("SleepFor", 30_000)  # ms, as documented
+    assert add_one["stepName"] == "add-one"
+
+    (parallel,) = [g for g in logged["parallel"]["steps"] if g["type"] == "parallel"]
+    assert sorted(s["stepName"] for s in parallel["steps"]) == [
+        "par-a",
+        "par-b",
+        "par-c",
+        "par-sleep",
+    ]
+    assert {s["concurrent"] for s in parallel["steps"]} == {4}
+
+    (call,) = [s for s in steps(logged["context_call"]) if s["stepType"] == "Call"]
+    assert call["callMethod"] == "POST" and call["callUrl"].endswith("/stub/echo")
+    assert call["callHeaders"]["X-Stub-Token"] == ["stub-secret"]
+    assert json.loads(call["callBody"]) == {"ping": "hello-stub"}
+    assert call["callResponseStatus"] == 200
+    assert json.loads(call["callResponseBody"]) == {"pong": "hello-stub", "method": "POST"}
+
+    (failed,) = steps(logged["failure_function"], "next")
+    assert (failed["state"], failed["stepName"], failed["retries"]) == (
+        "STEP_FAILED",
+        "will-fail",
+        1,
+    )
+    assert [e["status"] for e in failed["errors"]] == [500, 500]  # 1 + retries attempts
+    assert logged["failure_function"]["failureFunction"]["state"] == "CALLBACK_SUCCESS"
+
+    (not_a_workflow,) = steps(logged["non_workflow_trigger"], "next")
+    assert not_a_workflow["retries"] == 3 and len(not_a_workflow["errors"]) == 1
+    assert not_a_workflow["errors"][0]["error"].startswith("detected a non-workflow destination")
+
+    wait = next(s for s in steps(logged["wait_notify"]) if s["stepType"] == "Wait")
+    assert wait["waitEventId"].startswith("evt-") and wait["waitTimeout"] is False
+    assert wait["waitTimeoutDuration"] == "1d" and wait["waitTimeoutDeadline"] > wait["createdAt"]
+
+    # A cancelled run parked in its sleep shows that step as cancelled.
+    (stopped,) = steps(logged["cancel"], "next")
+    assert stopped["state"] == "STEP_CANCELED" and "errors" not in stopped
+
+    (retrying,) = steps(details["retrying"], "next")
+    assert retrying["state"] == "STEP_RETRY" and retrying["stepName"] == "will-fail"
+    assert retrying["nextDeliveryTime"] > retrying["errors"][0]["time"]
+    (canceled,) = steps(details["canceled"], "next")
+    assert canceled["state"] == "STEP_CANCELED" and canceled["errors"] == retrying["errors"]
+    # Read by the runner and the console's parser: the same error either way.
+    parsed = RunLog.from_api(details["retrying"])
+    assert parsed.retrying and parsed.errors == (
+        f"Error: {FAILURE_MARKER}: step failed on purpose",
+    )

@@ -55,6 +55,7 @@ const flakyExecutions = new Map(); // `${key}:${stepName}` -> executions, across
 // A failure URL: answers `status` once `gate` resolves; `hits` records each request's body.
 const failureSink = { status: 500, gate: Promise.resolve(), hits: [] };
 const groupHits = []; // requests received under /stub/group/
+const scenarioRuns = new Map(); // scenario name -> the workflowRunId its details name
 
 const statsFor = (path) => {
   if (!routeStats.has(path)) {
@@ -1072,6 +1073,47 @@ const scenarios = {
       dlqEntry: { url: entry.url, maxRetries: entry.maxRetries, responseStatus: entry.responseStatus ?? null },
     };
   },
+
+  // The logs through `Client.logs()`, as Upstash serves them: the runs of the scenarios
+  // above (returned raw for the Python side to check field by field), a step being
+  // retried (its `errors`, `retryDelay`, `nextDeliveryTime`), and that step once cancelled.
+  async run_logs({ baseUrl }, checks) {
+    const logged = {};
+    for (const [name, runId] of scenarioRuns) {
+      const page = await workflowClient.logs({ workflowRunId: runId });
+      checks.equal(`${name}: one run, and no cursor on the last page`, [page.runs.length, "cursor" in page], [1, false]);
+      logged[name] = page.runs[0];
+    }
+    const paged = await workflowClient.logs({ count: 1 });
+    checks.that("a page with more after it has a cursor", typeof paged.cursor === "string" && paged.cursor !== "", paged.cursor);
+    checks.that("no engine-only token unless asked for", !("changeToken" in paged), Object.keys(paged));
+
+    const retryDelay = "1000000"; // 1000 s, so the first retry is far off (even scaled)
+    const { workflowRunId } = await workflowClient.trigger({
+      url: `${baseUrl}/wf/failing`,
+      body: { retrying: true },
+      retries: 2,
+      retryDelay,
+    });
+    const retrying = await waitFor("a step being retried", async () => {
+      const run = await runLog(workflowRunId);
+      const next = (run?.steps ?? []).find((group) => group.type === "next")?.steps?.[0];
+      return { done: next?.state === "STEP_RETRY" && (next.errors ?? []).length > 0, value: run };
+    });
+    const next = retrying.steps.find((group) => group.type === "next").steps[0];
+    checks.equal("retrying step: retries and retryDelay", [next.retries, next.retryDelay], [2, retryDelay]);
+    checks.equal("retrying step: its failed attempt", {
+      status: next.errors[0].status,
+      hasMarker: String(next.errors[0].body).includes(FAILURE_MARKER),
+      time: typeof next.errors[0].time,
+    }, { status: 500, hasMarker: true, time: "number" });
+    checks.that("retrying step: next delivery later", next.nextDeliveryTime > Date.now(), next.nextDeliveryTime);
+    await workflowClient.cancel({ ids: workflowRunId });
+    const canceled = await waitForFinalState(workflowRunId, 5_000);
+    const stopped = (canceled.steps ?? []).find((group) => group.type === "next")?.steps?.[0];
+    checks.equal("cancelled step", [stopped?.state, stopped?.errors?.length, stopped?.retryDelay], ["STEP_CANCELED", 1, retryDelay]);
+    return { workflowRunId, logged, retrying, canceled, paged: { cursor: paged.cursor, runs: paged.runs.length } };
+  },
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1097,6 +1139,7 @@ async function runScenario(name, ctx) {
   } finally {
     clearTimeout(timer);
   }
+  if (details?.workflowRunId) scenarioRuns.set(name, details.workflowRunId);
   const result = { scenario: name, ok: checks.failures.length === 0, durationMs: Date.now() - started, details, failures: checks.failures };
   emit(result);
   return result.ok;

@@ -7,8 +7,10 @@ message, its run is created or its history extended (`run_control`).
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from lobeflow.engine import errors
 from lobeflow.engine.errors import ApiError
@@ -33,10 +35,15 @@ from lobeflow.engine.model import (
     Run,
 )
 from lobeflow.engine.run_control import RunControl
+from lobeflow.engine.scheduler import FlowKey
 from lobeflow.engine.url_groups import NAME as URL_GROUP_NAME
 from lobeflow.engine.url_groups import UrlGroup
 
 QUEUE_KIND = "queue"
+# Flow-control keys paused or pinned through the API (their waitlists are the messages').
+FLOW_CONTROL_KIND = "flow_control"
+
+_log = logging.getLogger("lobeflow.engine")
 
 
 class Acceptance(RunControl):
@@ -64,6 +71,7 @@ class Acceptance(RunControl):
         internal: bool = False,
         history_prefix: Sequence[HistoryEntry] = (),
         topic: tuple[str, str | None] | None = None,
+        log_extra: Mapping[str, Any] | None = None,
     ) -> tuple[str, bool]:
         """Accept one message (durable at the next `store.commit()`).
 
@@ -76,6 +84,7 @@ class Acceptance(RunControl):
             history_prefix: For a run start: steps the new run inherits before this message's
                 own entry (resuming a dead-lettered run).
             topic: `(url group, endpoint name)` when the publish was to a URL group.
+            log_extra: Fields the run log shows on this step (a wait's deadline).
 
         Returns:
             `(message_id, deduplicated)`.
@@ -145,7 +154,7 @@ class Acceptance(RunControl):
             run = self._create_run(run_id, message, lower, history_prefix)
         if run is not None and call_type in (STEP, TO_CALLBACK, FROM_CALLBACK):
             if not is_start:
-                self._append_entry(run, message.id, body, call_type)
+                self._append_entry(run, message, body, call_type, log_extra)
                 if call_type == STEP and (step_key := step_identity(body)) is not None:
                     run.step_ids[step_key] = message.id
             message.entry_index = len(run.history) - 1
@@ -310,6 +319,36 @@ class Acceptance(RunControl):
         self.scheduler.release(key.key)
         self.store.put_object(QUEUE_KIND, queue.name, queue.to_dict())
 
+    # ------------------------------------------------------------ flow-control keys
+
+    def flow_key_changed(self, key: FlowKey) -> None:
+        """Record a key's pause and pins (kept across restarts), then let it deliver again.
+
+        A key left with neither is forgotten from the store, and from memory once idle.
+        A queue's own key is not recorded here: its queue's record carries its state.
+        """
+        if not key.key.startswith(queue_key("")):
+            if key.paused or key.pinned_parallelism is not None or key.pinned_rate is not None:
+                self.store.put_object(FLOW_CONTROL_KIND, key.key, _flow_key_record(key))
+            else:
+                self.store.delete_object(FLOW_CONTROL_KIND, key.key)
+        self.scheduler.release(key.key)
+
+    def _restore_flow_key(self, record: dict[str, Any]) -> None:
+        try:
+            name, paused = str(record["key"]), bool(record["paused"])
+            parallelism = record["pinnedParallelism"]
+            rate = record["pinnedRate"]
+            pinned_rate = None if rate is None else (int(rate[0]), float(rate[1]))
+            pinned_parallelism = None if parallelism is None else int(parallelism)
+        except (KeyError, TypeError, ValueError, IndexError):
+            _log.warning("stored flow-control key %r unreadable: ignored", record)
+            return
+        key = self.scheduler.key(name)
+        key.paused = paused
+        key.pinned_parallelism, key.pinned_rate = pinned_parallelism, pinned_rate
+        self.scheduler.release(name)
+
     def _dedup_key(self, url: str, lower: dict[str, str], body: bytes) -> str | None:
         if (explicit := lower.get("upstash-deduplication-id")) is not None:
             return "id:" + explicit
@@ -336,3 +375,13 @@ class Acceptance(RunControl):
             if expires > now:
                 break
             del self._dedup[oldest_key]
+
+
+def _flow_key_record(key: FlowKey) -> dict[str, Any]:
+    rate = key.pinned_rate
+    return {
+        "key": key.key,
+        "paused": key.paused,
+        "pinnedParallelism": key.pinned_parallelism,
+        "pinnedRate": None if rate is None else [rate[0], rate[1]],
+    }

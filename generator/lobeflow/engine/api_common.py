@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 from typing import Any, TypeVar
 
 from starlette.requests import Request
@@ -85,15 +87,49 @@ def query_list(request: Request, name: str) -> list[str]:
     return values
 
 
+# ASCII digits only: `int()` also takes `"١٢"`, `"1_000"` and surrounding blanks.
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def parse_int(name: str, raw: object) -> int:
+    """A client's integer (a JSON number or a decimal string) that fits a signed 64-bit int.
+
+    Raises:
+        ApiError: 400 naming `name` for anything else (floats, `"1e3"`, `"²"`, 2**63...).
+    """
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    elif isinstance(raw, str) and _INTEGER.fullmatch(raw) and len(raw) <= 20:
+        value = int(raw)
+    else:
+        shown = raw if isinstance(raw, str) else json.dumps(raw)
+        raise ApiError(400, errors.INVALID_INTEGER.format(name=name, value=shown[:100]))
+    if not -sys.maxsize - 1 <= value <= sys.maxsize:
+        raise ApiError(400, errors.INVALID_INTEGER.format(name=name, value=str(raw)[:100]))
+    return value
+
+
 def int_param(request: Request, name: str, default: int) -> int:
-    """An integer query parameter."""
+    """An integer query parameter (`parse_int`'s rules)."""
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ApiError(400, errors.INVALID_HEADER.format(name=name, value=raw)) from None
+    return parse_int(name, raw)
+
+
+def string_list(name: str, value: object) -> list[str]:
+    """A JSON body's list of ids or names: `None` is none, one string is a list of one.
+
+    Raises:
+        ApiError: 400 for anything but a string or a list of strings.
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return value
+    raise ApiError(400, errors.INVALID_LIST.format(name=name))
 
 
 def page(request: Request, items: list[T], default_count: int) -> tuple[list[T], str]:

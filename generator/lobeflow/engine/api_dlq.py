@@ -17,6 +17,7 @@ from lobeflow.engine.api_common import (
     page,
     query_list,
     request_headers,
+    string_list,
 )
 from lobeflow.engine.errors import ApiError
 
@@ -87,13 +88,20 @@ async def delete_dlq(request: Request) -> Response:
 async def delete_many(request: Request) -> Response:
     """`DELETE /v2/dlq`: body `{"dlqIds": [...]}` (Python) or query ids/filters (TS)."""
     engine = engine_of(request)
-    body = await json_body(request, default={})
-    ids = body.get("dlqIds") if isinstance(body, dict) else None
-    entries = _selected(request, list(ids or query_list(request, "dlqIds")))
+    entries = _selected(request, await _body_ids(request))
     for entry in entries:
         engine.delete_dlq(entry["dlqId"])
     await engine.store.commit()
     return json_response({"deleted": len(entries)})
+
+
+async def _body_ids(request: Request) -> list[str]:
+    """`dlqIds` of a JSON body (Python) or of the query (TS); checked before anything is done."""
+    body = await json_body(request, default={})
+    if not isinstance(body, dict):
+        raise ApiError(400, errors.INVALID_JSON)
+    in_body = string_list("dlqIds", body.get("dlqIds"))
+    return in_body or query_list(request, "dlqIds")
 
 
 def _overrides(request: Request) -> dict[str, str]:
@@ -108,11 +116,10 @@ def _overrides(request: Request) -> dict[str, str]:
 async def retry(request: Request) -> Response:
     """`POST /v2/dlq/retry?dlqIds=...`: publish the messages again and drop the entries."""
     engine = engine_of(request)
-    body = await json_body(request, default={})
-    ids = body.get("dlqIds") if isinstance(body, dict) else None
+    ids = await _body_ids(request)
     overrides = _overrides(request)
     responses = []
-    for entry in _selected(request, list(ids or query_list(request, "dlqIds"))):
+    for entry in _selected(request, ids):
         message_id = engine.retry_dlq(entry["dlqId"], overrides)
         responses.append({"messageId": message_id})
     await engine.store.commit()

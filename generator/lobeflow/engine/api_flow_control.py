@@ -70,6 +70,7 @@ async def action(request: Request) -> Response:
     if verb not in ("pause", "resume", "pin", "unpin", "resetRate"):
         raise not_supported(request)
     # Checked before the key exists: a refused pin leaves nothing behind.
+    limits.name("flow control key", name)
     pinned = _pin_limits(request) if verb == "pin" else (None, None, 1.0)
     key = engine.scheduler.key(name)
     params = request.query_params
@@ -90,7 +91,9 @@ async def action(request: Request) -> Response:
             key.pinned_rate = None
     else:  # resetRate
         key.window_start, key.window_count = time.time(), 0
-    engine.scheduler.release(name)
+    # Recorded (a pause or pin survives a restart), re-checked, and forgotten if that left
+    # it idle: a resume, unpin or resetRate of a key nobody uses must not stay forever.
+    engine.flow_key_changed(key)
     return json_response(key_json(key, engine.config.time_scale))
 
 

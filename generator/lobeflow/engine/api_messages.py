@@ -20,6 +20,7 @@ from lobeflow.engine.api_common import (
     query_list,
     raw_destination,
     request_headers,
+    string_list,
 )
 from lobeflow.engine.errors import ApiError
 from lobeflow.engine.http_client import redact_url
@@ -181,9 +182,11 @@ async def cancel_messages(request: Request) -> Response:
     """`DELETE /v2/messages`: body `{"messageIds": [...]}`, query ids or filters; none = all."""
     engine = engine_of(request)
     body = await json_body(request, default={})
-    raw_ids = body.get("messageIds") if isinstance(body, dict) else None
-    ids = [str(i) for i in raw_ids] if isinstance(raw_ids, list) else []
-    ids = ids or query_list(request, "messageIds")
+    if not isinstance(body, dict):
+        raise ApiError(400, errors.INVALID_JSON)
+    # A wrong type is refused, never read as "no ids" (which would cancel every message).
+    in_body = string_list("messageIds", body.get("messageIds"))
+    ids = in_body or query_list(request, "messageIds")
     if ids:
         targets = [engine.messages[i] for i in ids if i in engine.messages]
     else:

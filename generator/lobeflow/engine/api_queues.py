@@ -43,6 +43,7 @@ async def upsert(request: Request) -> Response:
     name = body.get("queueName") if isinstance(body, dict) else None
     if not isinstance(name, str) or not name:
         raise ApiError(400, errors.INVALID_QUEUE.format(detail="queueName is required"))
+    limits.name("queueName", name)
     parallelism = limits.queue_parallelism(body.get("parallelism", 1))
     engine.upsert_queue(name, parallelism, paused=bool(body.get("paused", False)))
     await engine.store.commit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from itertools import islice
 from typing import Any
@@ -17,12 +18,14 @@ from lobeflow.engine.api_common import (
     int_param,
     json_body,
     json_response,
+    parse_int,
     query_list,
+    string_list,
 )
 from lobeflow.engine.errors import ApiError
 from lobeflow.engine.model import RUN_STARTED, Run
 from lobeflow.engine.run_changes import RunChanges
-from lobeflow.engine.workflow import raw_steps, run_log
+from lobeflow.engine.workflow import default_retry_delay, raw_steps, run_log
 
 
 async def get_run(request: Request) -> Response:
@@ -71,17 +74,22 @@ async def bulk_cancel(request: Request) -> Response:
     body = await json_body(request, default={})
     if not isinstance(body, dict):
         raise ApiError(400, errors.INVALID_JSON)
-    filters: dict[str, Any] = dict(body)
+    filters: dict[str, Any] = {}
+    # Checked before anything is cancelled: a wrong type must not widen the selection.
     for name in ("workflowRunIds", "label", "flowControlKey"):
-        values = query_list(request, name)
+        in_body = string_list(name, body.get(name))
+        values = query_list(request, name) or in_body
         if values:
             filters[name] = values
     for name in ("workflowUrl", "workflowUrlExactMatch"):
-        if name in request.query_params:
-            filters[name] = request.query_params[name]
-    if isinstance(filters.get("workflowRunIds"), str):
-        filters["workflowRunIds"] = [filters["workflowRunIds"]]
-    count = int(filters.get("count") or request.query_params.get("count") or 0)
+        value = request.query_params.get(name, body.get(name))
+        allowed = str | bool if name == "workflowUrlExactMatch" else str
+        if value is not None and not isinstance(value, allowed):
+            raise ApiError(400, errors.INVALID_FILTER.format(name=name))
+        if value is not None:
+            filters[name] = value
+    body_count = body.get("count")
+    count = int_param(request, "count", 0 if body_count is None else parse_int("count", body_count))
     targets = [
         run.id
         for run in engine.runs_by_id.values()
@@ -97,8 +105,10 @@ async def bulk_cancel(request: Request) -> Response:
 async def run_logs(request: Request) -> Response:
     """`GET /v2/workflows/logs` (alias `/v2/workflows/events`): runs newest first.
 
-    Engine-only: `changedSince=<changeToken>` keeps only runs whose log changed since the
-    token (see `run_changes`); every answer carries a `changeToken`.
+    As Upstash: `cursor` only when another page follows. Engine-only, opt-in:
+    `changedSince=<changeToken>` (`0`: from the start) keeps only runs whose log changed
+    since the token (see `run_changes`), and only then does the answer carry a new
+    `changeToken`.
     """
     engine = engine_of(request)
     changes: RunChanges = request.app.state.run_changes
@@ -138,17 +148,22 @@ async def run_logs(request: Request) -> Response:
     # Stop at the first run past the page: a poll for the newest runs scans few of them.
     start = max(0, int_param(request, "cursor", 0))
     count = max(1, int_param(request, "count", 10))
-    window = list(islice(matching, start + count + 1))
+    window = list(islice(matching, min(start + count + 1, sys.maxsize)))
     chunk = window[start : start + count]
-    cursor = str(start + count) if len(window) > start + count else ""
+    default_delay = default_retry_delay(engine.config.max_retry_delay)
     logs = []
     for run in chunk:
         pending = [engine.messages[m] for m in run.pending if m in engine.messages]
-        logs.append(run_log(run, pending))
+        logs.append(run_log(run, pending, default_delay))
         if since is None:  # a `changedSince` scan has just recorded it
             changes.observe(run, engine.messages)
     changes.forget_missing(engine.runs_by_id)
-    return json_response({"cursor": cursor, "runs": logs, "changeToken": changes.token})
+    answer: dict[str, Any] = {"runs": logs}
+    if len(window) > start + count:
+        answer["cursor"] = str(start + count)
+    if since is not None:
+        answer["changeToken"] = changes.token
+    return json_response(answer)
 
 
 ROUTES = [

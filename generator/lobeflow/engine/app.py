@@ -32,12 +32,45 @@ from lobeflow.engine import (
 from lobeflow.engine.api_common import json_response, not_supported
 from lobeflow.engine.core import Engine
 from lobeflow.engine.errors import ApiError
+from lobeflow.engine.hosts import host_allowed
 from lobeflow.engine.run_changes import RunChanges
 
-# Called by third parties (createWebhook URLs), so not behind the bearer token; the
-# console (when mounted) checks its requests itself and keeps the token server-side, and
-# serves the icon browsers ask every page of the port for.
+# Called by third parties (createWebhook URLs, whose unguessable ids are the credential;
+# a tunnel gives them a Host of its own), so behind neither the bearer token nor the Host
+# check; the console (when mounted) checks its requests itself and keeps the token
+# server-side, and serves the icon browsers ask every page of the port for.
 _PUBLIC_PREFIXES = ("/v2/workflows/hooks/", "/console", "/favicon.ico")
+
+
+class TrustedHost:
+    """Pure-ASGI `Host` check: 403 for hosts the engine does not listen on (DNS rebinding).
+
+    Runs first, so a refused request is neither read nor authenticated.
+    """
+
+    def __init__(self, app: ASGIApp, listen_host: str, allowed: tuple[str, ...]) -> None:
+        """Wrap `app`; see `lobeflow.engine.hosts.host_allowed` for what passes."""
+        self.app = app
+        self.listen_host = listen_host
+        self.allowed = allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer 403 `{"error": ...}` for a foreign `Host`."""
+        if scope["type"] == "http" and not scope["path"].startswith(_PUBLIC_PREFIXES):
+            host: str | None = None
+            for name, value in scope["headers"]:
+                if name == b"host":
+                    host = value.decode("latin-1")
+                    break
+            server = scope.get("server")
+            local = (str(server[0]), int(server[1])) if server and server[1] else None
+            if not host_allowed(
+                host, local=local, listen_host=self.listen_host, allowed=self.allowed
+            ):
+                shown = "" if host is None else host[:100]
+                await _send_error(send, 403, errors.HOST_NOT_ALLOWED.format(host=shown))
+                return
+        await self.app(scope, receive, send)
 
 
 class BearerAuth:
@@ -130,10 +163,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return json_response({"error": message}, exc.status_code)
 
 
-def build_app(engine: Engine, extra_routes: Sequence[BaseRoute] = ()) -> ASGIApp:
+def build_app(
+    engine: Engine, extra_routes: Sequence[BaseRoute] = (), listen_host: str = "127.0.0.1"
+) -> ASGIApp:
     """The engine's HTTP API as an ASGI app; its lifespan starts and stops the engine.
 
-    `extra_routes` are served first (the console at `/console`).
+    `extra_routes` are served first (the console at `/console`); `listen_host` is the
+    address the server listens on (`Host` values naming it are answered).
     """
 
     @asynccontextmanager
@@ -165,4 +201,6 @@ def build_app(engine: Engine, extra_routes: Sequence[BaseRoute] = ()) -> ASGIApp
     )
     app.state.engine = engine
     app.state.run_changes = RunChanges()
-    return BodyLimit(BearerAuth(app, engine.config.token), engine.config.max_body_bytes)
+    config = engine.config
+    api: ASGIApp = BodyLimit(BearerAuth(app, config.token), config.max_body_bytes)
+    return TrustedHost(api, listen_host, config.allowed_hosts) if config.checks_host else api

@@ -8,10 +8,12 @@ lobeflow project the engine keeps its messages and runs in `.lobeflow/engine.sql
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Annotated
@@ -24,6 +26,7 @@ from lobeflow.engine.config import (
     DEV_TOKEN,
     EngineConfig,
 )
+from lobeflow.engine.hosts import ENV_VAR as ALLOWED_HOSTS_ENV
 from lobeflow.errors import LobeflowError
 from lobeflow.project import ANSWERS_DIR, ProjectError, find_project_root, list_workflows
 
@@ -183,6 +186,7 @@ def dev(
         time_scale=time_scale,
         on_delivery=None if quiet else _print_delivery,
         ca_file=ca_file,
+        allowed_hosts=allowed_hosts(allow_host or ()),
     )
     if print_env:
         lines = env_lines(f"http://{host}:{port}", config)
@@ -251,6 +255,12 @@ def dev(
         if state_lock is not None:
             state_lock.close()
         print("lobeflow engine stopped", flush=True)
+
+
+def allowed_hosts(options: Sequence[str]) -> tuple[str, ...]:
+    """`--allow-host` values, then the comma-separated `LOBEFLOW_ALLOWED_HOSTS` ones."""
+    from_env = os.environ.get(ALLOWED_HOSTS_ENV, "")
+    return (*options, *([from_env] if from_env.strip() else []))
 
 
 def _env(url: str, config: EngineConfig) -> dict[str, str]:

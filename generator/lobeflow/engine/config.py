@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lobeflow.engine.hosts import HostListError, parse_allowed_hosts
 from lobeflow.errors import LobeflowError
 
 if TYPE_CHECKING:
@@ -56,6 +57,8 @@ class EngineConfig:
         on_delivery: Called (on the engine's event loop) after every delivery attempt.
         ca_file: A PEM file of certificate authorities trusted for https deliveries on top
             of the system's (an app behind a proxy with a private or test certificate).
+        allowed_hosts: `Host` values the API answers besides the hosts it listens on
+            (`--allow-host`, `LOBEFLOW_ALLOWED_HOSTS`; see `lobeflow.engine.hosts`).
 
     Raises:
         EngineConfigError: A duration, scale or bound that is negative, zero where it
@@ -76,11 +79,26 @@ class EngineConfig:
     max_delay: float = MAX_DELAY_S
     on_delivery: Callable[[DeliveryRecord], None] | None = None
     ca_file: Path | None = None
+    allowed_hosts: tuple[str, ...] = ()
+
+    @property
+    def checks_host(self) -> bool:
+        """Whether the API refuses foreign `Host` values.
+
+        With the public dev token anyone could call the API after a DNS rebinding, so the
+        check is on; with a secret token it is on only when an allow-list is given.
+        """
+        return self.token == DEV_TOKEN or bool(self.allowed_hosts)
 
     def __post_init__(self) -> None:
         """Refuse settings that would stall or break the scheduler (NaN, inf, negatives)."""
         if self.ca_file is not None and not Path(self.ca_file).is_file():
             raise EngineConfigError(f"The CA file {self.ca_file} does not exist.")
+        try:
+            hosts = parse_allowed_hosts(self.allowed_hosts)
+        except HostListError as exc:
+            raise EngineConfigError(str(exc)) from None
+        object.__setattr__(self, "allowed_hosts", hosts)
         for name, value, low in (
             ("time_scale", self.time_scale, 0.0),
             ("request_timeout", self.request_timeout, 1e-9),

@@ -14,7 +14,7 @@ import logging
 import time
 
 from lobeflow.engine import limits
-from lobeflow.engine.acceptance import QUEUE_KIND
+from lobeflow.engine.acceptance import FLOW_CONTROL_KIND, QUEUE_KIND
 from lobeflow.engine.config import DEDUP_WINDOW_S, EngineConfig
 from lobeflow.engine.dead_letters import WORKFLOW_DLQ_KIND
 from lobeflow.engine.delivery import Delivery
@@ -66,6 +66,8 @@ class Engine(Delivery, WorkflowRecovery):
         self.scheduler.start()
         for record in state.objects.get(QUEUE_KIND, []):
             self._apply_queue(Queue(**record))
+        for record in state.objects.get(FLOW_CONTROL_KIND, []):
+            self._restore_flow_key(record)
         self.url_groups.load(state.objects.get(URL_GROUP_KIND, []))
         self.schedules.load(state.objects.get(SCHEDULE_KIND, []))
         self.waiters.load(state.objects.get(WAITER_KIND, []), state.objects.get(EVENT_KIND, []))

@@ -22,7 +22,6 @@ from lobeflow.engine.message_building import (
     destination_headers,
     json_bytes,
     new_id,
-    now_ms,
     user_flow_key,
 )
 from lobeflow.engine.model import (
@@ -39,6 +38,7 @@ from lobeflow.engine.model import (
     Run,
     flow_control_json,
 )
+from lobeflow.engine.workflow import failed_step
 
 # The publish headers (and retry count) of a dead-lettered workflow message, kept apart from
 # the DLQ entry (which the API returns as is) so the run can be restarted or resumed.
@@ -62,16 +62,7 @@ class DeadLetters(Acceptance):
                 step_name = next(
                     (v for n, v in outcome.headers if n.lower() == "upstash-error-step-name"), None
                 )
-                run.fail_step = {
-                    "messageId": message.id,
-                    "stepName": step_name,
-                    "retries": message.retried,
-                    "status": outcome.status or 0,
-                    "error": outcome.error or "",
-                    "body": outcome.body.decode("utf-8", "replace"),
-                    "headers": multi(outcome.headers),
-                    "time": now_ms(),
-                }
+                run.fail_step = failed_step(message, step_name)
                 self._end_run(run, RUN_FAILED)
         self._finish(message, FAILED, outcome)
 

@@ -9,7 +9,7 @@ from lobeflow.engine import errors
 from lobeflow.engine.dead_letters import DeadLetters
 from lobeflow.engine.durations import eval_retry_delay, parse_retry_after
 from lobeflow.engine.http_client import DeliveryError, redact_url
-from lobeflow.engine.message_building import delivery_body, delivery_headers
+from lobeflow.engine.message_building import delivery_body, delivery_headers, now_ms
 from lobeflow.engine.model import (
     CALLBACK_INPROGRESS,
     CALLBACK_SUCCESS,
@@ -23,6 +23,7 @@ from lobeflow.engine.model import (
     Outcome,
     Run,
 )
+from lobeflow.engine.workflow import record_attempt
 
 _SDK_VERSION_HEADER = "upstash-workflow-sdk-version"
 
@@ -97,11 +98,14 @@ class Delivery(DeadLetters):
                 and _SDK_VERSION_HEADER not in lower
             ):
                 outcome.error = errors.NON_WORKFLOW_DESTINATION
+                record_attempt(message, outcome, now_ms())
                 self._fail(message, run, body, outcome)
                 return
             self._finish(message, DELIVERED)
             self._record_failure_callback(message, run, outcome, CALLBACK_SUCCESS)
             return
+        if run is not None:  # the run log's `errors` of this step
+            record_attempt(message, outcome, now_ms())
         non_retryable = (
             outcome.status == 489 and lower.get("upstash-nonretryable-error", "").lower() == "true"
         )

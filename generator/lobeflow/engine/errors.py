@@ -14,6 +14,9 @@ INVALID_METHOD = (
     "invalid Upstash-Method header: {value!r} (expected one of GET, POST, PUT, DELETE, PATCH, "
     "HEAD, OPTIONS)"
 )
+INVALID_INTEGER = "invalid {name}: {value} (expected an integer from -2^63 to 2^63-1)"
+INVALID_LIST = "invalid {name}: expected a string or a list of strings"
+INVALID_FILTER = "invalid {name}: expected a string"
 INVALID_FLOW_CONTROL = "invalid flow control value: {value}"
 MESSAGE_NOT_FOUND = "message {id} not found"
 RUN_NOT_FOUND = "workflow run {id} not found"
@@ -31,6 +34,10 @@ FLOW_CONTROL_NOT_FOUND = "flow control key {key} not found"
 URL_GROUP_NOT_FOUND = "url group {name} not found"
 INVALID_URL_GROUP = "invalid url group request: {detail}"
 INVALID_CHANGE_TOKEN = "invalid changedSince {token!r}: pass the changeToken of an earlier answer"
+HOST_NOT_ALLOWED = (
+    "the local lobeflow engine does not answer for host {host!r} (a DNS rebinding guard); "
+    "allow it with --allow-host or LOBEFLOW_ALLOWED_HOSTS"
+)
 NOT_SUPPORTED = "{what} is not supported by the local lobeflow engine"
 NON_WORKFLOW_DESTINATION = (
     "detected a non-workflow destination for trigger/invoke. "

@@ -30,6 +30,10 @@ MAX_PERIOD_S = 7 * 86_400.0  # flow-control period: one week (qstash-py docstrin
 MAX_RATE = 1_000_000
 # Not documented for custom plans (2 hours pay-as-you-go): the engine's default timeout.
 MAX_TIMEOUT_S = DEFAULT_REQUEST_TIMEOUT_S
+# Not documented by QStash either: flow-control keys, queue, URL-group and endpoint names
+# are listed whole (the console polls the flow-control list every second), so they are
+# bounded. Twice what `lobeflow new` generates (128).
+MAX_NAME_LENGTH = 256
 
 
 def _shown(value: str) -> str:
@@ -168,6 +172,17 @@ def check_flow(parallelism: int | None, rate: int | None, period: float, value: 
     raise ApiError(400, errors.INVALID_FLOW_CONTROL.format(value=_shown(value)) + f": {reason}")
 
 
+def name(what: str, value: str) -> str:
+    """A flow-control key, queue, URL-group or endpoint name of at most `MAX_NAME_LENGTH`.
+
+    Raises:
+        ApiError: 400 naming `what` for a longer one.
+    """
+    if len(value) > MAX_NAME_LENGTH:
+        raise _bad(what, value, f"{len(value)} characters, at most {MAX_NAME_LENGTH} are allowed")
+    return value
+
+
 def queue_parallelism(value: object) -> int:
     """A queue's `parallelism`: an integer from 1 to `MAX_PARALLELISM`.
 
@@ -252,6 +267,8 @@ def publish_numbers(
     expression = lower.get("upstash-retry-delay")
     if expression is not None:
         retry_delay(label + "Retry-Delay", expression)
+    if (value := lower.get("upstash-flow-control-key")) is not None:
+        name(label + "Flow-Control-Key", value)
     flow: FlowSpec | None = None
     if (value := lower.get("upstash-flow-control-value")) is not None:
         flow = flow_spec(value)

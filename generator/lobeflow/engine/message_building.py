@@ -85,6 +85,22 @@ def destination_headers(message: Message) -> dict[str, list[str]]:
     return out
 
 
+def log_meta(message: Message, extra: Mapping[str, Any] | None = None) -> str:
+    """What the run log shows of a workflow message besides its body, as compact JSON.
+
+    The headers it is delivered with, its retries and retry delay (Upstash lists them on
+    every step), a call's URL and method, and `extra` (a wait's deadline).
+    """
+    meta: dict[str, Any] = {"headers": destination_headers(message), "retries": message.max_retries}
+    if message.retry_delay is not None:
+        meta["retryDelay"] = message.retry_delay
+    if message.call_type == TO_CALLBACK:
+        meta["callUrl"], meta["callMethod"] = message.url, message.method
+    if extra:
+        meta.update(extra)
+    return json.dumps(meta, separators=(",", ":"), sort_keys=True)
+
+
 def build_message(
     url: str,
     headers: dict[str, str],
@@ -100,6 +116,8 @@ def build_message(
     """
     now = time.time()
     numbers = limits.publish_numbers(lower, config, now)
+    if queue is not None:
+        limits.name("queue name", queue)
     flow_key = lower.get("upstash-flow-control-key") or None
     flow: FlowSpec | None = None
     if flow_key is not None:

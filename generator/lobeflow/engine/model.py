@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from collections import OrderedDict
 from dataclasses import astuple, dataclass, field, fields
 from typing import Any
@@ -73,6 +74,10 @@ class Message:
     # For a failure-callback message: the DLQ entry whose failure it reports; its attempts
     # are recorded on that entry (`failureCallbackInfo`) instead of making entries of their own.
     failure_of: str | None = None
+    # Failed attempts `{error, body, headers, status, time}` (the run log's `errors`), and
+    # the step name the SDK reported while failing (`Upstash-Error-Step-Name`).
+    attempt_errors: list[dict[str, Any]] = field(default_factory=list)
+    error_step: str | None = None
     state: str = CREATED
     # Scheduling bookkeeping: bumped whenever the message is re-queued so that stale heap
     # entries are recognised and skipped instead of searched for and removed.
@@ -182,15 +187,21 @@ class HistoryEntry:
     created_at: int
     # The entry pre-serialised, so building a delivery body is a string join.
     json: str
+    # What the run log shows of the message besides its body, as JSON (`headers`,
+    # `retries`, `retryDelay`; a call's URL and method; a wait's deadline); interned, since
+    # most steps of a workflow share it. Empty for entries an older engine stored.
+    meta: str = ""
 
     @classmethod
-    def create(cls, message_id: str, body: str, call_type: str, created_at: int) -> HistoryEntry:
+    def create(
+        cls, message_id: str, body: str, call_type: str, created_at: int, meta: str = ""
+    ) -> HistoryEntry:
         """Build an entry from the base64 body."""
         encoded = json.dumps(
             {"messageId": message_id, "body": body, "callType": call_type},
             separators=(",", ":"),
         )
-        return cls(message_id, body, call_type, created_at, encoded)
+        return cls(message_id, body, call_type, created_at, encoded, sys.intern(meta))
 
 
 @dataclass(slots=True, eq=False)
@@ -213,8 +224,11 @@ class Run:
     response: str | None = None
     dlq_id: str | None = None
     failure: dict[str, Any] | None = None
-    # The delivery that failed the run: `{messageId, stepName?, status, error, body, time}`.
+    # The delivery that failed the run: `{messageId, stepName?, retries, retryDelay?,
+    # errors}` (older engines stored one `status, error, body, headers, time` instead).
     fail_step: dict[str, Any] | None = None
+    # The steps a cancel stopped, as the run log's `next` group shows them.
+    canceled_steps: list[dict[str, Any]] = field(default_factory=list)
     # Ids of this run's messages not yet delivered, failed or cancelled.
     pending: set[str] = field(default_factory=set)
     # (stepId, targetStep) -> message id of each recorded step, to drop duplicates that an
@@ -243,6 +257,7 @@ class Run:
             "dlq_id": self.dlq_id,
             "failure": self.failure,
             "fail_step": self.fail_step,
+            "canceled_steps": self.canceled_steps,
         }
 
     @classmethod
@@ -265,6 +280,7 @@ class Run:
             dlq_id=data["dlq_id"],
             failure=data["failure"],
             fail_step=data.get("fail_step"),
+            canceled_steps=data.get("canceled_steps") or [],
         )
 
 

@@ -6,9 +6,11 @@ pass; without this filter each poll would serialize and parse thousands of uncha
 
 `GET /v2/workflows/logs?...&changedSince=<token>` returns, of the runs the other filters
 select, only those whose log entry may differ from what was served before the token was
-issued; every logs answer carries `changeToken`. A client keeps the token of the FIRST
-page of a listing and sends it with the next listing. Upstash has no such filter and
-sends no token, so a client that never saw a token lists the usual way.
+issued; such an answer carries the next `changeToken` (`changedSince=0` lists every run
+and starts the chain; an answer to a request without `changedSince` carries none, as
+Upstash's). A client keeps the token of the FIRST page of a listing and sends it with
+the next listing. Upstash has no such filter and sends no token, so a client that never
+saw a token lists the usual way.
 
 How: each run's log is summarized by a cheap fingerprint (state, steps recorded, pending
 messages and their states, failure data). Whenever a run is served, or scanned by a
@@ -41,12 +43,16 @@ class RunChanges:
         return f"{self.epoch}.{self.version}"
 
     def parse(self, token: str) -> int | None:
-        """The version a token stands for; 0 for a token of another engine process.
+        """The version a token stands for; 0 for `0` (the first listing, which asks for a
+        token) and for a token of another engine process.
 
         Returns None when `token` is not a token at all (the caller answers 400).
         """
+        if token == "0":
+            return 0
         epoch, _, version = token.partition(".")
-        if not version.isdigit() or len(version) > 18:
+        # ASCII digits only: `"²".isdigit()` is true but `int("²")` raises.
+        if not (version.isascii() and version.isdigit()) or len(version) > 18:
             return None
         return int(version) if epoch == self.epoch else 0
 
@@ -67,10 +73,12 @@ class RunChanges:
 
 
 def _fingerprint(run: Run, messages: Mapping[str, Message]) -> Hashable:
+    # `retried` too: a second failed attempt adds an error but leaves the state RETRY.
     pending = frozenset(
-        (message.id, message.state, message.max_retries, message.retry_delay)
+        (message.id, message.state, message.retried, message.max_retries, message.retry_delay)
         for message in (messages.get(message_id) for message_id in run.pending)
         if message is not None
     )
     failure = None if run.failure is None else json.dumps(run.failure, sort_keys=True)
-    return (run.state, len(run.history), run.completed_at, run.dlq_id, pending, failure)
+    canceled = len(run.canceled_steps)
+    return (run.state, len(run.history), run.completed_at, run.dlq_id, pending, failure, canceled)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from lobeflow.engine import errors
 from lobeflow.engine.errors import ApiError
 from lobeflow.engine.headers import forwarded, run_config_headers
-from lobeflow.engine.message_building import feature_set, now_ms, step_identity
+from lobeflow.engine.message_building import feature_set, log_meta, now_ms, step_identity
 from lobeflow.engine.model import (
     CANCELED,
+    FROM_CALLBACK,
     PENDING_STATES,
     RUN_CANCELED,
     RUN_STARTED,
@@ -21,6 +23,7 @@ from lobeflow.engine.model import (
     Run,
 )
 from lobeflow.engine.state import EngineState
+from lobeflow.engine.workflow import default_retry_delay, stopped_step
 
 
 class RunControl(EngineState):
@@ -60,13 +63,24 @@ class RunControl(EngineState):
                 key = step_identity(base64.b64decode(inherited.body))
                 if key is not None:
                     run.step_ids[key] = inherited.message_id
-        self._append_entry(run, message.id, message.body, STEP)
+        self._append_entry(run, message, message.body, STEP)
         self.store.put_run(run)
         return run
 
-    def _append_entry(self, run: Run, message_id: str, body: bytes, call_type: str) -> None:
+    def _append_entry(
+        self,
+        run: Run,
+        message: Message,
+        body: bytes,
+        call_type: str,
+        log_extra: Mapping[str, Any] | None = None,
+    ) -> None:
         entry = HistoryEntry.create(
-            message_id, base64.b64encode(body).decode(), call_type, now_ms()
+            message.id,
+            base64.b64encode(body).decode(),
+            call_type,
+            now_ms(),
+            log_meta(message, log_extra),
         )
         run.history.append(entry)
         self.store.add_entry(run.id, len(run.history) - 1, entry)
@@ -93,9 +107,12 @@ class RunControl(EngineState):
         run.completed_at = now_ms()
         self._active_runs -= 1
         if state == RUN_CANCELED:
+            default_delay = default_retry_delay(self.config.max_retry_delay)
             for message_id in list(run.pending):
                 message = self.messages.get(message_id)
                 if message is not None and message.state in PENDING_STATES:
+                    if message.call_type in (STEP, FROM_CALLBACK):  # the log keeps showing it
+                        run.canceled_steps.append(stopped_step(message, default_delay))
                     self.cancel_message(message)
         self.store.put_run(run)
         self._notify()

@@ -252,10 +252,15 @@ class Scheduler:
             self._wake.set()
 
     def release(self, key_name: str) -> None:
-        """Re-check a key after its limits changed (resume, unpin, reset rate)."""
+        """Re-check a key after its limits changed (resume, unpin, reset rate...).
+
+        A key the change left idle (nothing pending, no pause, no pin) is forgotten.
+        """
         key = self.keys.get(key_name)
         if key is not None:
-            self._pump_key(key, time.time())
+            now = time.time()
+            self._pump_key(key, now)
+            self._forget_if_idle(key, now)
 
     def _dispatch(self, message: Message) -> None:
         if message.state not in PENDING_STATES:

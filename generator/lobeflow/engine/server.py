@@ -89,7 +89,11 @@ class EngineServer:
         from lobeflow.engine.app import build_app
 
         config = uvicorn.Config(
-            build_app(self.engine, self._extra_routes(self) if self._extra_routes else ()),
+            build_app(
+                self.engine,
+                self._extra_routes(self) if self._extra_routes else (),
+                listen_host=self.host,
+            ),
             log_level="warning",
             access_log=False,
             lifespan="on",

@@ -78,7 +78,7 @@ CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
     run_id TEXT NOT NULL, idx INTEGER NOT NULL, message_id TEXT NOT NULL,
     body TEXT NOT NULL, call_type TEXT NOT NULL, created_at INTEGER NOT NULL,
-    PRIMARY KEY (run_id, idx));
+    meta TEXT NOT NULL DEFAULT '', PRIMARY KEY (run_id, idx));
 CREATE TABLE IF NOT EXISTS dlq (id TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS objects (
     kind TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (kind, id));
@@ -102,6 +102,9 @@ class SqliteStore(MemoryStore):
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(entries)")}
+        if "meta" not in columns:  # a store written before entries kept their log fields
+            self._conn.execute("ALTER TABLE entries ADD COLUMN meta TEXT NOT NULL DEFAULT ''")
         # Latest state per message/run/dlq id since the last flush: last write wins, so a
         # message accepted and delivered between two flushes costs a single DELETE.
         self._messages: dict[str, Message | None] = {}
@@ -125,12 +128,12 @@ class SqliteStore(MemoryStore):
         """Read back every pending message, run (with history) and DLQ entry."""
         state = StoredState()
         entries: dict[str, list[HistoryEntry]] = {}
-        for run_id, message_id, body, call_type, created_at in self._conn.execute(
-            "SELECT run_id, message_id, body, call_type, created_at FROM entries"
+        for run_id, message_id, body, call_type, created_at, meta in self._conn.execute(
+            "SELECT run_id, message_id, body, call_type, created_at, meta FROM entries"
             " ORDER BY run_id, idx"
         ):
             entries.setdefault(run_id, []).append(
-                HistoryEntry.create(message_id, body, call_type, created_at)
+                HistoryEntry.create(message_id, body, call_type, created_at, meta)
             )
         for (data,) in self._conn.execute("SELECT data FROM runs"):
             meta = json.loads(data)
@@ -236,7 +239,9 @@ class SqliteStore(MemoryStore):
         for run_id, index, entry in self._entries:
             batch.append(
                 (
-                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO entries"
+                    " (run_id, idx, message_id, body, call_type, created_at, meta)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
                         run_id,
                         index,
@@ -244,6 +249,7 @@ class SqliteStore(MemoryStore):
                         entry.body,
                         entry.call_type,
                         entry.created_at,
+                        entry.meta,
                     ),
                 )
             )

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from lobeflow.engine import errors
+from lobeflow.engine import errors, limits
 from lobeflow.engine.errors import ApiError
 from lobeflow.engine.store import MemoryStore
 
@@ -131,6 +131,7 @@ def _matches(known: dict[str, str], spec: dict[str, str]) -> bool:
 
 def check_name(name: str) -> None:
     """Raise a 400 `ApiError` unless `name` is a valid URL group or endpoint name."""
+    limits.name("url group or endpoint name", name)
     if not NAME.match(name):
         raise ApiError(400, errors.INVALID_URL_GROUP.format(detail=f"invalid name {name!r}"))
 

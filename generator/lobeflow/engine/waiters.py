@@ -38,7 +38,13 @@ class WaiterEngine(Protocol):
     runs_by_id: dict[str, Run]
 
     def accept(
-        self, destination: str, headers: Mapping[str, str], body: bytes, *, internal: bool = False
+        self,
+        destination: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        internal: bool = False,
+        log_extra: Mapping[str, Any] | None = None,
     ) -> tuple[str, bool]:
         """Accept one message (durable at the next store commit)."""
         ...
@@ -173,7 +179,9 @@ class Waiters:
             step["out"] = base64.b64encode(data).decode()
             url, headers = waiter["url"], waiter["headers"]
         body = json.dumps(step, separators=(",", ":")).encode()
-        message_id, _ = self._engine.accept(url, headers, body, internal=True)
+        # The log's `waitTimeoutDeadline`; the step delivered to the SDK stays as it expects.
+        deadline = {"waitTimeoutDeadline": int(waiter["deadline"]) * 1000}
+        message_id, _ = self._engine.accept(url, headers, body, internal=True, log_extra=deadline)
         return message_id
 
     def _forget(self, waiter: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from lobeflow.run.model import RunError, RunLog, Statistics
+from lobeflow.run.model import RunError, RunLog, RunLogPage, Statistics
 
 DEFAULT_TIMEOUT_S = 10.0
 # The logs API's page size; Upstash caps `count` well above this.
@@ -241,8 +241,8 @@ class QStashClient:
                 params[name] = value
         yielded = 0
         for page in self._log_pages(params):
-            for entry in page.get("runs") or []:
-                yield RunLog.from_api(entry)
+            for run in page.runs:
+                yield run
                 yielded += 1
                 if limit is not None and yielded >= limit:
                     return
@@ -252,35 +252,38 @@ class QStashClient:
     ) -> tuple[list[RunLog], str | None]:
         """The runs at `url` created since `from_date` whose log changed since `token`.
 
-        `token=None` lists them all. Returns the runs and the token for the next call; the
-        local engine issues tokens (its `changedSince` extra), Upstash does not (None), and
+        `token=None` lists them all (asking the local engine for a first token with
+        `changedSince=0`). Returns the runs and the token for the next call; the local
+        engine issues tokens (its `changedSince` extra), Upstash does not (None), and
         without a token every call lists everything again.
 
         Raises:
             RunError: QStash is unreachable or refused the request.
         """
-        params = {"count": str(LOGS_PAGE_SIZE), "workflowUrl": url, "fromDate": str(from_date)}
+        params = {
+            "count": str(LOGS_PAGE_SIZE),
+            "workflowUrl": url,
+            "fromDate": str(from_date),
+            "changedSince": token or "0",
+        }
         if token is not None:
-            params["changedSince"] = token
             params["count"] = str(CHANGES_PAGE_SIZE)
         runs: list[RunLog] = []
         next_token: str | None = None
         for number, page in enumerate(self._log_pages(params)):
             if number == 0:
                 # The first page's token: a change after it shows in the next listing.
-                issued = page.get("changeToken")
-                next_token = issued if isinstance(issued, str) and issued else None
-            runs.extend(RunLog.from_api(entry) for entry in page.get("runs") or [])
+                next_token = page.change_token
+            runs.extend(page.runs)
         return runs, next_token
 
-    def _log_pages(self, params: dict[str, str]) -> Iterator[dict[str, Any]]:
+    def _log_pages(self, params: dict[str, str]) -> Iterator[RunLogPage]:
         for _ in range(MAX_LOG_PAGES):
-            page = self.request("GET", "/v2/workflows/logs", params=params) or {}
+            page = RunLogPage.from_api(self.request("GET", "/v2/workflows/logs", params=params))
             yield page
-            cursor = page.get("cursor")
-            if not cursor:
+            if page.cursor is None:
                 return
-            params["cursor"] = str(cursor)
+            params["cursor"] = page.cursor
 
     def run(self, run_id: str) -> RunLog | None:
         """One run by id, or None if QStash does not know it."""

@@ -85,13 +85,20 @@ class StepLog:
 
 @dataclass(frozen=True)
 class NextStep:
-    """A delivery of a run not done yet: in progress, waiting to retry, or failed for good."""
+    """A delivery of a run not done yet: in progress, waiting to retry, failed for good, or
+    stopped by a cancel (`STEP_PROGRESS`, `STEP_RETRY`, `STEP_FAILED`, `STEP_CANCELED`).
+
+    `retries` is what the message was allowed (QStash's `retries`), `attempts` how many of
+    its deliveries failed so far, `error` why the last one did.
+    """
 
     name: str
     state: str
     retries: int
     error: str
     time: int
+    attempts: int = 0
+    next_delivery: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form (the console's step timeline)."""
@@ -106,7 +113,11 @@ class NextStep:
 
 @dataclass(frozen=True)
 class RunLog:
-    """One workflow run as the QStash logs API (`GET /v2/workflows/logs`) reports it."""
+    """One workflow run as the QStash logs API (`GET /v2/workflows/logs`) reports it.
+
+    `from_api` reads what Upstash serves and what the local engine serves (today's, which
+    answers in Upstash's shape, and older ones); see docs/engine.md for the fields.
+    """
 
     run_id: str
     url: str
@@ -120,49 +131,36 @@ class RunLog:
     next_steps: tuple[NextStep, ...] = ()
 
     @classmethod
-    def from_api(cls, data: dict[str, Any]) -> RunLog:
-        """Parse one entry of the logs API's `runs` list."""
+    def from_api(cls, data: Any) -> RunLog:
+        """Parse one entry of the logs API's `runs` list.
+
+        Lenient where the two shapes differ (a missing `stepId`, `cursor` or `out`; numbers
+        sent as strings); `errors` holds one line per unfinished step: why its last
+        attempt failed.
+
+        Raises:
+            RunError: `data` is not a run (no `workflowRunId`).
+        """
+        if not isinstance(data, dict) or not isinstance(data.get("workflowRunId"), str):
+            raise RunError(f"QStash answered a workflow run without a workflowRunId: {data!r:.200}")
         steps: list[StepLog] = []
-        errors: list[str] = []
         upcoming: list[NextStep] = []
-        retrying = False
-        for group in data.get("steps") or []:
-            for step in group.get("steps") or []:
+        for group in _dicts(data.get("steps")):
+            for step in _dicts(group.get("steps")):
                 if group.get("type") == "next":
-                    retrying = retrying or step.get("state") == "STEP_RETRY"
-                    step_errors = [_error_text(error) for error in step.get("errors") or []]
-                    errors.extend(step_errors)
-                    last = (step.get("errors") or [{}])[-1]
-                    upcoming.append(
-                        NextStep(
-                            name=str(step.get("stepName") or ""),
-                            state=str(step.get("state") or ""),
-                            retries=int(step.get("retries") or 0),
-                            error=step_errors[-1] if step_errors else "",
-                            time=int(last.get("time") or 0) if isinstance(last, dict) else 0,
-                        )
-                    )
-                    continue
-                steps.append(
-                    StepLog(
-                        step_id=int(step.get("stepId") or 0),
-                        name=str(step.get("stepName") or ""),
-                        step_type=str(step.get("stepType") or ""),
-                        state=str(step.get("state") or ""),
-                        out=str(step.get("out") or ""),
-                        created_at=int(step.get("createdAt") or 0),
-                    )
-                )
-        completed = data.get("workflowRunCompletedAt")
+                    upcoming.append(_next_step(step))
+                else:
+                    steps.append(_step(step))
+        completed = _int(data.get("workflowRunCompletedAt"))
         return cls(
-            run_id=str(data["workflowRunId"]),
-            url=str(data.get("workflowUrl") or ""),
-            state=str(data.get("workflowState") or RUN_STARTED),
-            created_at=int(data.get("workflowRunCreatedAt") or 0),
-            completed_at=int(completed) if completed else None,
+            run_id=data["workflowRunId"],
+            url=_text(data.get("workflowUrl")),
+            state=_text(data.get("workflowState")) or RUN_STARTED,
+            created_at=_int(data.get("workflowRunCreatedAt")),
+            completed_at=completed or None,
             steps=tuple(steps),
-            errors=tuple(errors),
-            retrying=retrying,
+            errors=tuple(step.error for step in upcoming if step.error),
+            retrying=any(step.state == "STEP_RETRY" for step in upcoming),
             failure_callback=bool(data.get("failureFunction")),
             next_steps=tuple(upcoming),
         )
@@ -255,7 +253,84 @@ def _error_text(error: dict[str, Any]) -> str:
     """`RuntimeError: boom` from the SDK's error body, else QStash's own error line."""
     body = error.get("body")
     line = sdk_error_line(body) if isinstance(body, str) else None
-    return line or str(error.get("error") or "delivery failed")
+    return line or _text(error.get("error")) or "delivery failed"
+
+
+def _step(step: dict[str, Any]) -> StepLog:
+    return StepLog(
+        step_id=_int(step.get("stepId")),
+        name=_text(step.get("stepName")),
+        step_type=_text(step.get("stepType")),
+        state=_text(step.get("state")),
+        out=_text(step.get("out")),
+        created_at=_int(step.get("createdAt")),
+    )
+
+
+def _next_step(step: dict[str, Any]) -> NextStep:
+    attempts = _dicts(step.get("errors"))
+    last = attempts[-1] if attempts else {}
+    delivery = _int(step.get("nextDeliveryTime"))
+    return NextStep(
+        name=_text(step.get("stepName")),
+        state=_text(step.get("state")),
+        retries=_int(step.get("retries")),
+        error=_error_text(last) if attempts else "",
+        time=_int(last.get("time")),
+        attempts=len(attempts),
+        next_delivery=delivery or None,
+    )
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    """The objects of a JSON list (anything else in it, or a non-list, is skipped)."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _int(value: Any) -> int:
+    """A JSON number, or a string of digits (the docs type some numbers as strings); else 0."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return 0
+
+
+def _text(value: Any) -> str:
+    """A JSON string as is, nothing as `""`, anything else as its JSON text."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+@dataclass(frozen=True)
+class RunLogPage:
+    """One answer of the logs API: its runs, the next page's cursor, the engine's token."""
+
+    runs: tuple[RunLog, ...]
+    cursor: str | None
+    change_token: str | None
+
+    @classmethod
+    def from_api(cls, data: Any) -> RunLogPage:
+        """Parse an answer; no `cursor` (Upstash's last page) and `""` (older engines') are
+        both "no next page"; `changeToken` is the local engine's opt-in extra.
+
+        Raises:
+            RunError: The answer is not a logs page, or holds a run without an id.
+        """
+        if not isinstance(data, dict):
+            raise RunError(f"QStash answered the workflow logs with {data!r:.200}")
+        cursor, token = data.get("cursor"), data.get("changeToken")
+        return cls(
+            runs=tuple(RunLog.from_api(entry) for entry in _dicts(data.get("runs"))),
+            cursor=str(cursor) if cursor not in (None, "") else None,
+            change_token=token if isinstance(token, str) and token else None,
+        )
 
 
 @dataclass(frozen=True)
