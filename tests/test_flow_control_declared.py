@@ -49,13 +49,18 @@ def test_the_generated_apps_overrides_apply() -> None:
         (
             "WELCOME_PLACEHOLDER_PAGINATE_PARALLELISM",
             "0",
-            "needs parallelism >= 1, rate >= 0 and period >= 1 (got 0, 5, 1)",
+            "WELCOME_PLACEHOLDER_PAGINATE_*: Flow control of 'welcome-placeholder.paginate' "
+            "needs parallelism 1-1000, rate 0-10000 and period 1-604800 s (got 0, 5, 1).",
         ),
-        ("WELCOME_PLACEHOLDER_PROCESS_PERIOD", "-1", "(got 1, 1, -1)"),
+        (
+            "WELCOME_PLACEHOLDER_PROCESS_PERIOD",
+            "-1",
+            "WELCOME_PLACEHOLDER_PROCESS_PERIOD='-1' must be at least 0.",
+        ),
         (
             "WELCOME_PLACEHOLDER_EXECUTE_FLOW_KEY",
             "a key",
-            "WELCOME_PLACEHOLDER_EXECUTE_FLOW_KEY='a key': a flow-control key may only contain",
+            "WELCOME_PLACEHOLDER_EXECUTE_*: Flow-control key 'a key' may only contain",
         ),
     ],
 )

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from lobeflow.engine.config import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_TOKEN
-from lobeflow.errors import LobeflowError
+from lobeflow.errors import InvalidSettingError, LobeflowError
 from lobeflow.project import WorkflowInfo
 from lobeflow.run.options import DEFAULT_APP_URL, DEFAULT_QSTASH_URL
 
@@ -236,29 +236,16 @@ def _sdk_versions() -> Check:
 
 
 def _flow_control(settings: Settings, workflows: list[WorkflowInfo]) -> list[Check]:
-    from lobeflow_runtime import ConfigurationError, FlowControl
-
     checks = []
     for info in workflows:
-        spec = info.spec
-        for layer, declared in zip(
-            ("PROCESS", "PAGINATE", "EXECUTE"), spec.flow_control, strict=True
-        ):
-            name = f"flow control {spec.name} {layer.lower()}"
-            try:
-                control = FlowControl.from_env(
-                    f"{spec.env_prefix}_{layer}",
-                    key=declared.key,
-                    parallelism=declared.parallelism,
-                    rate=declared.rate,
-                    period=declared.period,
-                    environ=settings.environ,
-                )
-            except ConfigurationError as error:
-                fix = f"fix {spec.env_prefix}_{layer}_* (QStash's limits)."
-                checks.append(Check(name, False, str(error), fix))
-                continue
-            checks.append(Check(name, True, f"{control.key}: {control.value}"))
+        name = f"flow control {info.name}"
+        try:
+            layers = info.spec.declared_flow_control(settings.environ)
+        except InvalidSettingError as error:
+            checks.append(Check(name, False, str(error), "set it within QStash's limits."))
+            continue
+        declared = "; ".join(f"{control.key} {control.header_value}" for control in layers)
+        checks.append(Check(name, True, declared))
     return checks
 
 

@@ -97,38 +97,23 @@ class FlowControl:
         return value
 
 
-def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
-    """An integer setting as the generated app's `env_int` reads it (Python's `int`)."""
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidSettingError(f"{name}={raw!r} is not an integer.") from None
-
-
 def _declared_layer(prefix: str, control: FlowControl, environ: Mapping[str, str]) -> FlowControl:
-    """One layer's flow control overridden by `environ`, checked as the app checks it."""
-    key = environ.get(f"{prefix}_FLOW_KEY", "").strip() or control.key
-    declared = FlowControl(
-        key=key,
-        parallelism=_env_int(environ, f"{prefix}_PARALLELISM", control.parallelism),
-        rate=_env_int(environ, f"{prefix}_RATE", control.rate),
-        period=_env_int(environ, f"{prefix}_PERIOD", control.period),
-    )
-    if not _FLOW_KEY.fullmatch(declared.key):
-        raise InvalidSettingError(
-            f"{prefix}_FLOW_KEY={key!r}: a flow-control key may only contain letters, digits, "
-            "'-', '_', '.'."
+    """One layer's flow control overridden by `environ`, as the app's runtime reads it."""
+    from lobeflow_runtime import ConfigurationError
+    from lobeflow_runtime import FlowControl as RuntimeFlowControl
+
+    try:
+        declared = RuntimeFlowControl.from_env(
+            prefix,
+            key=control.key,
+            parallelism=control.parallelism,
+            rate=control.rate,
+            period=control.period,
+            environ=environ,
         )
-    if declared.parallelism < 1 or declared.rate < 0 or declared.period < 1:
-        raise InvalidSettingError(
-            f"{prefix}_PARALLELISM/_RATE/_PERIOD: flow control of {declared.key!r} needs "
-            f"parallelism >= 1, rate >= 0 and period >= 1 (got {declared.parallelism}, "
-            f"{declared.rate}, {declared.period})."
-        )
-    return declared
+    except ConfigurationError as error:
+        raise InvalidSettingError(str(error)) from None
+    return FlowControl(declared.key, declared.parallelism, declared.rate, declared.period)
 
 
 DEFAULT_FLOW_CONTROL: Mapping[str, FlowControlAnswer] = {

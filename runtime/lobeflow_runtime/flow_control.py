@@ -68,12 +68,16 @@ class FlowControl:
         Raises:
             ConfigurationError: An override is not an integer, or a value is out of bounds.
         """
-        return cls(
-            key=read(f"{prefix}_FLOW_KEY", key, environ),
-            parallelism=read_int(f"{prefix}_PARALLELISM", parallelism, environ=environ),
-            rate=read_int(f"{prefix}_RATE", rate, environ=environ),
-            period=read_int(f"{prefix}_PERIOD", period, environ=environ),
+        values = (
+            read(f"{prefix}_FLOW_KEY", key, environ),
+            read_int(f"{prefix}_PARALLELISM", parallelism, environ=environ),
+            read_int(f"{prefix}_RATE", rate, environ=environ),
+            read_int(f"{prefix}_PERIOD", period, environ=environ),
         )
+        try:
+            return cls(*values)
+        except ConfigurationError as error:
+            raise ConfigurationError(f"{prefix}_*: {error}") from None
 
     @property
     def value(self) -> str:
