@@ -322,6 +322,7 @@ def _say(message: str) -> None:
 def _register_commands() -> None:
     # Both modules keep their heavy imports inside the command functions.
     from lobeflow.check.command import check
+    from lobeflow.commands.doctor import doctor
     from lobeflow.console.command import console
     from lobeflow.engine.command import dev
     from lobeflow.run.command import run, runs_app
@@ -333,6 +334,7 @@ def _register_commands() -> None:
     app.add_typer(dlq_app, name="dlq", help="The dead-letter queue: list, show, retry, delete.")
     app.command(help="Check workflow code against the guide's rules (ruff-style output).")(check)
     app.command(help="Run the local QStash engine (and the project's app) in the foreground.")(dev)
+    app.command(help="Say what keeps an app's passes from moving: settings, QStash, proxy.")(doctor)
     app.command(help="Serve the browser console for any QStash (the engine's is at /console).")(
         console
     )

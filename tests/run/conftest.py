@@ -146,9 +146,10 @@ class Shop:
 def start_shop(
     project: Path, engine: EngineServer, tmp_path: Path
 ) -> Iterator[Callable[..., Shop]]:
-    """`start_shop(fail_ids=(), store=None, qstash=engine, extra_env=None)` serves the
-    project's app (no reload, no rate limits unless `extra_env` sets them) on a fresh
-    SQLite store, or on `store`."""
+    """`start_shop(fail_ids=(), store=None, qstash=engine, extra_env=None, public_url=None,
+    server_args=())` serves the project's app (no reload, no rate limits unless `extra_env`
+    sets them) on a fresh SQLite store, or on `store`; `public_url` is its APP_URL when a
+    proxy stands in front, `server_args` go to uvicorn."""
     started: list[AppProcess] = []
 
     def start(
@@ -156,6 +157,8 @@ def start_shop(
         store: str | None = None,
         qstash: EngineServer = engine,
         extra_env: dict[str, str] | None = None,
+        public_url: str | None = None,
+        server_args: tuple[str, ...] = (),
     ) -> Shop:
         env = {
             "QSTASH_URL": qstash.url,
@@ -172,11 +175,17 @@ def start_shop(
             **(extra_env or {}),
         }
         app = AppProcess(
-            AppSpec("app.main:create_app", project), host="127.0.0.1", port=0, env=env, reload=False
+            AppSpec("app.main:create_app", project),
+            host="127.0.0.1",
+            port=0,
+            env=env,
+            reload=False,
+            public_url=public_url,
+            server_args=server_args,
         )
         started.append(app)
         app.start()
-        return Shop(project, qstash, app, {**env, "APP_URL": app.url})
+        return Shop(project, qstash, app, {**env, "APP_URL": public_url or app.url})
 
     try:
         yield start

@@ -388,6 +388,8 @@ class LogEvent:
     next_delivery: int | None = None
     topic: str | None = None
     endpoint_name: str | None = None
+    # What a failed delivery's endpoint answered (its start: events are kept by thousands).
+    response_body: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The QStash log shape."""
@@ -409,6 +411,8 @@ class LogEvent:
             out["error"] = self.error
         if self.response_status is not None:
             out["responseStatus"] = self.response_status
+        if self.response_body is not None:
+            out["responseBody"] = self.response_body
         if self.next_delivery is not None:
             out["nextDeliveryTime"] = self.next_delivery
         if self.topic is not None:

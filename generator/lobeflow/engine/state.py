@@ -176,9 +176,20 @@ class EngineState(ABC):
                 error=None if outcome is None or outcome.ok else outcome.error,
                 response_status=None if outcome is None else outcome.status,
                 next_delivery=next_delivery,
+                response_body=_failed_body(outcome),
             )
         )
 
     @abstractmethod
     async def _deliver(self, message: Message) -> None:
         """Make one delivery attempt of `message` (the scheduler calls it)."""
+
+
+# Of a failed delivery's answer, the event keeps this much (Upstash's logs carry it).
+EVENT_BODY_CHARS = 1024
+
+
+def _failed_body(outcome: Outcome | None) -> str | None:
+    if outcome is None or outcome.ok or outcome.status is None:
+        return None
+    return outcome.body[: EVENT_BODY_CHARS * 4].decode("utf-8", "replace")[:EVENT_BODY_CHARS]

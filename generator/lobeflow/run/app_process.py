@@ -95,16 +95,21 @@ class AppProcess:
         port: int,
         env: Mapping[str, str],
         reload: bool = True,
+        public_url: str | None = None,
+        server_args: tuple[str, ...] = (),
     ) -> None:
         """Prepare (not start) the app on `host:port` (0 = a free port) with extra `env`.
 
-        The app also gets `APP_URL`, its own base URL, from which it builds workflow URLs.
+        The app also gets `APP_URL`, from which it builds workflow URLs: `public_url` when
+        it is reached through a proxy, else its own base URL. `server_args` go to uvicorn.
         """
         self.spec = spec
         self.host = host
         self.port = port or free_port(host)
         self.env = dict(env)
         self.reload = reload
+        self.public_url = public_url
+        self.server_args = server_args
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -118,7 +123,7 @@ class AppProcess:
         command += ["--host", self.host, "--port", str(self.port)]
         if self.reload:
             command += ["--reload", "--reload-dir", str(self.spec.package_dir)]
-        return command
+        return command + list(self.server_args)
 
     def start(self) -> None:
         """Start the app and return once it answers HTTP.
@@ -129,7 +134,7 @@ class AppProcess:
         self._process = subprocess.Popen(
             self.command(),
             cwd=self.spec.root,
-            env={**os.environ, **self.env, "APP_URL": self.url},
+            env={**os.environ, **self.env, "APP_URL": self.public_url or self.url},
             # Its own group: Ctrl-C reaches only `lobeflow dev`, which stops the app in order.
             start_new_session=True,
         )

@@ -1,0 +1,1 @@
+"""The typer commands: thin skins over the library modules (one module per command)."""
