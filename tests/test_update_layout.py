@@ -168,6 +168,7 @@ def test_update_from_0_1_7_moves_to_the_runtime_library(tmp_path: Path) -> None:
     assert not (untouched / NEW_RUNTIME).exists()
     assert "delete app/workflows/_runtime/serving.py" in output
     assert "update app/main.py" in output and "update tests/test_app.py" in output
+    assert "create Dockerfile" in output and "create .dockerignore" in output
     assert "workflows._runtime" not in (untouched / "app" / "main.py").read_text()
     pyproject = tomllib.loads((untouched / "pyproject.toml").read_text())
     assert provenance.RUNTIME_REQUIREMENT in pyproject["project"]["dependencies"]
