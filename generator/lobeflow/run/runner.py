@@ -2,14 +2,14 @@
 
 A *pass* is one Layer-1 run and every run it leads to. The runner talks HTTP only: the
 app's operations routes to start a pass and for dry runs (the run-start message is the
-app's own, written once in its `_runtime/triggers.py`), and the QStash API for the rest.
+app's own, written once by lobeflow-runtime's `trigger_runs`), and the QStash API for the rest.
 It imports nothing from the project, so it works against any deployed app and any QStash.
 
 What belongs to what is decided here, once, for the CLI and the console alike:
 
 - a workflow's runs are those at its route paths, whatever app URL they name (the app may
   have listened elsewhere then: `lobeflow.run.history`); its passes are its Layer-1 runs
-  with run ids `wfr_<workflow>-process-...` (`_runtime.run_id`);
+  with run ids `wfr_<workflow>-process-...` (`lobeflow_runtime.run_id`);
 - a pass's runs are at the app URL of its Layer-1 run, created at or after it, and carry
   its run id as `rootRunId` in their payload (Layer 2 always, Layer 3 from template 0.1.7
   on). A pass none of whose runs of a layer carries it (an app generated before 0.1.7, for
