@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from benchlib import ROOT, emit, load_average, parser, spread
+from benchlib import emit, load_average, parser, spread, template_release
 from lobeflow.engine import DeliveryRecord
 from lobeflow.scaffold import add_workflow
 from workflow_bench import ENV_PREFIX, MODULE, SPEC, WORK_MODULE, App, engine_and_env
@@ -91,35 +91,6 @@ VARIANTS = {
     "vendored": ("vendored", f"{SPEC.app_package}.main:create_app", SPEC.route_paths[2]),
     "library": ("library", f"{SPEC.app_package}.main:create_app", SPEC.route_paths[2]),
 }
-
-
-def _git(*args: str, cwd: Path = ROOT, **options: Any) -> subprocess.CompletedProcess[Any]:
-    return subprocess.run(
-        ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", *args],
-        cwd=cwd,
-        capture_output=True,
-        check=True,
-        **options,
-    )
-
-
-def vendored_template(into: Path) -> Path:
-    """The template and copier.yml of VENDORED_RELEASE, as a tagged git repository."""
-    log = _git("log", "--format=%H", "--", "copier.yml", text=True).stdout.split()
-    for commit in log:
-        config = _git("show", f"{commit}:copier.yml", text=True).stdout
-        if f'default: "{VENDORED_RELEASE}"' in config:
-            break
-    else:
-        raise SystemExit(f"no commit of this checkout has template {VENDORED_RELEASE}")
-    into.mkdir()
-    archive = _git("archive", commit, "template", "copier.yml").stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    _git("init", "-q", "-b", "main", cwd=into)
-    _git("add", "-A", cwd=into)
-    _git("commit", "-q", "-m", VENDORED_RELEASE, cwd=into)
-    _git("tag", "v1", cwd=into)
-    return into
 
 
 def generate(root: Path, template: Path | None = None) -> None:
@@ -197,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         scratch = Path(tmp)
         roots = {"library": scratch / "library", "vendored": scratch / "vendored"}
         generate(roots["library"])
-        generate(roots["vendored"], vendored_template(scratch / "template-0.1"))
+        generate(roots["vendored"], template_release(VENDORED_RELEASE, scratch / "template-0.1"))
         names = list(VARIANTS)
         for number in range(rounds):
             for name in names[number % len(names) :] + names[: number % len(names)]:

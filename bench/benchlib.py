@@ -130,3 +130,32 @@ def emit(results: dict[str, Any], path: Path | None) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + "\n", encoding="utf-8")
+
+
+def _git(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", *args],
+        cwd=cwd,
+        capture_output=True,
+        check=True,
+    )
+
+
+def template_release(version: str, into: Path) -> Path:
+    """The template and copier.yml as they last were at template `version` in this
+    checkout's history, as a tagged git repository (a copier source) in `into`."""
+    log = _git("log", "--format=%H", "--", "copier.yml").stdout.decode().split()
+    for commit in log:
+        config = _git("show", f"{commit}:copier.yml").stdout.decode()
+        if f'default: "{version}"' in config:
+            break
+    else:
+        raise SystemExit(f"no commit of this checkout has template {version}")
+    into.mkdir()
+    archive = _git("archive", commit, "template", "copier.yml").stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    _git("init", "-q", "-b", "main", cwd=into)
+    _git("add", "-A", cwd=into)
+    _git("commit", "-q", "-m", version, cwd=into)
+    _git("tag", "v1", cwd=into)
+    return into

@@ -53,6 +53,7 @@ from benchlib import (
     process_tree,
     rss_mib,
     spread,
+    template_release,
 )
 from lobeflow.engine import DeliveryRecord, EngineConfig, EngineServer
 from lobeflow.scaffold import add_workflow
@@ -96,13 +97,14 @@ async def work(item: dict[str, Any]) -> dict[str, Any]:
 '''
 
 
-def generate(root: Path) -> None:
-    """Render the benchmark project into `root` (rates 0 on every layer)."""
+def generate(root: Path, template: str | None = None) -> None:
+    """Render the benchmark project into `root` (rates 0 on every layer), from `template`
+    (a copier source; None = the bundled template)."""
     root.mkdir(parents=True)
     (root / "benchwork.py").write_text(WORK_MODULE, encoding="utf-8")
     timing = step_timing.APP_WRAPPER.format(package=PACKAGE)
     (root / "benchtiming.py").write_text(timing, encoding="utf-8")
-    add_workflow(root, SPEC)
+    add_workflow(root, SPEC, template=template)
 
 
 def import_project(root: Path) -> tuple[ModuleType, ModuleType]:
@@ -452,6 +454,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     options.add_argument("--profile", type=Path, default=None, help="py-spy profiles go here")
     options.add_argument(
+        "--template",
+        default=None,
+        help="generate the project from this template release instead: a git ref of this "
+        "checkout that holds it (e.g. the last vendored-runtime release, `v0.1.7`), or a "
+        "copier source",
+    )
+    options.add_argument(
         "--no-breakdown",
         action="store_true",
         help="efficiency passes without the per-delivery stamps of step_timing.py",
@@ -468,7 +477,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="lobeflow-workflow-bench-") as tmp:
         scratch = Path(tmp)
         root = scratch / "shop"
-        generate(root)
+        template = args.template
+        if template is not None and not Path(template).exists():
+            template = str(template_release(template.removeprefix("v"), scratch / "template"))
+        generate(root, template)
         logic, workflow = import_project(root)
 
         def passes(
