@@ -1,113 +1,18 @@
-"""The engine answers only the hosts it listens on (DNS rebinding), plus an allow-list."""
+"""The engine answers only the hosts it listens on (DNS rebinding), plus an allow-list.
+
+The grammar and the matcher (`lobeflow.hosts`) are tested in tests/test_hosts.py.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import httpx
-import pytest
+from lobeflow.console.app import EngineConsole
 from lobeflow.engine import EngineServer
-from lobeflow.engine.config import DEV_TOKEN, EngineConfig, EngineConfigError
-from lobeflow.engine.hosts import HostListError, host_allowed, parse_allowed_hosts, split_host
+from lobeflow.engine.config import DEV_TOKEN, EngineConfig
 
 from tests.engine.conftest import Api, Endpoint, engine_client
-from tests.helpers import run_cli
-
-LOOPBACK = ("127.0.0.1", 8080)
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("Example.COM:8080", ("example.com", 8080)),
-        ("example.com.", ("example.com", None)),
-        ("127.0.0.1:80", ("127.0.0.1", 80)),
-        ("[::1]:8080", ("::1", 8080)),
-        ("[::1]", ("::1", None)),
-        ("::1", ("::1", None)),
-        ("", None),
-        ("evil.example:", None),
-        ("evil.example:0", None),
-        ("evil.example:65536", None),
-        ("evil.example:８０", None),
-        ("evil example", None),
-        ("evil.example/x", None),
-        ("[::1", None),
-        ("[evil]", None),
-        ("a" * 64 + ".example", None),
-    ],
-)
-def test_split_host(value: str, expected: tuple[str, int | None] | None) -> None:
-    assert split_host(value) == expected
-
-
-@pytest.mark.parametrize(
-    ("host", "allowed"),
-    [
-        ("127.0.0.1:8080", True),
-        ("localhost:8080", True),
-        ("LOCALHOST:8080", True),
-        ("[::1]:8080", True),
-        ("127.0.0.1:8081", False),  # another port: another server
-        ("localhost", False),  # port 80
-        ("evil.example:8080", False),
-        ("evil.example", False),
-        ("localhost.evil.example:8080", False),
-        ("127.0.0.1.nip.io:8080", False),
-        ("", False),
-        (None, False),
-    ],
-)
-def test_without_configuration_only_loopback_names_on_the_port(
-    host: str | None, allowed: bool
-) -> None:
-    assert host_allowed(host, local=LOOPBACK, listen_host="127.0.0.1") is allowed
-
-
-def test_the_addresses_it_listens_on_are_allowed() -> None:
-    # --host 0.0.0.0: the wildcard itself (what --print-env prints) and the interface
-    # address a connection came in on; not the loopback names over another interface.
-    lan = ("192.168.1.5", 8080)
-    assert host_allowed("0.0.0.0:8080", local=LOOPBACK, listen_host="0.0.0.0")
-    assert host_allowed("192.168.1.5:8080", local=lan, listen_host="0.0.0.0")
-    assert not host_allowed("localhost:8080", local=lan, listen_host="0.0.0.0")
-    assert not host_allowed("evil.example:8080", local=lan, listen_host="0.0.0.0")
-    assert host_allowed("devbox:8080", local=lan, listen_host="devbox")
-
-
-@pytest.mark.parametrize(
-    ("entry", "host", "allowed"),
-    [
-        ("engine.internal", "engine.internal:1234", True),
-        ("engine.internal", "engine.internal", True),
-        ("engine.internal:1234", "engine.internal:1234", True),
-        ("engine.internal:1234", "engine.internal:99", False),
-        ("engine.internal:80", "engine.internal", True),
-        ("*.tunnel.example", "abc.tunnel.example:443", True),
-        ("*.tunnel.example", "a.b.tunnel.example", True),
-        ("*.tunnel.example", "tunnel.example", False),
-        ("*.tunnel.example", "eviltunnel.example", False),
-        ("[::1]:9", "[::1]:9", True),
-        ("*", "anything.example:1", True),
-    ],
-)
-def test_allow_list_entries(entry: str, host: str, allowed: bool) -> None:
-    (parsed,) = parse_allowed_hosts([entry])
-    assert host_allowed(host, local=LOOPBACK, listen_host="127.0.0.1", allowed=[parsed]) is allowed
-
-
-def test_allow_list_parsing() -> None:
-    assert parse_allowed_hosts(["A.example, b.example:81", "", " ,*.c.example", "a.example"]) == (
-        "a.example",
-        "b.example:81",
-        "*.c.example",
-    )
-    assert parse_allowed_hosts(["*"]) == ("*",)
-    for bad in ("bad host", "http://a.example", "a.example/", "**.a", "a.example:x", "a:1:2"):
-        with pytest.raises(HostListError, match="invalid allowed host"):
-            parse_allowed_hosts([bad])
-    with pytest.raises(EngineConfigError, match="invalid allowed host 'bad host'"):
-        EngineConfig(allowed_hosts=("bad host",))
 
 
 def _as(
@@ -180,14 +85,27 @@ def test_allowed_hosts_and_a_secret_token(make_engine: Callable[..., EngineServe
     assert listed.config.token == DEV_TOKEN
 
 
-def test_dev_takes_the_allow_list_from_options_and_the_environment(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("LOBEFLOW_ALLOWED_HOSTS", "fine.example,bad host")
-    result = run_cli("dev", "--no-app", "--port", "0", "--print-env", "--allow-host", "a.example")
-    assert result.exit_code == 1
-    assert "invalid allowed host 'bad host'" in result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    monkeypatch.setenv("LOBEFLOW_ALLOWED_HOSTS", "fine.example")
-    result = run_cli("dev", "--no-app", "--port", "0", "--print-env", "--allow-host", "bad/x")
-    assert result.exit_code == 1 and "invalid allowed host 'bad/x'" in result.stderr
+def test_the_api_and_the_console_on_its_port_answer_one_allow_list() -> None:
+    # `lobeflow dev`: one `--allow-host` list, one matcher, for both servers on the port.
+    console = EngineConsole(project=None, app_url="http://127.0.0.1:1")
+    config = EngineConfig(allowed_hosts=("*.tunnel.example", "engine.internal:81"))
+    server = EngineServer(config, host="127.0.0.1", port=0, extra_routes=console.routes)
+    server.start()
+    try:
+        with engine_client(server.url, config.token) as client:
+            for host in ("a.tunnel.example", "engine.internal:81", f"localhost:{server.port}"):
+                assert _as(client, "GET", "/v2/keys", host).status_code == 200, host
+                # Listed: the console answers, and asks for its access key (not 403).
+                assert _as(client, "GET", "/console/", host).status_code == 401, host
+            for host in ("tunnel.example", "engine.internal:82", "evil.example", "localhost"):
+                api = _as(client, "GET", "/v2/keys", host)
+                assert api.status_code == 403 and "--allow-host" in api.json()["error"], host
+                page = _as(client, "GET", "/console/", host)
+                assert page.status_code == 403, host
+                assert "The console does not answer for host" in page.json()["error"]
+            # The icon every page of the port asks for is exempt, as webhook URLs are.
+            assert _as(client, "GET", "/favicon.ico", "evil.example").status_code == 200
+        assert console.app is not None and console.app.sessions.key_required
+        assert console.url(server).startswith(f"http://127.0.0.1:{server.port}/console/?key=")
+    finally:
+        server.stop()

@@ -1,7 +1,7 @@
 """The console's ASGI app: the page, its static files, a JSON API and POST actions.
 
 Security (docs/console.md): the console answers only for the hosts it is meant to be
-reached at (`console.hosts`: a DNS-rebinding page gets 403); every action is a POST from
+reached at (`lobeflow.hosts`: a DNS-rebinding page gets 403); every action is a POST from
 the console's own origin that carries both the session cookie the page set and the CSRF
 token derived from it (`console.sessions`); reachable from the network, it gives sessions
 only for its access key. The QStash token stays here.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -24,17 +24,10 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
-from lobeflow.console.hosts import (
-    LOOPBACK_HOSTS,
-    allowed_hosts,
-    host_allowed,
-    host_name,
-    is_wildcard,
-    network_reachable,
-)
 from lobeflow.console.service import ConsoleService, ConsoleSettings
 from lobeflow.console.sessions import SESSION_COOKIE, SESSION_TTL_S, Sessions
 from lobeflow.errors import LobeflowError
+from lobeflow.hosts import browsable_host, host_allowed, network_reachable, scope_host
 
 if TYPE_CHECKING:
     from lobeflow.engine.server import EngineServer
@@ -63,17 +56,19 @@ class ConsoleApp:
         self,
         settings: ConsoleSettings,
         *,
-        allowed_hosts: frozenset[str] | None = None,
-        key_required: bool = False,
+        listen_host: str = "127.0.0.1",
+        allowed_hosts: tuple[str, ...] = (),
     ) -> None:
-        """Serve `settings`; requests for other hosts than `allowed_hosts` get 403.
+        """Serve `settings` on a server listening on `listen_host`; a request whose `Host`
+        is neither one it listens on nor in `allowed_hosts` (`lobeflow.hosts`) gets 403.
 
-        `key_required` (the console is reachable from the network): sessions only for the
-        access key (`self.sessions.access_key`), and nothing but static files without one.
+        Reachable from the network (`lobeflow.hosts.network_reachable`): sessions only for
+        the access key (`self.sessions.access_key`), nothing but static files without one.
         """
         self.service = ConsoleService(settings)
-        self.sessions = Sessions(key_required=key_required)
-        self.allowed_hosts = LOOPBACK_HOSTS if allowed_hosts is None else allowed_hosts
+        self.sessions = Sessions(key_required=network_reachable(listen_host, allowed_hosts))
+        self.listen_host = listen_host
+        self.allowed_hosts = allowed_hosts
         # Request URL -> (answer, its JSON, its ETag), newest last.
         self._encoded: dict[str, tuple[Any, bytes, str]] = {}
         get = self._get
@@ -136,10 +131,12 @@ class ConsoleApp:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Refuse foreign hosts, then route."""
         if scope["type"] == "http":
-            header = Request(scope).headers.get("host", "")
-            if not host_allowed(header, self.allowed_hosts):
-                host = host_name(header)
-                await _error(403, f"The console does not answer for host {host!r}.")(
+            host, local = scope_host(scope)
+            if not host_allowed(
+                host, local=local, listen_host=self.listen_host, allowed=self.allowed_hosts
+            ):
+                shown = (host or "")[:100]
+                await _error(403, f"The console does not answer for host {shown!r}.")(
                     scope, receive, send
                 )
                 return
@@ -316,25 +313,23 @@ FAVICON_ROUTE = Route("/favicon.ico", _favicon, methods=["GET", "HEAD"])
 def console_routes(
     settings: ConsoleSettings,
     *,
-    allowed_hosts: frozenset[str] | None = None,
-    key_required: bool = False,
+    listen_host: str = "127.0.0.1",
+    allowed_hosts: tuple[str, ...] = (),
 ) -> tuple[ConsoleApp, list[Route | Mount]]:
-    """The console app, and its routes: `/console` (redirect), the console mounted at
-    `/console/`, and `/favicon.ico`."""
-    app = ConsoleApp(settings, allowed_hosts=allowed_hosts, key_required=key_required)
+    """The console app (see `ConsoleApp`), and its routes: `/console` (redirect), the
+    console mounted at `/console/`, and `/favicon.ico`."""
+    app = ConsoleApp(settings, listen_host=listen_host, allowed_hosts=allowed_hosts)
     return app, [Route(MOUNT_PATH, _redirect), Mount(MOUNT_PATH, app=app), FAVICON_ROUTE]
 
 
 def standalone_app(
     settings: ConsoleSettings,
     *,
-    allowed_hosts: frozenset[str] | None = None,
-    key_required: bool = False,
+    listen_host: str = "127.0.0.1",
+    allowed_hosts: tuple[str, ...] = (),
 ) -> tuple[ConsoleApp, Starlette]:
     """The console on its own server (`lobeflow console`): `/` redirects to it."""
-    console, routes = console_routes(
-        settings, allowed_hosts=allowed_hosts, key_required=key_required
-    )
+    console, routes = console_routes(settings, listen_host=listen_host, allowed_hosts=allowed_hosts)
     return console, Starlette(routes=[Route("/", _redirect), *routes])
 
 
@@ -352,14 +347,11 @@ class EngineConsole:
         server = EngineServer(config, extra_routes=console.routes)
     """
 
-    def __init__(
-        self, *, project: Path | None, app_url: str, allow_hosts: Iterable[str] = ()
-    ) -> None:
-        """Show `project`'s workflows, whose app runs at `app_url`; answer the Host names
-        `allow_hosts` (parsed, `console.hosts.parse_allowed_hosts`) besides the usual."""
+    def __init__(self, *, project: Path | None, app_url: str) -> None:
+        """Show `project`'s workflows, whose app runs at `app_url`; answer the hosts the
+        engine answers (its `--host` and `EngineConfig.allowed_hosts`)."""
         self.project = project
         self.app_url = app_url
-        self.allow_hosts = frozenset(allow_hosts)
         self.app: ConsoleApp | None = None
 
     def routes(self, server: EngineServer) -> list[Route | Mount]:
@@ -372,18 +364,14 @@ class EngineConsole:
             local_engine=True,
         )
         self.app, routes = console_routes(
-            settings,
-            allowed_hosts=allowed_hosts(server.host, self.allow_hosts),
-            key_required=network_reachable(server.host, self.allow_hosts),
+            settings, listen_host=server.host, allowed_hosts=server.config.allowed_hosts
         )
         return routes
 
     def url(self, server: EngineServer) -> str:
         """Where to open the console (with its access key when it needs one)."""
         assert self.app is not None, "routes() runs when the server starts"
-        if is_wildcard(server.host):  # 0.0.0.0 names no host the console answers for
-            return console_url(f"http://127.0.0.1:{server.port}", self.app)
-        return console_url(server.url, self.app)
+        return console_url(f"http://{browsable_host(server.host)}:{server.port}", self.app)
 
     def set_app_url(self, url: str) -> None:
         """Point the console at the app once it runs (its port may have been 0)."""

@@ -8,28 +8,16 @@ from typing import Annotated
 
 import typer
 
-from lobeflow.console.hosts import ALLOWED_HOSTS_ENV
 from lobeflow.engine.config import DEV_TOKEN
 from lobeflow.run.options import (
     DEFAULT_APP_URL,
     DEFAULT_QSTASH_URL,
+    AllowHostOpt,
     AppUrlOpt,
     ProjectOpt,
     QStashUrlOpt,
     TokenOpt,
 )
-
-AllowHostOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--allow-host",
-        metavar="NAME",
-        help="A host name the console may be reached at besides the loopback ones "
-        f"(repeatable; also {ALLOWED_HOSTS_ENV}, comma-separated). Needed to listen on "
-        "0.0.0.0; makes the console ask for its access key.",
-        show_default=False,
-    ),
-]
 
 
 def console(
@@ -49,20 +37,13 @@ def console(
     import uvicorn
 
     from lobeflow.console.app import console_url, standalone_app
-    from lobeflow.console.hosts import (
-        allowed_hosts,
-        is_wildcard,
-        listen_warning,
-        network_reachable,
-        parse_allowed_hosts,
-    )
     from lobeflow.console.service import ConsoleSettings
+    from lobeflow.hosts import browsable_host, listen_warning, parse_allowed_hosts
     from lobeflow.run.client import QStashClient
     from lobeflow.run.model import RunError
 
-    extra = parse_allowed_hosts(allow_host or (), os.environ)
-    warning = listen_warning(host, extra)  # refuses 0.0.0.0 without names first
-    hosts = allowed_hosts(host, extra)
+    allowed = parse_allowed_hosts(allow_host or (), os.environ)
+    warning = listen_warning(host, allowed)  # refuses 0.0.0.0 without names first
     qstash = QStashClient(qstash_url, token)
     try:
         qstash.check()
@@ -89,13 +70,10 @@ def console(
         raise typer.BadParameter(f"cannot listen on {host}:{port}: {exc}") from exc
     sock.listen(128)  # connections made once the URL is printed wait for the server
     bound = sock.getsockname()[1]
-    app, asgi = standalone_app(
-        settings, allowed_hosts=hosts, key_required=network_reachable(host, extra)
-    )
+    app, asgi = standalone_app(settings, listen_host=host, allowed_hosts=allowed)
     if warning:
         print(warning, file=sys.stderr, flush=True)
-    shown = "127.0.0.1" if is_wildcard(host) else host  # 0.0.0.0 is no name to open
-    url = console_url(f"http://{shown}:{bound}", app)
+    url = console_url(f"http://{browsable_host(host)}:{bound}", app)
     print(f"lobeflow console at {url} (QStash {qstash_url})", flush=True)
     server = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", access_log=False))
     server.run(sockets=[sock])

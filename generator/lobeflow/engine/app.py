@@ -32,8 +32,8 @@ from lobeflow.engine import (
 from lobeflow.engine.api_common import json_response, not_supported
 from lobeflow.engine.core import Engine
 from lobeflow.engine.errors import ApiError
-from lobeflow.engine.hosts import host_allowed
 from lobeflow.engine.run_changes import RunChanges
+from lobeflow.hosts import host_allowed, scope_host
 
 # Called by third parties (createWebhook URLs, whose unguessable ids are the credential;
 # a tunnel gives them a Host of its own), so behind neither the bearer token nor the Host
@@ -49,7 +49,7 @@ class TrustedHost:
     """
 
     def __init__(self, app: ASGIApp, listen_host: str, allowed: tuple[str, ...]) -> None:
-        """Wrap `app`; see `lobeflow.engine.hosts.host_allowed` for what passes."""
+        """Wrap `app`; see `lobeflow.hosts.host_allowed` for what passes."""
         self.app = app
         self.listen_host = listen_host
         self.allowed = allowed
@@ -57,13 +57,7 @@ class TrustedHost:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer 403 `{"error": ...}` for a foreign `Host`."""
         if scope["type"] == "http" and not scope["path"].startswith(_PUBLIC_PREFIXES):
-            host: str | None = None
-            for name, value in scope["headers"]:
-                if name == b"host":
-                    host = value.decode("latin-1")
-                    break
-            server = scope.get("server")
-            local = (str(server[0]), int(server[1])) if server and server[1] else None
+            host, local = scope_host(scope)
             if not host_allowed(
                 host, local=local, listen_host=self.listen_host, allowed=self.allowed
             ):

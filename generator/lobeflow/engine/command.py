@@ -13,7 +13,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Annotated
@@ -26,9 +25,9 @@ from lobeflow.engine.config import (
     DEV_TOKEN,
     EngineConfig,
 )
-from lobeflow.engine.hosts import ENV_VAR as ALLOWED_HOSTS_ENV
 from lobeflow.errors import LobeflowError
 from lobeflow.project import ANSWERS_DIR, ProjectError, find_project_root, list_workflows
+from lobeflow.run.options import AllowHostOpt
 
 if TYPE_CHECKING:
     from lobeflow.engine.model import DeliveryRecord
@@ -103,17 +102,7 @@ def env_lines(url: str, config: EngineConfig) -> list[str]:
 
 def dev(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    allow_host: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--allow-host",
-            metavar="NAME",
-            help="A host name the port may be reached at besides the loopback ones "
-            "(repeatable; also LOBEFLOW_ALLOWED_HOSTS, comma-separated). Needed to listen "
-            "on 0.0.0.0; makes the console ask for its access key.",
-            show_default=False,
-        ),
-    ] = None,
+    allow_host: AllowHostOpt = None,
     port: Annotated[int, typer.Option(help="Port to listen on (0 = any free port).")] = 8080,
     db: Annotated[
         Path | None,
@@ -166,12 +155,10 @@ def dev(
     ] = True,
 ) -> None:
     """Run the local QStash-compatible engine (and the project's app) until interrupted."""
-    import os
-
-    from lobeflow.console.hosts import listen_warning, parse_allowed_hosts
+    from lobeflow.hosts import listen_warning, parse_allowed_hosts
     from lobeflow.run.app_process import AppProcess, find_app
 
-    # The console's Host allow-list (console.hosts); 0.0.0.0 without one is refused here.
+    # One allow-list for the API and the console; 0.0.0.0 without one is refused here.
     allowed = parse_allowed_hosts(allow_host or (), os.environ)
     warning = listen_warning(host, allowed)
     spec = None if no_app else find_app(Path.cwd(), app)
@@ -186,7 +173,7 @@ def dev(
         time_scale=time_scale,
         on_delivery=None if quiet else _print_delivery,
         ca_file=ca_file,
-        allowed_hosts=allowed_hosts(allow_host or ()),
+        allowed_hosts=allowed,
     )
     if print_env:
         lines = env_lines(f"http://{host}:{port}", config)
@@ -200,9 +187,7 @@ def dev(
     # Held while this engine runs: a second engine on the same file would deliver the same
     # pending messages again.
     state_lock = None if db_path is None else lock_state(db_path)
-    console = EngineConsole(
-        project=Path.cwd(), app_url=f"http://{host}:{app_port}", allow_hosts=allowed
-    )
+    console = EngineConsole(project=Path.cwd(), app_url=f"http://{host}:{app_port}")
     server = EngineServer(config, host=host, port=port, extra_routes=console.routes)
     try:
         server.start()
@@ -255,12 +240,6 @@ def dev(
         if state_lock is not None:
             state_lock.close()
         print("lobeflow engine stopped", flush=True)
-
-
-def allowed_hosts(options: Sequence[str]) -> tuple[str, ...]:
-    """`--allow-host` values, then the comma-separated `LOBEFLOW_ALLOWED_HOSTS` ones."""
-    from_env = os.environ.get(ALLOWED_HOSTS_ENV, "")
-    return (*options, *([from_env] if from_env.strip() else []))
 
 
 def _env(url: str, config: EngineConfig) -> dict[str, str]:

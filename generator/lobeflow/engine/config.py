@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lobeflow.engine.hosts import HostListError, parse_allowed_hosts
 from lobeflow.errors import LobeflowError
+from lobeflow.hosts import HostError, parse_allowed_hosts
 
 if TYPE_CHECKING:
     from lobeflow.engine.model import DeliveryRecord
@@ -57,8 +57,9 @@ class EngineConfig:
         on_delivery: Called (on the engine's event loop) after every delivery attempt.
         ca_file: A PEM file of certificate authorities trusted for https deliveries on top
             of the system's (an app behind a proxy with a private or test certificate).
-        allowed_hosts: `Host` values the API answers besides the hosts it listens on
-            (`--allow-host`, `LOBEFLOW_ALLOWED_HOSTS`; see `lobeflow.engine.hosts`).
+        allowed_hosts: The allow-list of `Host` values the API (and the console on its
+            port) answers besides the hosts it listens on (`--allow-host`,
+            `LOBEFLOW_ALLOWED_HOSTS`; grammar in `lobeflow.hosts`), kept canonical.
 
     Raises:
         EngineConfigError: A duration, scale or bound that is negative, zero where it
@@ -95,8 +96,8 @@ class EngineConfig:
         if self.ca_file is not None and not Path(self.ca_file).is_file():
             raise EngineConfigError(f"The CA file {self.ca_file} does not exist.")
         try:
-            hosts = parse_allowed_hosts(self.allowed_hosts)
-        except HostListError as exc:
+            hosts = parse_allowed_hosts(self.allowed_hosts, source="EngineConfig.allowed_hosts")
+        except HostError as exc:
             raise EngineConfigError(str(exc)) from None
         object.__setattr__(self, "allowed_hosts", hosts)
         for name, value, low in (

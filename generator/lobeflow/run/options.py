@@ -1,5 +1,6 @@
-"""What the `run`, `runs`, `retry` and `dlq` commands share: their typer options and
-arguments (declared once, as `Annotated` aliases), defaults and output helpers."""
+"""What the `run`, `runs`, `retry` and `dlq` commands share (and `dev` and `console`,
+the Host allow-list): their typer options and arguments (declared once, as `Annotated`
+aliases), defaults and output helpers."""
 
 from __future__ import annotations
 
@@ -67,6 +68,18 @@ TimeoutOpt = Annotated[
     typer.Option(help="Seconds to watch before giving up (what was started goes on)."),
 ]
 IntervalOpt = Annotated[float, typer.Option(help="Seconds between progress polls.")]
+AllowHostOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-host",
+        metavar="NAME",
+        help="A host the port may be reached at besides the loopback ones: NAME, NAME:PORT "
+        "or *.DOMAIN for its subdomains (repeatable; also LOBEFLOW_ALLOWED_HOSTS, "
+        "comma-separated). Needed to listen on 0.0.0.0; makes the console ask for its "
+        "access key.",
+        show_default=False,
+    ),
+]
 RestartOpt = Annotated[
     bool,
     typer.Option("--restart", help="Start failed runs over instead of resuming them."),
