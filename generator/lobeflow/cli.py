@@ -361,6 +361,11 @@ def main() -> None:
         typer.secho("Interrupted.", fg=typer.colors.RED, err=True)
         raise SystemExit(130) from None
     except Exception as exc:
+        from lobeflow_runtime import ConfigurationError  # settings shared with the apps
+
+        if isinstance(exc, ConfigurationError):
+            typer.secho(f"error: {printable(str(exc))}", fg=typer.colors.RED, err=True)
+            raise SystemExit(1) from None
         # Usage errors (bad option values...) know how to print themselves; typer may
         # vendor its own click, so recognise them by shape rather than by class.
         show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)

@@ -87,7 +87,7 @@ class Settings:
     @property
     def local_qstash(self) -> bool:
         """Whether QStash is the local engine (or another one on this machine)."""
-        from lobeflow_runtime.settings import is_local_url
+        from lobeflow_runtime.hosts import is_local_url
 
         return is_local_url(self.qstash_url)
 
@@ -173,7 +173,7 @@ def _signing_keys(settings: Settings) -> Check:
 
 
 def _app_url(settings: Settings) -> Check:
-    from lobeflow_runtime.settings import is_local_url
+    from lobeflow_runtime.hosts import is_local_url
 
     url = settings.app_url
     if not url:

@@ -11,7 +11,6 @@ import functools
 import importlib
 import json
 import pkgutil
-from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,11 +18,11 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, FastAPI, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from lobeflow_runtime.hosts import host_allowed, parse_allowed_hosts, scope_host, split_host
 from lobeflow_runtime.logs import configure_logging, logger
 from lobeflow_runtime.operations import require_operations_token
 from lobeflow_runtime.replay import replay_store
 from lobeflow_runtime.settings import (
-    LOOPBACK_HOSTS,
     Env,
     check_production_policy,
     is_production,
@@ -68,43 +67,32 @@ def workflows_router(package: ModuleType) -> APIRouter:
     return router
 
 
-@functools.lru_cache(maxsize=256)
-def _hostname(host_header: str) -> str:
-    """The host name of a `Host` header value, without its port, lower case."""
-    return (urlsplit(f"//{host_header}").hostname or "").lower()
-
-
-def _current_allowed_hosts() -> frozenset[str] | None:
+def _current_allowed_hosts() -> tuple[str, ...] | None:
     # Read per request (tests and `lobeflow dev` set APP_URL after the app is built); the
     # derivation is cached on the raw values.
     return _allowed_hosts(read(Env.APP_URL), read(Env.ALLOWED_HOSTS), is_production())
 
 
 @functools.lru_cache(maxsize=16)
-def _allowed_hosts(app_url: str, configured: str, production: bool) -> frozenset[str] | None:
-    """The host names the app answers (None: any), from APP_URL and LOBEFLOW_ALLOWED_HOSTS.
+def _allowed_hosts(app_url: str, configured: str, production: bool) -> tuple[str, ...] | None:
+    """The allow-list (None: any host), from APP_URL and LOBEFLOW_ALLOWED_HOSTS.
 
-    In development the app answers its loopback names, APP_URL's host and the configured
-    ones: a web page that rebinds its own DNS name to this machine gets 403. In
-    production the check is on only when hosts are configured (platforms probe apps under
-    host names of their own). `*` turns it off.
+    In development the app answers its loopback names (on loopback connections), APP_URL's
+    host and the configured ones: a web page that rebinds its own DNS name to this
+    machine gets 403. In production the check is on only when hosts are configured
+    (platforms probe apps under host names of their own).
+
+    Raises:
+        HostError: LOBEFLOW_ALLOWED_HOSTS outside the grammar (`lobeflow_runtime.hosts`).
     """
-    hosts = {item.strip().lower() for item in configured.split(",") if item.strip()}
-    if "*" in hosts or (production and not hosts):
+    entries = parse_allowed_hosts([configured], source=Env.ALLOWED_HOSTS)
+    if production and not entries:
         return None
-    if not production:
-        hosts |= LOOPBACK_HOSTS
-        if app_url:
-            hosts.add(_hostname(urlsplit(app_url).netloc))
-    return frozenset(hosts)
-
-
-def host_allowed(host: str, allowed: Iterable[str]) -> bool:
-    """Whether `host` is one of `allowed` (`*.example.com` also admits its subdomains)."""
-    for pattern in allowed:
-        if host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:])):
-            return True
-    return False
+    if not production and app_url:
+        host = urlsplit(app_url).hostname
+        if host and split_host(host) is not None:
+            entries += parse_allowed_hosts([host], source=Env.APP_URL)
+    return entries
 
 
 class TrustedHosts:
@@ -118,10 +106,9 @@ class TrustedHosts:
         if scope["type"] in ("http", "websocket") and scope.get("path") != HEALTH_PATH:
             allowed = _current_allowed_hosts()
             if allowed is not None:
-                host = next((v for k, v in scope["headers"] if k == b"host"), b"")
-                name = _hostname(host.decode("latin-1"))
-                if name not in allowed and not host_allowed(name, allowed):
-                    await _refuse(send, name)
+                host, local = scope_host(scope)
+                if not host_allowed(host, local=local, listen_host="", allowed=allowed):
+                    await _refuse(send, host or "")
                     return
         await self.app(scope, receive, send)
 
@@ -172,6 +159,7 @@ def _signed_probe() -> Any:
 def configure_app(app: FastAPI) -> FastAPI:
     """Add what a workflow app needs around its routes: the trusted-host check, the health
     route (`GET /healthz`, which calls nothing) and `lobeflow doctor`'s probe."""
+    _current_allowed_hosts()  # refuse a malformed LOBEFLOW_ALLOWED_HOSTS at start
     app.add_middleware(TrustedHosts)
     app.add_api_route(HEALTH_PATH, _health, methods=["GET"], summary="Health check")
     app.add_api_route(PROBE_PATH, _seen_url, methods=["GET"], include_in_schema=False)

@@ -7,11 +7,9 @@ for what a route is built with, per call for the rest), so tests can set them pe
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from enum import StrEnum
-from urllib.parse import urlsplit
 
 
 class Env(StrEnum):
@@ -41,7 +39,6 @@ DEV_SIGNING_KEYS = frozenset(
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 _PRODUCTION = ("production", "prod")
 _NOT_PRODUCTION = ("", "development", "dev", "local", "test")
-LOOPBACK_HOSTS = frozenset(("localhost", "127.0.0.1", "::1"))
 
 
 class ConfigurationError(RuntimeError):
@@ -140,18 +137,6 @@ def is_production(environ: Mapping[str, str] | None = None) -> bool:
         f"{', '.join(repr(name) for name in _NOT_PRODUCTION[1:])} or unset for local "
         "development."
     )
-
-
-def is_local_url(url: str) -> bool:
-    """Whether `url` points at this machine or a private network (not reachable by Upstash)."""
-    host = (urlsplit(url).hostname or "").lower()
-    if host in LOOPBACK_HOSTS or host.endswith((".localhost", ".local", ".internal")):
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return address.is_private or address.is_loopback or address.is_link_local
 
 
 def check_production_policy(environ: Mapping[str, str] | None = None) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from lobeflow_runtime import ConfigurationError, FlowControl, check_production_policy
-from lobeflow_runtime.settings import DEV_SIGNING_KEYS, is_local_url, read_int
+from lobeflow_runtime.hosts import is_local_url
+from lobeflow_runtime.settings import DEV_SIGNING_KEYS, read_int
 
 PRIVATE_KEYS = {
     "QSTASH_CURRENT_SIGNING_KEY": "sig_current_0123456789abcdefghij",
