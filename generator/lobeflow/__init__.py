@@ -2,6 +2,6 @@
 
 from lobeflow.errors import LobeflowError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["LobeflowError", "__version__"]

@@ -133,7 +133,7 @@ def resolve(environ: Mapping[str, str]) -> tuple[Settings | None, list[Check]]:
     )
     detail = "production" if production else "development"
     if assumed:
-        detail += f" ({', '.join(assumed)} unset: lobeflow dev's assumed)"
+        detail += f"; unset, so taken as lobeflow dev's: {', '.join(assumed)}"
     return settings, [Check("environment", True, detail)]
 
 
