@@ -20,6 +20,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lobeflow_runtime.logs import configure_logging, logger
+from lobeflow_runtime.replay import replay_store
 from lobeflow_runtime.settings import (
     LOOPBACK_HOSTS,
     Env,
@@ -147,14 +148,16 @@ def configure_app(app: FastAPI) -> FastAPI:
 def create_app(title: str, package: ModuleType, **options: Any) -> FastAPI:
     """The FastAPI app serving every workflow package inside `package`.
 
-    The production policy is checked and logging configured first; `options` go to
-    `FastAPI(...)`.
+    Logging is configured, the production policy checked and the replay store set up
+    first (so a wrong LOBEFLOW_REPLAY_STORE stops the start, not the first delivery);
+    `options` go to `FastAPI(...)`.
 
     Raises:
         ConfigurationError: A setting is missing or invalid (the message says which).
     """
-    check_production_policy()
     configure_logging()
+    check_production_policy()
+    replay_store()
     app = FastAPI(title=title, **options)
     app.include_router(workflows_router(package))
     return configure_app(app)
