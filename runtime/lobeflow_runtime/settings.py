@@ -175,7 +175,7 @@ class Workers:
     """`uvicorn --workers 4`, `WEB_CONCURRENCY=4`...; empty for one process by default."""
 
 
-def _server_command() -> tuple[str, list[str]] | None:
+def server_command() -> tuple[str, list[str]] | None:
     """The server this process runs under (uvicorn or gunicorn) and its arguments.
 
     A uvicorn worker is a spawned child whose `sys.argv` is its supervisor's, and a
@@ -215,7 +215,7 @@ def worker_processes() -> Workers:
     Raises:
         ConfigurationError: WEB_CONCURRENCY is not a positive integer.
     """
-    command = _server_command()
+    command = server_command()
     if command is not None:
         server, args = command
         sources = [(args, f"{server} --workers")]
