@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.redis_server import requires_redis_server
+
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
@@ -73,3 +75,25 @@ def test_run_all_smoke(tmp_path: Path) -> None:
         "## Machine",
     ):
         assert heading in report
+
+
+@requires_redis_server
+def test_replay_bench_smoke(tmp_path: Path) -> None:
+    # Not part of run_all.py: it needs a redis-server.
+    out = tmp_path / "replay.json"
+    command = [sys.executable, str(ROOT / "bench" / "replay_bench.py"), "--smoke"]
+    command += ["--json", str(out)]
+    completed = subprocess.run(
+        command, cwd=ROOT / "bench", capture_output=True, text=True, timeout=600
+    )
+    assert completed.returncode == 0, completed.stderr
+    results = json.loads(out.read_text())
+    for store in ("memory", "redis"):
+        first_use = results["first_use"][store]
+        assert first_use["p50_us"] > 0 and first_use["calls_per_s_20_concurrent"] > 0
+        # Four deliveries per Layer-3 run (start, three steps), none retried.
+        assert results["app"][store]["deliveries_per_round"] == 4 * results["items"]
+        assert results["app"][store]["app_cpu_ms_per_delivery"]["median"] > 0
+    # A dictionary lookup against a round trip to redis-server.
+    assert results["first_use"]["memory"]["p50_us"] < results["first_use"]["redis"]["p50_us"]
+    assert results["first_use"]["redis"]["redis_server_cpu_us_per_call"] > 0

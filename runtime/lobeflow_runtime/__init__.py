@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from lobeflow_runtime import _sdk
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 
 # Refuse SDK releases the runtime was not tested against, with one line naming the range.
 _sdk.require_supported_sdks()
@@ -25,6 +25,7 @@ from lobeflow_runtime.flow_control import FlowControl  # noqa: E402
 from lobeflow_runtime.logs import WorkflowLog, configure_logging  # noqa: E402
 from lobeflow_runtime.operations import serve_operations  # noqa: E402
 from lobeflow_runtime.qstash_http import RunAlreadyEnded  # noqa: E402
+from lobeflow_runtime.replay import ReplayStoreStatus, replay_store_status  # noqa: E402
 from lobeflow_runtime.serving import (  # noqa: E402
     RunFailure,
     WorkflowContext,
@@ -45,6 +46,7 @@ __all__ = [
     "Env",
     "FlowControl",
     "InvalidPayload",
+    "ReplayStoreStatus",
     "RunAlreadyEnded",
     "RunFailure",
     "RunStart",
@@ -56,6 +58,7 @@ __all__ = [
     "configure_logging",
     "create_app",
     "is_production",
+    "replay_store_status",
     "run_id",
     "serve_operations",
     "serve_workflow",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import multiprocessing
 import pkgutil
 from types import ModuleType
 from typing import Any
@@ -23,11 +24,14 @@ from lobeflow_runtime.logs import configure_logging, logger
 from lobeflow_runtime.operations import require_operations_token
 from lobeflow_runtime.replay import replay_store
 from lobeflow_runtime.settings import (
+    ConfigurationError,
     Env,
     check_production_policy,
     is_production,
     read,
+    server_command,
     signing_keys,
+    worker_processes,
 )
 from lobeflow_runtime.signatures import SignatureCheck
 
@@ -36,6 +40,8 @@ HEALTH_PATH = "/healthz"
 # that depends on the forwarded headers it trusts); POST, published through QStash, checks
 # its signature as the workflow routes do, and runs no workflow code.
 PROBE_PATH = "/_lobeflow/probe"
+# uvicorn's exit status for a worker that cannot start (`uvicorn.config.STARTUP_FAILURE`).
+UVICORN_STARTUP_FAILURE = 3
 
 
 def workflow_packages(package: ModuleType) -> list[ModuleType]:
@@ -170,14 +176,37 @@ def configure_app(app: FastAPI) -> FastAPI:
 def create_app(title: str, package: ModuleType, **options: Any) -> FastAPI:
     """The FastAPI app serving every workflow package inside `package`.
 
-    The production policy is checked and logging configured first; `options` go to
-    `FastAPI(...)`.
+    Logging is configured, the production policy checked and the replay store set up
+    first (so a wrong LOBEFLOW_REPLAY_STORE stops the start, not the first delivery);
+    `options` go to `FastAPI(...)`.
 
     Raises:
         ConfigurationError: A setting is missing or invalid (the message says which).
+        SystemExit: The same, in a worker of `uvicorn --workers N`: the reason is logged
+            and the worker exits with uvicorn's startup-failure status (3).
     """
-    check_production_policy()
     configure_logging()
-    app = FastAPI(title=title, **options)
-    app.include_router(workflows_router(package))
+    try:
+        check_production_policy()
+        replay_store()
+        app = FastAPI(title=title, **options)
+        app.include_router(workflows_router(package))
+    except ConfigurationError as error:
+        if not _uvicorn_worker():
+            raise
+        # uvicorn starts a worker whose app raised again, to fail the same way, forever;
+        # its startup-failure status makes the supervisor stop instead.
+        logger.error("%s", error)
+        raise SystemExit(UVICORN_STARTUP_FAILURE) from None
     return configure_app(app)
+
+
+def _uvicorn_worker() -> bool:
+    """Whether this process is one of the workers of `uvicorn --workers N`."""
+    command = server_command()
+    if multiprocessing.parent_process() is None or command is None or command[0] != "uvicorn":
+        return False
+    try:
+        return worker_processes().count > 1
+    except ConfigurationError:
+        return False

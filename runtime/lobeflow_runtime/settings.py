@@ -7,9 +7,14 @@ for what a route is built with, per call for the rest), so tests can set them pe
 
 from __future__ import annotations
 
+import logging
 import os
+import shlex
+import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import PurePath
 
 
 class Env(StrEnum):
@@ -26,6 +31,13 @@ class Env(StrEnum):
     OPERATIONS_TOKEN = "LOBEFLOW_STATS_TOKEN"
     ALLOWED_HOSTS = "LOBEFLOW_ALLOWED_HOSTS"
     MAX_BODY_BYTES = "LOBEFLOW_MAX_BODY_BYTES"
+    # Where accepted signatures are remembered: a Redis URL shared by every process, or
+    # `memory` / unset for this process's own memory.
+    REPLAY_STORE = "LOBEFLOW_REPLAY_STORE"
+    # The worker processes uvicorn and gunicorn start when their command line names none
+    # (platforms set it); read to apply the production policy, never to start workers.
+    WEB_CONCURRENCY = "WEB_CONCURRENCY"
+    GUNICORN_CMD_ARGS = "GUNICORN_CMD_ARGS"
     LOG_LEVEL = "LOG_LEVEL"
 
 
@@ -39,6 +51,11 @@ DEV_SIGNING_KEYS = frozenset(
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 _PRODUCTION = ("production", "prod")
 _NOT_PRODUCTION = ("", "development", "dev", "local", "test")
+# LOBEFLOW_REPLAY_STORE's value for this process's memory, chosen knowingly.
+MEMORY_REPLAY_STORE = "memory"
+_SERVERS = ("uvicorn", "gunicorn")
+
+logger = logging.getLogger("lobeflow_runtime")
 
 
 class ConfigurationError(RuntimeError):
@@ -139,11 +156,116 @@ def is_production(environ: Mapping[str, str] | None = None) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class Workers:
+    """How many worker processes serve the app, and what says so."""
+
+    count: int
+    source: str
+    """`uvicorn --workers 4`, `WEB_CONCURRENCY=4`...; empty for one process by default."""
+
+
+def server_command() -> tuple[str, list[str]] | None:
+    """The server this process runs under (uvicorn or gunicorn) and its arguments.
+
+    A uvicorn worker is a spawned child whose `sys.argv` is its supervisor's, and a
+    gunicorn worker is forked from its arbiter: both see the server's command line.
+    """
+    if not sys.argv:
+        return None
+    program = PurePath(sys.argv[0])
+    for server in _SERVERS:
+        if program.name == server or program.parts[-2:] == (server, "__main__.py"):
+            return server, sys.argv[1:]
+    return None
+
+
+def _workers_option(server: str, args: list[str]) -> str | None:
+    """The last worker count named in `args` (`--workers N`, `--workers=N`, gunicorn's
+    `-w N` and `-wN`), as written."""
+    found: str | None = None
+    for index, arg in enumerate(args):
+        following = args[index + 1] if index + 1 < len(args) else None
+        if arg == "--workers" or (server == "gunicorn" and arg == "-w"):
+            found = following
+        elif arg.startswith("--workers="):
+            found = arg.partition("=")[2]
+        elif server == "gunicorn" and arg.startswith("-w") and arg[2:].isdigit():
+            found = arg[2:]
+    return found
+
+
+def worker_processes(environ: Mapping[str, str] | None = None) -> Workers:
+    """The worker processes serving this app, as far as this process can tell.
+
+    The server's command line wins (uvicorn's or gunicorn's `--workers`, gunicorn's `-w`,
+    then GUNICORN_CMD_ARGS), then WEB_CONCURRENCY, which both servers read as their default
+    and platforms set. Not seen: a count in a gunicorn config file, several instances.
+
+    Raises:
+        ConfigurationError: WEB_CONCURRENCY is not a positive integer.
+    """
+    # Given another process's environment (`lobeflow doctor`), only the variables count.
+    command = server_command() if environ is None else None
+    if command is not None:
+        server, args = command
+        sources = [(args, f"{server} --workers")]
+        if server == "gunicorn":
+            try:
+                extra = shlex.split(read(Env.GUNICORN_CMD_ARGS, environ=environ))
+            except ValueError:  # unbalanced quotes: gunicorn refuses it before the app loads
+                extra = []
+            sources.append((extra, Env.GUNICORN_CMD_ARGS))
+        for words, label in sources:
+            named = _workers_option(server, words)
+            if named is not None and named.strip().isdigit():
+                count = int(named)
+                return Workers(count, f"{label} {count}" if count > 1 else "")
+    count = read_int(Env.WEB_CONCURRENCY, 1, minimum=1, environ=environ)
+    return Workers(count, f"{Env.WEB_CONCURRENCY}={count}" if count > 1 else "")
+
+
+def check_replay_policy(environ: Mapping[str, str] | None = None) -> None:
+    """In production, refuse several worker processes without a shared replay store.
+
+    Each process remembers the signatures it accepted; a replayed delivery that reaches
+    another worker would be accepted again. LOBEFLOW_REPLAY_STORE=memory keeps the
+    per-process memory knowingly, with a warning.
+
+    Raises:
+        ConfigurationError: Several workers and LOBEFLOW_REPLAY_STORE unset.
+    """
+    workers = worker_processes(environ)
+    if workers.count < 2:
+        return
+    store = read(Env.REPLAY_STORE, environ=environ)
+    why = (
+        f"{workers.count} worker processes ({workers.source}) each remember the signatures "
+        "they accepted, so a replayed delivery that reaches another worker is accepted again"
+    )
+    if store.lower() == MEMORY_REPLAY_STORE:
+        logger.warning(
+            "%s=%s with %s. Set %s=redis://... (or rediss://...) to share one memory.",
+            Env.REPLAY_STORE,
+            MEMORY_REPLAY_STORE,
+            why,
+            Env.REPLAY_STORE,
+        )
+    elif not store:
+        raise ConfigurationError(
+            f"LOBEFLOW_ENV=production but {Env.REPLAY_STORE} is not set: {why}. Set "
+            f"{Env.REPLAY_STORE}=redis://... (or rediss://..., e.g. Upstash Redis) shared by "
+            f"every worker and instance, run one worker ({Env.WEB_CONCURRENCY}=1), or set "
+            f"{Env.REPLAY_STORE}={MEMORY_REPLAY_STORE} to accept the risk."
+        )
+
+
 def check_production_policy(environ: Mapping[str, str] | None = None) -> None:
     """Refuse to serve workflows in production without genuine QStash signature checks.
 
     The local engine's keys are public, and a signature is only valid for the URL it was
-    made for, so production needs both keys, neither of them public, and APP_URL.
+    made for, so production needs both keys, neither of them public, and APP_URL; several
+    worker processes need a shared replay store (`check_replay_policy`).
 
     Raises:
         ConfigurationError: What is missing or wrong, and where to find the right value.
@@ -166,3 +288,4 @@ def check_production_policy(environ: Mapping[str, str] | None = None) -> None:
             "Signing keys)."
         )
     require(Env.APP_URL, "in production the signature check needs the app's public URL.", environ)
+    check_replay_policy(environ)

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import pytest
 from lobeflow_runtime import ConfigurationError, FlowControl, check_production_policy
 from lobeflow_runtime.hosts import is_local_url
-from lobeflow_runtime.settings import DEV_SIGNING_KEYS, read_int
+from lobeflow_runtime.settings import (
+    DEV_SIGNING_KEYS,
+    Workers,
+    read_int,
+    worker_processes,
+)
 
 PRIVATE_KEYS = {
     "QSTASH_CURRENT_SIGNING_KEY": "sig_current_0123456789abcdefghij",
     "QSTASH_NEXT_SIGNING_KEY": "sig_next_0123456789abcdefghijklm",
 }
+
+
+@pytest.fixture(autouse=True)
+def _one_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The policy reads the server's command line and WEB_CONCURRENCY.
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
 
 
 @pytest.fixture
@@ -111,3 +126,107 @@ def test_flow_control_outside_qstash_limits_is_refused(
 )
 def test_local_urls(url: str, local: bool) -> None:
     assert is_local_url(url) is local
+
+
+# --- worker processes and the replay store ---------------------------------------------
+
+UVICORN_MODULE = "/venv/lib/python3.11/site-packages/uvicorn/__main__.py"
+
+
+@pytest.mark.parametrize(
+    ("argv", "environment", "count", "source"),
+    [
+        (["pytest"], {}, 1, ""),
+        (["pytest", "--workers", "4"], {}, 1, ""),  # not a server's command line
+        (["pytest"], {"WEB_CONCURRENCY": "3"}, 3, "WEB_CONCURRENCY=3"),
+        (["/venv/bin/uvicorn", "app:create_app", "--workers", "4"], {}, 4, "uvicorn --workers 4"),
+        (
+            [UVICORN_MODULE, "--factory", "app:create_app", "--workers=2"],
+            {},
+            2,
+            "uvicorn --workers 2",
+        ),
+        (["uvicorn", "app:app"], {"WEB_CONCURRENCY": "2"}, 2, "WEB_CONCURRENCY=2"),
+        # The command line wins over the platform's default, as in both servers.
+        (["uvicorn", "app:app", "--workers", "1"], {"WEB_CONCURRENCY": "8"}, 1, ""),
+        (
+            ["/usr/bin/gunicorn", "-w", "3", "-k", "uvicorn.workers.UvicornWorker"],
+            {},
+            3,
+            "gunicorn --workers 3",
+        ),
+        (["gunicorn", "-w5", "app:app"], {}, 5, "gunicorn --workers 5"),
+        (
+            ["gunicorn", "app:app"],
+            {"GUNICORN_CMD_ARGS": "--bind 0.0.0.0 --workers 6"},
+            6,
+            "GUNICORN_CMD_ARGS 6",
+        ),
+        (
+            ["gunicorn", "app:app"],
+            {"GUNICORN_CMD_ARGS": "'unbalanced", "WEB_CONCURRENCY": "2"},
+            2,
+            "WEB_CONCURRENCY=2",
+        ),
+    ],
+)
+def test_worker_processes_are_read_from_the_server_command_line_and_web_concurrency(
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    environment: dict[str, str],
+    count: int,
+    source: str,
+) -> None:
+    for name in ("WEB_CONCURRENCY", "GUNICORN_CMD_ARGS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sys, "argv", argv)
+    assert worker_processes() == Workers(count, source)
+
+
+def test_a_web_concurrency_that_is_not_a_count_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+    monkeypatch.setenv("WEB_CONCURRENCY", "auto")
+    with pytest.raises(ConfigurationError, match="WEB_CONCURRENCY='auto' is not an integer"):
+        worker_processes()
+
+
+@pytest.mark.usefixtures("production")
+def test_production_refuses_several_workers_without_a_shared_replay_store(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["uvicorn", "--factory", "app:create_app", "--workers", "4"])
+    monkeypatch.delenv("LOBEFLOW_REPLAY_STORE", raising=False)
+    with pytest.raises(ConfigurationError) as refused:
+        check_production_policy()
+    assert str(refused.value).startswith(
+        "LOBEFLOW_ENV=production but LOBEFLOW_REPLAY_STORE is not set: 4 worker processes "
+        "(uvicorn --workers 4) each remember the signatures they accepted"
+    )
+    assert "Set LOBEFLOW_REPLAY_STORE=redis://..." in str(refused.value)
+    # A shared store, or one process, is what the policy asks for.
+    monkeypatch.setenv("LOBEFLOW_REPLAY_STORE", "rediss://default:pw@cache.example:6379")
+    check_production_policy()
+    monkeypatch.delenv("LOBEFLOW_REPLAY_STORE")
+    monkeypatch.setattr(sys, "argv", ["uvicorn", "--factory", "app:create_app"])
+    check_production_policy()
+    # Per-process memory chosen knowingly: a start with one warning line.
+    monkeypatch.setattr(sys, "argv", ["uvicorn", "--factory", "app:create_app", "--workers", "4"])
+    monkeypatch.setenv("LOBEFLOW_REPLAY_STORE", "memory")
+    caplog.set_level(logging.WARNING, logger="lobeflow_runtime")
+    check_production_policy()
+    [warning] = [r for r in caplog.records if r.name == "lobeflow_runtime"]
+    assert warning.levelno == logging.WARNING
+    assert warning.getMessage().startswith(
+        "LOBEFLOW_REPLAY_STORE=memory with 4 worker processes (uvicorn --workers 4)"
+    )
+
+
+def test_development_allows_several_workers_with_process_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("LOBEFLOW_ENV", raising=False)
+    monkeypatch.delenv("LOBEFLOW_REPLAY_STORE", raising=False)
+    monkeypatch.setenv("WEB_CONCURRENCY", "4")
+    check_production_policy()
