@@ -224,6 +224,26 @@ def _operations_token(settings: Settings) -> Check:
     return Check("operations token", True, "unset: the operations routes are open locally")
 
 
+def _replay_store(settings: Settings) -> Check:
+    from lobeflow_runtime import ConfigurationError
+    from lobeflow_runtime.replay import replay_store_status
+
+    try:
+        status = replay_store_status(settings.environ)
+    except ConfigurationError as error:
+        return Check("replay store", False, str(error), "fix LOBEFLOW_REPLAY_STORE.")
+    detail = f"{status.location}, {status.workers} worker process(es)"
+    if status.problem and settings.production:
+        return Check(
+            "replay store",
+            False,
+            status.problem,
+            "set LOBEFLOW_REPLAY_STORE=redis://... (or rediss://..., e.g. Upstash Redis) on "
+            "every instance, or run one worker (WEB_CONCURRENCY=1).",
+        )
+    return Check("replay store", True, detail)
+
+
 def _sdk_versions() -> Check:
     try:
         from lobeflow_runtime import _sdk
@@ -255,6 +275,7 @@ def configuration_checks(settings: Settings, workflows: list[WorkflowInfo]) -> l
         _signing_keys(settings),
         _app_url(settings),
         _operations_token(settings),
+        _replay_store(settings),
         _sdk_versions(),
         *_flow_control(settings, workflows),
     ]
@@ -374,6 +395,12 @@ def _probe_failure(status: int | None, body: str, error: str) -> tuple[str, str]
             f"the app refused the probe: {text[:300]}",
             "the app's APP_URL differs from the URL QStash called: set APP_URL on the app to "
             "the URL QStash calls (with https behind a TLS proxy).",
+        )
+    if status == 503 and "replay store" in text:
+        return (
+            f"the app's replay store does not answer: {text[:300]}",
+            "check LOBEFLOW_REPLAY_STORE on the app: that Redis must be reachable from every "
+            "instance.",
         )
     if status in (401, 403) and "Upstash-Signature" in text:
         return (

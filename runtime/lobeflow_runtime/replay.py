@@ -16,7 +16,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, cast
 from urllib.parse import urlsplit
@@ -247,13 +247,15 @@ async def _awaited(call: object) -> object:
     return await cast(Awaitable[object], call)
 
 
-def _selected() -> tuple[Literal["memory", "redis"], str]:
+def _selected(
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Literal["memory", "redis"], str]:
     """The kind of store LOBEFLOW_REPLAY_STORE selects, and its value.
 
     Raises:
         ConfigurationError: Neither a Redis URL nor `memory`.
     """
-    value = read(Env.REPLAY_STORE)
+    value = read(Env.REPLAY_STORE, environ=environ)
     if not value or value.lower() == MEMORY_REPLAY_STORE:
         return "memory", value
     if urlsplit(value).scheme.lower() in REDIS_SCHEMES:
@@ -301,15 +303,16 @@ class ReplayStoreStatus:
     """Empty, or why a replayed delivery can be accepted twice."""
 
 
-def replay_store_status() -> ReplayStoreStatus:
-    """The replay store LOBEFLOW_REPLAY_STORE selects (nothing is connected), whether it is
-    shared, and the problem with it given the worker processes detected.
+def replay_store_status(environ: Mapping[str, str] | None = None) -> ReplayStoreStatus:
+    """The replay store LOBEFLOW_REPLAY_STORE selects in `environ` (default: this process's
+    environment; nothing is connected), whether it is shared, and the problem with it
+    given the worker processes detected.
 
     Raises:
         ConfigurationError: LOBEFLOW_REPLAY_STORE or WEB_CONCURRENCY is invalid.
     """
-    kind, value = _selected()
-    workers = worker_processes()
+    kind, value = _selected(environ)
+    workers = worker_processes(environ)
     if kind == "redis":
         return ReplayStoreStatus("redis", redacted_url(value), True, workers.count, "")
     problem = ""

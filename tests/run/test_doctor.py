@@ -43,13 +43,16 @@ def _failed(checks: list[Check]) -> dict[str, str]:
 def test_a_production_configuration_that_holds(project: Path) -> None:
     checks = run_doctor(PRODUCTION, list_workflows(project), live=False)
     assert _failed(checks) == {}
-    assert [check.name for check in checks][:5] == [
+    assert [check.name for check in checks][:6] == [
         "environment",
         "signing keys",
         "APP_URL",
         "operations token",
+        "replay store",
         "SDK versions",
     ]
+    shared = {**PRODUCTION, "WEB_CONCURRENCY": "4", "LOBEFLOW_REPLAY_STORE": "rediss://r:6379"}
+    assert _failed(run_doctor(shared, list_workflows(project), live=False)) == {}
 
 
 @pytest.mark.parametrize(
@@ -68,6 +71,8 @@ def test_a_production_configuration_that_holds(project: Path) -> None:
         ({"APP_URL": "https://127.0.0.1:8000"}, "APP_URL", "which QStash cannot reach"),
         ({"APP_URL": "https://10.0.3.7"}, "APP_URL", "which QStash cannot reach"),
         ({"LOBEFLOW_STATS_TOKEN": ""}, "operations token", "LOBEFLOW_STATS_TOKEN unset"),
+        ({"WEB_CONCURRENCY": "4"}, "replay store", "4 worker processes (WEB_CONCURRENCY=4)"),
+        ({"LOBEFLOW_REPLAY_STORE": "mysql://x"}, "replay store", "is not a replay store"),
         (
             {"WELCOME_PLACEHOLDER_EXECUTE_PARALLELISM": "5000"},
             "flow control welcome-placeholder",
