@@ -1,5 +1,5 @@
 """The app around the workflows: discovery of workflow packages, the production policy,
-logging, the trusted-host check and the health route.
+logging, telemetry, the trusted-host check and the health route.
 
 `create_app(title, package)` is what a generated `main.py` calls. An existing FastAPI app
 takes the same pieces with `configure_app(app)` and `workflows_router(package)`.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import json
 import pkgutil
 from collections.abc import Iterable
@@ -27,6 +28,7 @@ from lobeflow_runtime.settings import (
     is_production,
     read,
 )
+from lobeflow_runtime.telemetry_setup import configure_telemetry, flush_telemetry
 
 HEALTH_PATH = "/healthz"
 
@@ -137,8 +139,16 @@ async def _health() -> dict[str, str]:
 
 
 def configure_app(app: FastAPI) -> FastAPI:
-    """Add what a workflow app needs around its routes: the trusted-host check and the
-    health route (`GET /healthz`, which calls nothing)."""
+    """Add what a workflow app needs around its routes: the trusted-host check, the health
+    route (`GET /healthz`, which calls nothing) and, when the OTEL_* environment asks for
+    it, OpenTelemetry (`configure_telemetry`, the app's title as the default service name;
+    flushed at shutdown).
+
+    Raises:
+        ConfigurationError: Telemetry is asked for but its SDK or exporter is missing.
+    """
+    configure_telemetry(app.title)
+    app.router.on_shutdown.append(flush_telemetry)
     app.add_middleware(TrustedHosts)
     app.add_api_route(HEALTH_PATH, _health, methods=["GET"], summary="Health check")
     return app
@@ -155,6 +165,11 @@ def create_app(title: str, package: ModuleType, **options: Any) -> FastAPI:
     """
     check_production_policy()
     configure_logging()
+    if "telemetry" not in options and "telemetry" in inspect.signature(FastAPI).parameters:
+        # FastAPI's own tracing (releases that have it) keeps its request spans, under which
+        # the runtime's delivery and step spans nest; its dependency and endpoint spans
+        # would only repeat the delivery span, twice per delivery.
+        options["telemetry"] = {"operation_spans": False}
     app = FastAPI(title=title, **options)
     app.include_router(workflows_router(package))
     return configure_app(app)
