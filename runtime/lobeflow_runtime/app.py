@@ -12,7 +12,7 @@ import importlib
 import inspect
 import json
 import pkgutil
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from lobeflow_runtime import telemetry
 from lobeflow_runtime.logs import configure_logging, logger
 from lobeflow_runtime.settings import (
     LOOPBACK_HOSTS,
@@ -154,6 +155,11 @@ def configure_app(app: FastAPI) -> FastAPI:
     return app
 
 
+def _is_workflow_delivery(scope: MutableMapping[str, Any]) -> bool:
+    """Whether a request goes to a workflow route (which the runtime observes itself)."""
+    return scope.get("path") in telemetry.routes
+
+
 def create_app(title: str, package: ModuleType, **options: Any) -> FastAPI:
     """The FastAPI app serving every workflow package inside `package`.
 
@@ -166,10 +172,11 @@ def create_app(title: str, package: ModuleType, **options: Any) -> FastAPI:
     check_production_policy()
     configure_logging()
     if "telemetry" not in options and "telemetry" in inspect.signature(FastAPI).parameters:
-        # FastAPI's own tracing (releases that have it) keeps its request spans, under which
-        # the runtime's delivery and step spans nest; its dependency and endpoint spans
-        # would only repeat the delivery span, twice per delivery.
-        options["telemetry"] = {"operation_spans": False}
+        # FastAPI releases with telemetry of their own trace every request once a provider
+        # is set. A workflow delivery has the runtime's span already (with the QStash
+        # context as its parent): FastAPI's request, dependency and endpoint spans and
+        # request metrics would repeat it, at about as much CPU again per delivery.
+        options["telemetry"] = {"operation_spans": False, "exclude": _is_workflow_delivery}
     app = FastAPI(title=title, **options)
     app.include_router(workflows_router(package))
     return configure_app(app)

@@ -210,6 +210,8 @@ class Delivery:
     run_context: Context | None = None
     span: Span | None = None
     started: float = field(default_factory=time.perf_counter)
+    # The run id the span started with (a plain message's run is known only later).
+    started_run_id: str | None = None
 
     def attributes(self) -> dict[str, Any]:
         """Workflow, layer, run and item, for spans."""
@@ -371,6 +373,7 @@ def observe_delivery(
             },
         )
         delivery.span = span
+        delivery.started_run_id = delivery.run_id
         with_span = trace.set_span_in_context(span)
         # A run started without a trace context (by another client) continues the trace
         # of its first observed delivery.
@@ -405,14 +408,19 @@ def _finish(delivery: Delivery) -> None:
     span = delivery.span
     if span is not None:
         if span.is_recording():
-            span.set_attributes(delivery.attributes())
-            span.set_attribute(OUTCOME, outcome)
+            # What was learnt while serving (the span has workflow, layer and run already).
+            learnt: dict[str, Any] = {OUTCOME: outcome}
+            if delivery.run_id and delivery.run_id != delivery.started_run_id:
+                learnt[RUN_ID] = delivery.run_id
+            if delivery.item_id:
+                learnt[ITEM_ID] = delivery.item_id
             if delivery.status is not None:
-                span.set_attribute(HTTP_STATUS, delivery.status)
+                learnt[HTTP_STATUS] = delivery.status
             if delivery.step:
-                span.set_attribute(STEP_NAME, delivery.step)
+                learnt[STEP_NAME] = delivery.step
             if item_outcome:
-                span.set_attribute(ITEM_OUTCOME, item_outcome)
+                learnt[ITEM_OUTCOME] = item_outcome
+            span.set_attributes(learnt)
             if outcome == ERROR and delivery.status is not None and delivery.status >= 500:
                 # The SDK answers a failed route with 500 and its error in the body.
                 span.set_status(Status(StatusCode.ERROR, f"answered {delivery.status}"))
