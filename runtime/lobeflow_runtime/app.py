@@ -155,9 +155,11 @@ def configure_app(app: FastAPI) -> FastAPI:
     return app
 
 
-def _is_workflow_delivery(scope: MutableMapping[str, Any]) -> bool:
-    """Whether a request goes to a workflow route (which the runtime observes itself)."""
-    return scope.get("path") in telemetry.routes
+def _untraced_by_fastapi(scope: MutableMapping[str, Any]) -> bool:
+    """Whether a request goes to a workflow route (which the runtime observes itself) or to
+    the health route (probed every few seconds by platforms: a trace each is noise)."""
+    path = scope.get("path")
+    return path == HEALTH_PATH or path in telemetry.routes
 
 
 def create_app(title: str, package: ModuleType, **options: Any) -> FastAPI:
@@ -175,8 +177,9 @@ def create_app(title: str, package: ModuleType, **options: Any) -> FastAPI:
         # FastAPI releases with telemetry of their own trace every request once a provider
         # is set. A workflow delivery has the runtime's span already (with the QStash
         # context as its parent): FastAPI's request, dependency and endpoint spans and
-        # request metrics would repeat it, at about as much CPU again per delivery.
-        options["telemetry"] = {"operation_spans": False, "exclude": _is_workflow_delivery}
+        # request metrics would repeat it, at about as much CPU again per delivery. Health
+        # probes are left out too.
+        options["telemetry"] = {"operation_spans": False, "exclude": _untraced_by_fastapi}
     app = FastAPI(title=title, **options)
     app.include_router(workflows_router(package))
     return configure_app(app)
