@@ -132,7 +132,7 @@ def emit(results: dict[str, Any], path: Path | None) -> None:
         path.write_text(text + "\n", encoding="utf-8")
 
 
-def _git(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[bytes]:
+def git(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", *args],
         cwd=cwd,
@@ -144,18 +144,29 @@ def _git(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[bytes]:
 def template_release(version: str, into: Path) -> Path:
     """The template and copier.yml as they last were at template `version` in this
     checkout's history, as a tagged git repository (a copier source) in `into`."""
-    log = _git("log", "--format=%H", "--", "copier.yml").stdout.decode().split()
+    log = git("log", "--format=%H", "--", "copier.yml").stdout.decode().split()
     for commit in log:
-        config = _git("show", f"{commit}:copier.yml").stdout.decode()
+        config = git("show", f"{commit}:copier.yml").stdout.decode()
         if f'default: "{version}"' in config:
-            break
-    else:
-        raise SystemExit(f"no commit of this checkout has template {version}")
+            return template_at(commit, into)
+    raise SystemExit(f"no commit of this checkout has template {version}")
+
+
+def template_at(ref: str, into: Path) -> Path:
+    """The template and copier.yml of git `ref`, as a tagged git repository in `into`."""
     into.mkdir()
-    archive = _git("archive", commit, "template", "copier.yml").stdout
+    archive = git("archive", ref, "template", "copier.yml").stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    _git("init", "-q", "-b", "main", cwd=into)
-    _git("add", "-A", cwd=into)
-    _git("commit", "-q", "-m", version, cwd=into)
-    _git("tag", "v1", cwd=into)
+    git("init", "-q", "-b", "main", cwd=into)
+    git("add", "-A", cwd=into)
+    git("commit", "-q", "-m", ref, cwd=into)
+    git("tag", "v1", cwd=into)
     return into
+
+
+def runtime_at(ref: str, into: Path) -> Path:
+    """The lobeflow_runtime package of git `ref`, extracted under `into` (a path entry)."""
+    into.mkdir()
+    archive = git("archive", ref, "runtime/lobeflow_runtime").stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "runtime"

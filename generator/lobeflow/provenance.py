@@ -28,7 +28,10 @@ DISTRIBUTION = "lobeflow"
 RUNTIME_DISTRIBUTION = "lobeflow-runtime"
 # What a generated project depends on: the runtime releases its code was generated for,
 # with redis-py for the replay store several workers share (LOBEFLOW_REPLAY_STORE).
-RUNTIME_REQUIREMENT = "lobeflow-runtime[redis]~=0.2.1"
+RUNTIME_VERSIONS = "~=0.2.1"
+RUNTIME_REQUIREMENT = f"lobeflow-runtime[redis]{RUNTIME_VERSIONS}"
+# The same with OpenTelemetry's SDK and exporter (the generated `telemetry` extra).
+RUNTIME_TELEMETRY_REQUIREMENT = f"lobeflow-runtime[redis,telemetry]{RUNTIME_VERSIONS}"
 # The template's answers for each origin (hidden: `lobeflow new` fills them in, plain
 # `copier copy --data` can too). Empty uv sources mean the registry; the registry's pip
 # arguments are `lobeflow`, and none for the runtime (`pip install -e .` pulls it in).

@@ -24,7 +24,8 @@ EXTENSION = "lobeflow.template_extension.WorkflowSpecExtension"
 
 class WorkflowSpecExtension(Extension):
     """Adds `lobeflow_plural`, `lobeflow_derived`, `lobeflow_answer_error`,
-    `lobeflow_spec_error` and `lobeflow_runtime_requirement` to the template's globals."""
+    `lobeflow_spec_error`, `lobeflow_runtime_requirement` and
+    `lobeflow_runtime_telemetry_requirement` to the template's globals."""
 
     def __init__(self, environment: Environment) -> None:
         """Register the globals."""
@@ -35,6 +36,7 @@ class WorkflowSpecExtension(Extension):
             lobeflow_answer_error=answer_error,
             lobeflow_spec_error=spec_error,
             lobeflow_runtime_requirement=provenance.RUNTIME_REQUIREMENT,
+            lobeflow_runtime_telemetry_requirement=provenance.RUNTIME_TELEMETRY_REQUIREMENT,
         )
 
 

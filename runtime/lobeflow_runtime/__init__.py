@@ -22,7 +22,11 @@ from lobeflow_runtime.app import (  # noqa: E402
     workflows_router,
 )
 from lobeflow_runtime.flow_control import FlowControl  # noqa: E402
-from lobeflow_runtime.logs import WorkflowLog, configure_logging  # noqa: E402
+from lobeflow_runtime.logs import (  # noqa: E402
+    JsonLogFormatter,
+    WorkflowLog,
+    configure_logging,
+)
 from lobeflow_runtime.operations import serve_operations  # noqa: E402
 from lobeflow_runtime.qstash_http import RunAlreadyEnded  # noqa: E402
 from lobeflow_runtime.replay import ReplayStoreStatus, replay_store_status  # noqa: E402
@@ -38,6 +42,8 @@ from lobeflow_runtime.settings import (  # noqa: E402
     is_production,
     workflow_url,
 )
+from lobeflow_runtime.telemetry import mark_item_skipped  # noqa: E402
+from lobeflow_runtime.telemetry_setup import configure_telemetry  # noqa: E402
 from lobeflow_runtime.triggers import RunStart, run_id, trigger_runs  # noqa: E402
 from lobeflow_runtime.validation import InvalidPayload  # noqa: E402
 
@@ -46,6 +52,7 @@ __all__ = [
     "Env",
     "FlowControl",
     "InvalidPayload",
+    "JsonLogFormatter",
     "ReplayStoreStatus",
     "RunAlreadyEnded",
     "RunFailure",
@@ -56,8 +63,10 @@ __all__ = [
     "check_production_policy",
     "configure_app",
     "configure_logging",
+    "configure_telemetry",
     "create_app",
     "is_production",
+    "mark_item_skipped",
     "replay_store_status",
     "run_id",
     "serve_operations",

@@ -45,7 +45,10 @@ __all__ = [
     "route_client",
     "serve_handler",
     "share_disabled_client",
+    "wrap_step_functions",
 ]
+
+StepFunction = Callable[[], Any]
 
 # The releases these points were checked against: [lowest, first unsupported).
 SUPPORTED: Mapping[str, tuple[str, str]] = {
@@ -172,3 +175,23 @@ def serve_handler(
     """
     handler: Callable[[Any], Awaitable[Answer]] = async_serve(route, **options)["handler"]
     return handler
+
+
+def wrap_step_functions(
+    context: AsyncWorkflowContext[Any],
+    wrap: Callable[[str, StepFunction], Callable[[], Awaitable[Any]]],
+) -> None:
+    """Point 6 (upstash-workflow 2.0.0): every `context.run(name, function)` of this
+    context runs `wrap(name, function)` instead.
+
+    The SDK calls a step's function only when the step runs in this delivery (completed
+    steps are read from the body), so what `wrap` adds (a span, a duration) applies to
+    executed steps only. The method is replaced on this context object alone; the SDK
+    makes one per delivery.
+    """
+    run = context.run
+
+    async def wrapped_run(step_name: str, step_function: StepFunction) -> Any:
+        return await run(step_name, wrap(step_name, step_function))
+
+    context.run = wrapped_run  # type: ignore[method-assign]

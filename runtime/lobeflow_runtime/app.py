@@ -1,5 +1,6 @@
 """The app around the workflows: discovery of workflow packages, the production policy,
-logging, the trusted-host check, the health route and the probe `lobeflow doctor` uses.
+logging, telemetry, the trusted-host check, the health route and the probe `lobeflow
+doctor` uses.
 
 `create_app(title, package)` is what a generated `main.py` calls. An existing FastAPI app
 takes the same pieces with `configure_app(app)` and `workflows_router(package)`.
@@ -9,9 +10,11 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import json
 import multiprocessing
 import pkgutil
+from collections.abc import Iterable, MutableMapping
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +23,7 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lobeflow_runtime.hosts import host_allowed, parse_allowed_hosts, scope_host, split_host
+from lobeflow_runtime import telemetry
 from lobeflow_runtime.logs import configure_logging, logger
 from lobeflow_runtime.operations import require_operations_token
 from lobeflow_runtime.replay import replay_store
@@ -34,6 +38,7 @@ from lobeflow_runtime.settings import (
     worker_processes,
 )
 from lobeflow_runtime.signatures import SignatureCheck
+from lobeflow_runtime.telemetry_setup import configure_telemetry, flush_telemetry
 
 HEALTH_PATH = "/healthz"
 # `lobeflow doctor`'s probe: GET says which URL the app sees for a request (behind a proxy,
@@ -164,13 +169,29 @@ def _signed_probe() -> Any:
 
 def configure_app(app: FastAPI) -> FastAPI:
     """Add what a workflow app needs around its routes: the trusted-host check, the health
-    route (`GET /healthz`, which calls nothing) and `lobeflow doctor`'s probe."""
+    route (`GET /healthz`, which calls nothing), `lobeflow doctor`'s probe and, when the
+    OTEL_* environment asks for it, OpenTelemetry (`configure_telemetry`, the app's title as
+    the default service name; flushed at shutdown).
+
+    Raises:
+        ConfigurationError: Telemetry is asked for but its SDK or exporter is missing, or
+            LOBEFLOW_ALLOWED_HOSTS is malformed.
+    """
     _current_allowed_hosts()  # refuse a malformed LOBEFLOW_ALLOWED_HOSTS at start
+    configure_telemetry(app.title)
+    app.router.on_shutdown.append(flush_telemetry)
     app.add_middleware(TrustedHosts)
     app.add_api_route(HEALTH_PATH, _health, methods=["GET"], summary="Health check")
     app.add_api_route(PROBE_PATH, _seen_url, methods=["GET"], include_in_schema=False)
     app.add_api_route(PROBE_PATH, _signed_probe(), methods=["POST"], include_in_schema=False)
     return app
+
+
+def _untraced_by_fastapi(scope: MutableMapping[str, Any]) -> bool:
+    """Whether a request goes to a workflow route (which the runtime observes itself) or to
+    the health route (probed every few seconds by platforms: a trace each is noise)."""
+    path = scope.get("path")
+    return path in (HEALTH_PATH, PROBE_PATH) or path in telemetry.routes
 
 
 def create_app(title: str, package: ModuleType, **options: Any) -> FastAPI:
@@ -186,6 +207,13 @@ def create_app(title: str, package: ModuleType, **options: Any) -> FastAPI:
             and the worker exits with uvicorn's startup-failure status (3).
     """
     configure_logging()
+    if "telemetry" not in options and "telemetry" in inspect.signature(FastAPI).parameters:
+        # FastAPI releases with telemetry of their own trace every request once a provider
+        # is set. A workflow delivery has the runtime's span already (with the QStash
+        # context as its parent): FastAPI's request, dependency and endpoint spans and
+        # request metrics would repeat it, at about as much CPU again per delivery. Health
+        # probes are left out too.
+        options["telemetry"] = {"operation_spans": False, "exclude": _untraced_by_fastapi}
     try:
         check_production_policy()
         replay_store()

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 from qstash.errors import QStashError
 
+from lobeflow_runtime import telemetry
 from lobeflow_runtime.settings import ConfigurationError, Env, is_production, read
 from lobeflow_runtime.signatures import read_body
 from lobeflow_runtime.validation import describe
@@ -150,7 +151,9 @@ def serve_operations(
         require_operations_token(request)
         force = (await _pass_request(request, json_required=True)).force
         try:
-            return _answer(await start(force))
+            # With tracing on, the root span of the pass's trace.
+            with telemetry.operation(f"start {workflow}", {telemetry.WORKFLOW: workflow}):
+                return _answer(await start(force))
         except ConfigurationError as error:
             raise HTTPException(500, str(error)) from None
         except QStashError as error:

@@ -8,7 +8,7 @@ followed, its timeouts; TLS verification as httpx does it (certifi, SSL_CERT_FIL
 proxies from the environment (HTTPS_PROXY, NO_PROXY...) as httpx reads them.
 
 A route's transport also adds the route's flow control to every step message the SDK
-publishes.
+publishes, and, with tracing on, the run's trace context (lobeflow_runtime.telemetry).
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ import aiohttp
 import httpx
 from qstash.errors import QStashError
 
-from lobeflow_runtime import _sdk
+from lobeflow_runtime import _sdk, telemetry
 from lobeflow_runtime.flow_control import FlowControl
 
 _UPSTASH = "https://qstash.upstash.io"
+# The SDK ends a run with `DELETE /v2/workflows/runs/<id>?cancel=false`.
+_RUN_END = "/v2/workflows/runs/"
 
 
 class RunAlreadyEnded(Exception):
@@ -110,8 +112,10 @@ class QStashTransport:
     def _with_flow_control(self, message: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         headers = dict(message.get("headers") or {})
         step = _is_step_message(str(message.get("destination")), headers)
-        if step and self._flow_control is not None:
-            headers.update(self._flow_control.headers())
+        if step:
+            if self._flow_control is not None:
+                headers.update(self._flow_control.headers())
+            headers = telemetry.step_message_headers(headers)
         return {**message, "headers": headers}, step
 
     async def request(
@@ -143,8 +147,10 @@ class QStashTransport:
             step = _is_step_message(path.removeprefix("/v2/publish/"), headers or {})
             if step and self._flow_control is not None:
                 headers = {**(headers or {}), **self._flow_control.headers()}
+            if step:
+                headers = telemetry.step_message_headers(headers or {})
         try:
-            return await self._send(
+            answer = await self._send(
                 base_url=base_url or self._base_url,
                 path=path,
                 method=method,
@@ -160,6 +166,9 @@ class QStashTransport:
             if step and _sdk.is_step_refusal(error):
                 raise RunAlreadyEnded(str(error)) from error
             raise
+        if method == "DELETE" and path.startswith(_RUN_END) and "cancel=true" not in path:
+            telemetry.note_run_completed()
+        return answer
 
     async def _send(
         self,

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.datastructures import Headers
 
-from lobeflow_runtime import _sdk
+from lobeflow_runtime import _sdk, telemetry
 from lobeflow_runtime._sdk import AsyncWorkflowContext, WorkflowAbort
 from lobeflow_runtime.flow_control import FlowControl
 from lobeflow_runtime.logs import WorkflowLog, json_fields, logger
@@ -57,6 +57,7 @@ class RunFailure:
 
 RouteFunction = Callable[[AsyncWorkflowContext[M]], Awaitable[None]]
 FailureFunction = Callable[[AsyncWorkflowContext[M], RunFailure], Awaitable[None]]
+ItemId = Callable[[M], str]
 
 # A delivery that carries one of these belongs to a run the SDK already knows of.
 _WORKFLOW_MARKERS = (
@@ -126,10 +127,12 @@ class _Route:
         flow_control: FlowControl,
         retries: int,
         failure: Callable[[AsyncWorkflowContext[Any], int, str, dict[str, str]], Awaitable[None]],
+        item_id: Callable[[Any], str] | None = None,
     ) -> None:
         self._path = path
         self._route = route
-        self._parser = parser
+        self._parser = _item_noting(parser, item_id) if item_id is not None else parser
+        self._per_item = item_id is not None
         self._log = log
         self._flow_control = flow_control
         self._retries = retries
@@ -163,16 +166,31 @@ class _Route:
         await self._transport.aclose()
 
     async def endpoint(self, request: Request) -> Response:
-        """Check one delivery, then hand it to the SDK."""
+        """Check one delivery, then hand it to the SDK (observed when telemetry is on)."""
+        with telemetry.observe_delivery(
+            self._log.workflow,
+            self._log.layer,
+            self._path,
+            request.headers,
+            per_item=self._per_item,
+        ) as delivery:
+            response = await self._serve(request, delivery)
+            if delivery is not None:
+                delivery.status = response.status_code
+            return response
+
+    async def _serve(self, request: Request, delivery: telemetry.Delivery | None) -> Response:
         if self._check is not None:
             body = await self._check(request)
         else:
             body = await read_body(request, self._max_body)
         refused = _refusal(request, body)
         if refused is not None:
+            if delivery is not None:
+                delivery.outcome = telemetry.REFUSED
             return refused
         if not any(request.headers.get(name) for name in _WORKFLOW_MARKERS):
-            return await self._start_run(request, body)
+            return await self._start_run(request, body, delivery)
         url = workflow_url(self._path)
         answer = await self._handler(url)(_Delivery(request.headers, url, body))
         return Response(
@@ -182,7 +200,9 @@ class _Route:
             media_type="application/json",
         )
 
-    async def _start_run(self, request: Request, body: bytes) -> JSONResponse:
+    async def _start_run(
+        self, request: Request, body: bytes, delivery: telemetry.Delivery | None
+    ) -> JSONResponse:
         """Start a run for a plain QStash message (a schedule, a bare publish).
 
         The SDK would start it itself, but it re-publishes the parsed payload, which
@@ -191,6 +211,8 @@ class _Route:
         """
         message = request.headers.get("upstash-message-id") or uuid.uuid4().hex
         run = run_id(self._log.workflow, self._log.layer, message)
+        if delivery is not None:
+            delivery.outcome, delivery.run_id = telemetry.STARTED, run
         await trigger_runs(
             workflow_url(self._path),
             [RunStart(run, body.decode())],
@@ -198,6 +220,21 @@ class _Route:
             retries=self._retries,
         )
         return JSONResponse({"workflowRunId": run}, headers={"Upstash-Workflow-Sdk-Version": "1"})
+
+
+def _item_noting(
+    parser: Callable[[str], Any], item_id: Callable[[Any], str]
+) -> Callable[[str], Any]:
+    """`parser`, noting the item id of a valid payload on the delivery being observed."""
+
+    def parse(raw: str) -> Any:
+        parsed = parser(raw)
+        delivery = telemetry.current_delivery()
+        if delivery is not None and not isinstance(parsed, InvalidPayload):
+            delivery.item_id = str(item_id(parsed))
+        return parsed
+
+    return parse
 
 
 def _guarded(
@@ -209,8 +246,13 @@ def _guarded(
     """
 
     async def guarded(context: AsyncWorkflowContext[M | InvalidPayload]) -> None:
+        delivery = telemetry.current_delivery()
+        if delivery is not None:
+            _sdk.wrap_step_functions(context, delivery.step_function)
         payload = context.request_payload
         if isinstance(payload, InvalidPayload):
+            if delivery is not None:
+                delivery.outcome = telemetry.REJECTED
             await reject_payload(context, log, payload)
             return
         try:
@@ -220,8 +262,17 @@ def _guarded(
                 "[workflow] Late delivery of an ended run; nothing to do%s",
                 json_fields({"runId": context.workflow_run_id, "error": str(ended)}),
             )
+            if delivery is not None:
+                delivery.outcome = telemetry.RUN_ENDED
             # The SDK answers 200 without ending the run again when a step aborts the route.
             raise WorkflowAbort("run-already-ended") from ended
+        except WorkflowAbort:
+            raise
+        except Exception as error:
+            # The SDK turns it into a 500 answer; the delivery's span keeps the error.
+            if delivery is not None:
+                delivery.record_error(error)
+            raise
 
     return guarded
 
@@ -235,6 +286,9 @@ def _logged_failure(
     async def failure(
         context: AsyncWorkflowContext[Any], status: int, message: str, headers: dict[str, str]
     ) -> None:
+        delivery = telemetry.current_delivery()
+        if delivery is not None:
+            delivery.outcome = telemetry.RUN_FAILED
         log.error("Run failed", runId=context.workflow_run_id, status=status, message=message)
         if then is not None and not isinstance(context.request_payload, InvalidPayload):
             await then(context, RunFailure(status, message, headers))
@@ -252,6 +306,7 @@ def serve_workflow(
     flow_control: FlowControl,
     retries: int,
     on_failure: FailureFunction[M] | None = None,
+    item_id: ItemId[M] | None = None,
 ) -> None:
     """Mount `route` as an Upstash Workflow endpoint (POST `path`) on `router`.
 
@@ -265,6 +320,9 @@ def serve_workflow(
         flow_control: The flow control of every message of this route.
         retries: QStash retries per delivery.
         on_failure: Called once a run has exhausted its retries (after a log line).
+        item_id: For a route that works on ONE item per run (Layer 3): the item's id in a
+            valid payload. Its deliveries carry the item id (spans, JSON logs) and its runs
+            count as items processed, skipped (`mark_item_skipped`) or failed.
 
     Raises:
         ConfigurationError: QSTASH_TOKEN is not set, or a setting is invalid.
@@ -278,7 +336,9 @@ def serve_workflow(
         flow_control=flow_control,
         retries=retries,
         failure=_logged_failure(log, on_failure),
+        item_id=item_id,
     )
+    telemetry.routes[path] = (log.workflow, log.layer)
     router.add_api_route(
         path,
         served.endpoint,

@@ -3,7 +3,7 @@
 The Python SDK has no trigger client: `trigger_runs` sends the run-start message the SDK
 itself sends on a first invocation, with deterministic run ids that double as QStash
 deduplication ids, so a re-sent trigger starts nothing new. It is the only place that
-writes that message.
+writes that message, and so the one that puts the trace context on child runs.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from qstash import AsyncQStash
 
+from lobeflow_runtime import telemetry
 from lobeflow_runtime.flow_control import FlowControl
 from lobeflow_runtime.settings import qstash_token, qstash_url
 
@@ -107,22 +108,28 @@ async def trigger_runs(
     """
     if not runs:
         return []
-    messages = [
-        {
-            "destination": url,
-            "headers": run_start_headers(
-                url, run.run_id, flow_control=flow_control, retries=retries
-            ),
-            "body": run.body,
-        }
-        for run in runs
-    ]
-    # Raw batch: qstash-py's batch API would prefix these workflow headers with
-    # `Upstash-Forward-`.
-    await qstash_client().http.request(
-        path="/v2/batch",
-        method="POST",
-        headers={"Content-Type": "application/json"},
-        body=json.dumps(messages),
-    )
+    # With tracing on: a PRODUCER span, whose context QStash forwards to every delivery
+    # of these runs (and to their failure callbacks).
+    with telemetry.sending(url, len(runs)) as trace_headers:
+        messages = [
+            {
+                "destination": url,
+                "headers": {
+                    **run_start_headers(
+                        url, run.run_id, flow_control=flow_control, retries=retries
+                    ),
+                    **trace_headers,
+                },
+                "body": run.body,
+            }
+            for run in runs
+        ]
+        # Raw batch: qstash-py's batch API would prefix these workflow headers with
+        # `Upstash-Forward-`.
+        await qstash_client().http.request(
+            path="/v2/batch",
+            method="POST",
+            headers={"Content-Type": "application/json"},
+            body=json.dumps(messages),
+        )
     return [run.run_id for run in runs]

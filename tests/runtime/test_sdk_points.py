@@ -196,3 +196,57 @@ def test_point_5_the_sdk_verifies_nothing_without_keys_in_its_environment() -> N
 
     answer = asyncio.run(handler(Unsigned()))
     assert answer.status == 200, answer.body
+
+
+def test_point_6_step_functions_run_only_for_the_step_executed_in_this_delivery() -> None:
+    recording = _Recording()
+    client = _sdk.route_client("token", "http://127.0.0.1:9", recording)
+    wrapped: list[str] = []
+    ran: list[str] = []
+
+    def wrap(name: str, function: _sdk.StepFunction) -> Any:
+        async def step() -> Any:
+            wrapped.append(name)
+            return function()
+
+        return step
+
+    async def route(context: AsyncWorkflowContext[Any]) -> None:
+        _sdk.wrap_step_functions(context, wrap)
+        first = await context.run("first", lambda: ran.append("first") or 1)
+        await context.run("second", lambda: ran.append("second") or first + 1)
+
+    handler = _sdk.serve_handler(
+        route, qstash_client=client, url="http://127.0.0.1:9/route", env={}, retries=1
+    )
+
+    class Request:
+        # The run so far: its initial payload and the result of step "first".
+        headers = Headers(
+            {"Upstash-Workflow-Sdk-Version": "1", "Upstash-Workflow-RunId": "wfr_test"}
+        )
+        url = "http://127.0.0.1:9/route"
+
+        async def body(self) -> bytes:
+            def encoded(value: Any) -> str:
+                return base64.b64encode(json.dumps(value).encode()).decode()
+
+            first = {"stepId": 1, "stepName": "first", "stepType": "Run", "out": "1"}
+            steps = [
+                {"messageId": "m0", "body": base64.b64encode(b"{}").decode()},
+                {
+                    "messageId": "m1",
+                    "body": encoded({**first, "concurrent": 1}),
+                    "callType": "step",
+                },
+            ]
+            return json.dumps(steps).encode()
+
+    answer = asyncio.run(handler(Request()))
+    assert answer.status == 200, answer.body
+    # The replayed step's function is not called; the new one's is, through the wrapper.
+    assert wrapped == ["second"] and ran == ["second"]
+    (call,) = recording.calls
+    (message,) = json.loads(call["body"])
+    assert json.loads(message["body"])["stepName"] == "second"
+    assert json.loads(message["body"])["out"] == "2"

@@ -9,7 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from lobeflow_runtime import RunFailure, WorkflowContext, WorkflowLog, serve_workflow
+from lobeflow_runtime import (
+    RunFailure,
+    WorkflowContext,
+    WorkflowLog,
+    mark_item_skipped,
+    serve_workflow,
+)
 
 from . import RETRIES, WORKFLOW_NAME, flow_control, logic
 from .payloads import GenerateUserPayload
@@ -51,6 +57,8 @@ async def generate_user(
         _get,
     )
     if item is None:
+        # Counted as skipped, not processed, in the `lobeflow.items` metric.
+        mark_item_skipped()
         return
 
     async def _generate() -> dict[str, Any]:
@@ -96,4 +104,6 @@ def register(router: APIRouter) -> None:
         flow_control=flow_control.execute(),
         retries=RETRIES,
         on_failure=on_failure,
+        # One item per run: its id goes on spans and log lines, its run counts as an item.
+        item_id=lambda payload: payload.user_id,
     )
