@@ -14,7 +14,7 @@ import inspect
 import json
 import multiprocessing
 import pkgutil
-from collections.abc import Iterable, MutableMapping
+from collections.abc import MutableMapping
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, FastAPI, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from lobeflow_runtime.hosts import host_allowed, parse_allowed_hosts, scope_host, split_host
 from lobeflow_runtime import telemetry
+from lobeflow_runtime.hosts import host_allowed, parse_allowed_hosts, scope_host, split_host
 from lobeflow_runtime.logs import configure_logging, logger
 from lobeflow_runtime.operations import require_operations_token
 from lobeflow_runtime.replay import replay_store
