@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from lobeflow_runtime import _sdk
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 
 # Refuse SDK releases the runtime was not tested against, with one line naming the range.
 _sdk.require_supported_sdks()
@@ -25,6 +25,7 @@ from lobeflow_runtime.flow_control import FlowControl  # noqa: E402
 from lobeflow_runtime.logs import WorkflowLog, configure_logging  # noqa: E402
 from lobeflow_runtime.operations import serve_operations  # noqa: E402
 from lobeflow_runtime.qstash_http import RunAlreadyEnded  # noqa: E402
+from lobeflow_runtime.schedules import scheduled_run_id, serve_schedule  # noqa: E402
 from lobeflow_runtime.serving import (  # noqa: E402
     RunFailure,
     WorkflowContext,
@@ -57,7 +58,9 @@ __all__ = [
     "create_app",
     "is_production",
     "run_id",
+    "scheduled_run_id",
     "serve_operations",
+    "serve_schedule",
     "serve_workflow",
     "trigger_runs",
     "workflow_packages",
