@@ -83,6 +83,15 @@ def new(
     logic: Annotated[
         str, Opt(help="Existing per-item function `package.module:function` (default: generated).")
     ] = "",
+    schedule: Annotated[
+        str,
+        Opt(
+            metavar="CRON",
+            help="Start a pass on this cron, as QStash takes it: five fields, optionally "
+            "after CRON_TZ=<zone> (e.g. '0 3 * * *'); `lobeflow schedules sync` puts it in "
+            "QStash. Default: no schedule.",
+        ),
+    ] = "",
     process_key: Annotated[str | None, Opt(help="Layer-1 flow-control key.")] = None,
     process_parallelism: Annotated[
         int | None,
@@ -165,6 +174,7 @@ def new(
         retries=retries,
         logic=logic,
         flow_control=layers,
+        schedule=schedule,
     )
     try:
         result = add_workflow(dest, spec, pretend=pretend, overwrite=force, template=template)

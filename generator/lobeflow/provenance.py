@@ -27,7 +27,7 @@ from lobeflow.errors import InvalidAnswerError
 DISTRIBUTION = "lobeflow"
 RUNTIME_DISTRIBUTION = "lobeflow-runtime"
 # What a generated project depends on: the runtime releases its code was generated for.
-RUNTIME_REQUIREMENT = "lobeflow-runtime~=0.2.0"
+RUNTIME_REQUIREMENT = "lobeflow-runtime~=0.2.1"
 # The template's answers for each origin (hidden: `lobeflow new` fills them in, plain
 # `copier copy --data` can too). Empty uv sources mean the registry; the registry's pip
 # arguments are `lobeflow`, and none for the runtime (`pip install -e .` pulls it in).
