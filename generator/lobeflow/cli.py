@@ -336,11 +336,17 @@ def _register_commands() -> None:
     from lobeflow.engine.command import dev
     from lobeflow.run.command import run, runs_app
     from lobeflow.run.recovery_command import dlq_app, retry
+    from lobeflow.run.schedules_command import schedules_app
 
     app.command(help="Run a workflow: dry-run statistics, or a pass watched to the end.")(run)
     app.add_typer(runs_app, name="runs", help="Recent runs of the project's workflows.")
     app.command(help="Retry the failed runs of a pass (resumed from their failed step).")(retry)
     app.add_typer(dlq_app, name="dlq", help="The dead-letter queue: list, show, retry, delete.")
+    app.add_typer(
+        schedules_app,
+        name="schedules",
+        help="The project's schedules in QStash: list, sync, pause, resume, delete.",
+    )
     app.command(help="Check workflow code against the guide's rules (ruff-style output).")(check)
     app.command(help="Run the local QStash engine (and the project's app) in the foreground.")(dev)
     app.command(help="Serve the browser console for any QStash (the engine's is at /console).")(
