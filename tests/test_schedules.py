@@ -398,3 +398,42 @@ def test_update_carries_the_schedule_and_keeps_an_edit(project: Path) -> None:
     bad = run_cli("update", "--project", str(project), "--data", "schedule=@hourly")
     assert bad.exit_code == 1 and "write '0 * * * *'" in bad.stderr
     assert [info.spec.schedule for info in list_workflows(project)] == ["", "0 4 * * *"]
+
+
+def test_dev_syncs_on_start_and_warns_on_a_wrong_declaration(
+    project: Path, engine: EngineServer
+) -> None:
+    from types import SimpleNamespace
+
+    from lobeflow.engine.command import sync_schedules
+
+    app = SimpleNamespace(spec=SimpleNamespace(root=project / "app"), url=APP)
+    lines = sync_schedules(engine.url, engine.config.token, app)  # type: ignore[arg-type]
+    assert lines == [
+        f"  schedule  welcome-placeholder: '{YEARLY}' (created)",
+        "  schedules fire on the engine's clock (`lobeflow schedules list`)",
+    ]
+    again = sync_schedules(engine.url, engine.config.token, app)  # type: ignore[arg-type]
+    assert again[0] == f"  schedule  welcome-placeholder: '{YEARLY}'"
+    _set_schedule(project, '"0 0 1 1"')
+    (warning,) = sync_schedules(engine.url, engine.config.token, app)  # type: ignore[arg-type]
+    assert warning.startswith(f"warning: schedules not synced: {INIT}:23: SCHEDULE '0 0 1 1'")
+    assert _schedules(engine)[ID]["cron"] == YEARLY, "nothing changed"
+
+
+def test_the_runtime_and_lobeflow_agree_on_scheduled_run_ids() -> None:
+    from lobeflow.run.model import SCHEDULED_MARKER, RunLog
+    from lobeflow_runtime import scheduled_run_id
+
+    run_id = scheduled_run_id("welcome-placeholder", "msg_123")
+    assert SCHEDULED_MARKER in run_id and run_id.startswith("wfr_welcome-placeholder-process-")
+    initial = {"stepId": 0, "stepName": "init", "stepType": "Initial", "out": "{}"}
+    run = RunLog.from_api(
+        {
+            "workflowRunId": run_id,
+            "workflowUrl": f"{APP}/api/workflows/welcome-placeholder/process-users",
+            "workflowState": "RUN_SUCCESS",
+            "steps": [{"type": "sequential", "steps": [initial]}],
+        }
+    )
+    assert run.item() == "scheduled pass"
