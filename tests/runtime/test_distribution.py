@@ -35,8 +35,7 @@ def test_the_runtime_pulls_no_generator_dependency(tmp_path: Path) -> None:
     python = _venv(tmp_path / "venv")
     _pip(python, "install", "--quiet", str(REPO / "runtime"))
     installed = {
-        package["name"].lower()
-        for package in json.loads(_pip(python, "list", "--format", "json"))
+        package["name"].lower() for package in json.loads(_pip(python, "list", "--format", "json"))
     }
     assert "lobeflow-runtime" in installed
     assert installed & GENERATOR_ONLY == set()
