@@ -128,7 +128,9 @@ def schedules_table(rows: list[ScheduleRow]) -> Any:
             last.append(f"\n{local_time(run.created_at)}")
             if progress is not None:
                 state = "done" if progress.finished else "running"
-                last.append(f"\n{state}: {progress.processed} processed, {progress.failed} failed")
+                last.append(f"\n{state}: {progress.processed} processed")
+                if progress.failed:
+                    last.append(f", {progress.failed} failed", style="red")
         table.add_row(plain(row.workflow), cron, when, last)
     return table
 
@@ -200,8 +202,7 @@ def sync_command(
     qstash_url: QStashUrlOpt = DEFAULT_QSTASH_URL,
     token: TokenOpt = DEV_TOKEN,
 ) -> None:
-    """Make QStash's schedules match each workflow's SCHEDULE (create, update, delete only
-    what differs; schedules lobeflow did not make are left alone)."""
+    """Make QStash's schedules match each workflow's SCHEDULE: only what differs, only lobeflow's."""
     from lobeflow.run.schedules import sync
 
     root = find_project_root(project)
