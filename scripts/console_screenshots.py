@@ -24,6 +24,7 @@ def main() -> int:
     tests = [
         "tests/run/test_console.py::test_console_scenario_in_a_real_browser",
         "tests/run/test_console.py::test_the_browser_logs_no_error_and_sees_the_declared_limits",
+        "tests/run/test_schedules.py::test_the_schedules_view_in_a_real_browser",
     ]
     return subprocess.call([sys.executable, "-m", "pytest", "-q", *tests], cwd=ROOT, env=env)
 

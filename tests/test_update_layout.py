@@ -146,9 +146,9 @@ def _as_if_bundled(dest: Path) -> None:
     git(dest, "commit", "-qam", "generated with the bundled template")
 
 
-def test_update_from_0_1_7_moves_to_the_runtime_library(tmp_path: Path) -> None:
+def test_update_from_0_1_6_moves_to_the_runtime_library(tmp_path: Path) -> None:
     repo = tmp_path / "template-repo"
-    _template_release("0.1.7", repo)
+    _template_release("0.1.6", repo)
     untouched, edited = tmp_path / "untouched", tmp_path / "edited"
     for dest in (untouched, edited):
         _generate(dest, repo)

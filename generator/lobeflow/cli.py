@@ -83,6 +83,15 @@ def new(
     logic: Annotated[
         str, Opt(help="Existing per-item function `package.module:function` (default: generated).")
     ] = "",
+    schedule: Annotated[
+        str,
+        Opt(
+            metavar="CRON",
+            help="Start a pass on this cron, as QStash takes it: five fields, optionally "
+            "after CRON_TZ=<zone> (e.g. '0 3 * * *'); `lobeflow schedules sync` puts it in "
+            "QStash. Default: no schedule.",
+        ),
+    ] = "",
     process_key: Annotated[str | None, Opt(help="Layer-1 flow-control key.")] = None,
     process_parallelism: Annotated[
         int | None,
@@ -165,6 +174,7 @@ def new(
         retries=retries,
         logic=logic,
         flow_control=layers,
+        schedule=schedule,
     )
     try:
         result = add_workflow(dest, spec, pretend=pretend, overwrite=force, template=template)
@@ -327,11 +337,17 @@ def _register_commands() -> None:
     from lobeflow.engine.command import dev
     from lobeflow.run.command import run, runs_app
     from lobeflow.run.recovery_command import dlq_app, retry
+    from lobeflow.run.schedules_command import schedules_app
 
     app.command(help="Run a workflow: dry-run statistics, or a pass watched to the end.")(run)
     app.add_typer(runs_app, name="runs", help="Recent runs of the project's workflows.")
     app.command(help="Retry the failed runs of a pass (resumed from their failed step).")(retry)
     app.add_typer(dlq_app, name="dlq", help="The dead-letter queue: list, show, retry, delete.")
+    app.add_typer(
+        schedules_app,
+        name="schedules",
+        help="The project's schedules in QStash: list, sync, pause, resume, delete.",
+    )
     app.command(help="Check workflow code against the guide's rules (ruff-style output).")(check)
     app.command(help="Run the local QStash engine (and the project's app) in the foreground.")(dev)
     app.command(help="Say what keeps an app's passes from moving: settings, QStash, proxy.")(doctor)

@@ -32,6 +32,8 @@ MAX_PARALLELISM = 1000
 MAX_RATE = 10_000
 MAX_PERIOD_S = 7 * 24 * 3600  # QStash: a rate period is at most one week
 MAX_FLOW_KEY_LENGTH = 128
+# A generated `SCHEDULE = "..."` line stays within the project's 100 columns.
+MAX_SCHEDULE_LENGTH = 75
 
 _LOGIC_REF = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
 _FLOW_KEY = re.compile(r"[A-Za-z0-9\-_.]+")
@@ -128,6 +130,7 @@ DEFAULTS: Mapping[str, Any] = {
     "chunk_size": 20,
     "retries": 3,
     "logic": "",
+    "schedule": "",
 }
 
 
@@ -157,6 +160,16 @@ def check_answer(name: str, value: Any) -> str:
         if value and not (isinstance(value, str) and _LOGIC_REF.fullmatch(value)):
             return f"--logic {value!r} is not a `package.module:function` reference."
         return ""
+    if name == "schedule":
+        if not isinstance(value, str):
+            return f"--schedule must be a cron expression in quotes (got {value!r})."
+        if len(value.strip()) > MAX_SCHEDULE_LENGTH:
+            return (
+                f"--schedule is {len(value.strip())} characters long; at most "
+                f"{MAX_SCHEDULE_LENGTH} fit on the generated SCHEDULE line (write a longer "
+                "one in the workflow's __init__.py after generating)."
+            )
+        return schedule_error(value, "--schedule") if value.strip() else ""
     if layer in LAYERS and setting == "flow_key":
         if not isinstance(value, str) or not _FLOW_KEY.fullmatch(value):
             return (
@@ -173,6 +186,30 @@ def check_answer(name: str, value: Any) -> str:
     if layer in LAYERS and setting == "period":
         return _range_error(
             f"The {layer} period", value, 1, MAX_PERIOD_S, "seconds; QStash allows one week"
+        )
+    return ""
+
+
+def schedule_error(text: str, label: str) -> str:
+    """Why `text` is not a cron expression QStash takes ('' when it is one).
+
+    Five fields (minute hour day-of-month month day-of-week) with an optional
+    `CRON_TZ=<zone> ` prefix, checked by the local engine's own parser (`engine.cron`), so
+    what the project declares is what the engine and QStash accept. `label` names where the
+    text came from (`--schedule`, `SCHEDULE in .../__init__.py`...).
+    """
+    from lobeflow.engine.cron import Cron, CronError
+
+    shown = repr(text) if len(text) <= 80 else repr(text[:80]) + "..."
+    if not text.isprintable():
+        return f"{label} {shown} must be one line of printable text (a cron expression)."
+    try:
+        Cron.parse(text)
+    except CronError as exc:
+        syntax = "" if "five fields" in exc.reason else "five fields, "
+        return (
+            f"{label} {shown} is not a cron expression QStash takes: {exc.reason} "
+            f"({syntax}optionally after `CRON_TZ=<zone> `, e.g. '0 3 * * *')."
         )
     return ""
 
@@ -226,6 +263,8 @@ class WorkflowSpec:
     retries: int
     logic: str
     flow_control: tuple[FlowControl, FlowControl, FlowControl]
+    # The cron of the workflow's scheduled pass ('' = none); the generated SCHEDULE.
+    schedule: str = ""
 
     def __post_init__(self) -> None:
         """Validate everything; raise the first problem as a one-line user error."""
@@ -267,6 +306,7 @@ class WorkflowSpec:
         retries: int = 3,
         logic: str = "",
         flow_control: Mapping[str, FlowControlAnswer] | None = None,
+        schedule: str = "",
     ) -> WorkflowSpec:
         """Validate the user's words and sizes and derive the workflow.
 
@@ -276,11 +316,12 @@ class WorkflowSpec:
             workflow: workflow name; defaults to the plural.
             verb: the Layer-3 verb (`execute`, `generate`, `sync`...).
             flow_control: per-layer overrides; unset fields take the layer's default.
+            schedule: the cron of a scheduled pass ('' = none), as QStash takes it.
 
         Raises:
             InvalidNameError: a name that cannot become identifiers, or derived names
                 that collide.
-            InvalidAnswerError: sizes, retries, flow control or logic out of range.
+            InvalidAnswerError: sizes, retries, flow control, logic or schedule out of range.
         """
         entity_name = parse_name(entity, "entity")
         entities = parse_name(plural, "plural") if plural else pluralize(entity_name)
@@ -314,6 +355,7 @@ class WorkflowSpec:
             retries=retries,
             logic=logic,
             flow_control=(layers[0], layers[1], layers[2]),
+            schedule=schedule.strip(),
         )
 
     @classmethod
@@ -347,6 +389,7 @@ class WorkflowSpec:
             chunk_size=number("chunk_size", DEFAULTS["chunk_size"]),
             retries=number("retries", DEFAULTS["retries"]),
             logic=text("logic"),
+            schedule=text("schedule"),
             flow_control={
                 layer: FlowControlAnswer(
                     key=text(f"{layer}_flow_key") if f"{layer}_flow_key" in answers else None,
@@ -421,6 +464,11 @@ class WorkflowSpec:
         return f"{self.route_prefix}/start"
 
     @property
+    def scheduled_start_path(self) -> str:
+        """The route a QStash schedule calls to start a pass (template 0.2.1 on)."""
+        return f"{self.route_prefix}/scheduled-start"
+
+    @property
     def run_id_prefixes(self) -> tuple[str, str, str]:
         """Run-id prefixes of the three layers (`wfr_<workflow>-<layer>-`)."""
         base = f"wfr_{self.name}-"
@@ -478,6 +526,7 @@ class WorkflowSpec:
             "chunk_size": self.chunk_size,
             "retries": self.retries,
             "logic": self.logic,
+            "schedule": self.schedule,
         }
         if self.project_name is not None:
             data["project_name"] = self.project_name
@@ -591,7 +640,7 @@ def _check_collisions(spec: WorkflowSpec) -> None:
             *(f"trigger_{module}" for module in spec.modules),
             f"trigger_{verb}_{spec.entities.snake}",
         ],
-        "route": [*spec.routes, "stats"],
+        "route": [*spec.routes, "stats", "start", "scheduled-start"],
     }
     for kind, names in groups.items():
         seen: set[str] = set()

@@ -87,6 +87,7 @@ _ANSWERS = (
     "chunk_size",
     "retries",
     "logic",
+    "schedule",
     *(
         f"{layer}_{key}"
         for layer in LAYERS

@@ -30,6 +30,7 @@ from lobeflow_runtime.logs import (  # noqa: E402
 from lobeflow_runtime.operations import serve_operations  # noqa: E402
 from lobeflow_runtime.qstash_http import RunAlreadyEnded  # noqa: E402
 from lobeflow_runtime.replay import ReplayStoreStatus, replay_store_status  # noqa: E402
+from lobeflow_runtime.schedules import scheduled_run_id, serve_schedule  # noqa: E402
 from lobeflow_runtime.serving import (  # noqa: E402
     RunFailure,
     WorkflowContext,
@@ -69,7 +70,9 @@ __all__ = [
     "mark_item_skipped",
     "replay_store_status",
     "run_id",
+    "scheduled_run_id",
     "serve_operations",
+    "serve_schedule",
     "serve_workflow",
     "trigger_runs",
     "workflow_packages",

@@ -101,6 +101,7 @@ class ConsoleApp:
             ),
             Route("/api/flow-control", get(lambda _: self.service.flow_control())),
             Route("/api/start", get(lambda _: self.service.start_info())),
+            Route("/api/schedules", get(lambda _: self.service.schedules())),
             post(
                 "/api/actions/start",
                 (lambda b: self.service.start(b["workflow"], force=bool(b.get("force")))),
@@ -120,6 +121,10 @@ class ConsoleApp:
             post(
                 "/api/actions/dlq",
                 (lambda b: self.service.dlq_action(str(b["action"]), list(b["dlqIds"]))),
+            ),
+            post(
+                "/api/actions/schedule",
+                (lambda b: self.service.schedule_action(str(b["workflow"]), str(b["action"]))),
             ),
             post(
                 "/api/actions/flow-control",

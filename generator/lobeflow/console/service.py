@@ -2,7 +2,7 @@
 
 Pass accounting is `Runner.progress` / `Runner.pass_runs` (shared with `lobeflow run` and
 `runs`); failure actions are `run.recovery` and `run.dlq` (shared with `lobeflow retry` and
-`dlq`). This module only arranges their results for the page: the fan-out tree with counts
+`dlq`); schedules are `run.schedules` (shared with `lobeflow schedules`). This module only arranges their results for the page: the fan-out tree with counts
 per node, paginated item lists, run timelines.
 """
 
@@ -54,6 +54,7 @@ from lobeflow.run.runner import (
     show_run,
     workflow_of,
 )
+from lobeflow.run.schedules import schedule_rows, set_paused
 
 # Passes listed per workflow, newest first.
 PASSES_PER_WORKFLOW = 10
@@ -543,6 +544,26 @@ class ConsoleService:
                 }
         return declared, errors
 
+    def schedules(self) -> dict[str, Any]:
+        """Each workflow's schedule (`lobeflow schedules list`'s library call): cron, state,
+        next fire time, the last pass it started."""
+        if self.settings.project is None:
+            return {"schedules": []}
+        root = find_project_root(self.settings.project)
+        qstash = self._qstash()
+        try:
+            rows = schedule_rows(
+                qstash,
+                root,
+                self.settings.app_url,
+                os.environ,
+                runner_for=self._runner,
+                scan=PASSES_PER_WORKFLOW,
+            )
+        finally:
+            qstash.close()
+        return {"schedules": [row.to_json() for row in rows]}
+
     def start_info(self) -> dict[str, Any]:
         """Per workflow: the dry-run statistics (or why there are none)."""
         out = []
@@ -595,6 +616,20 @@ class ConsoleService:
         finally:
             qstash.close()
         return {"retried": len(reruns), "runs": [rerun.to_json() for rerun in reruns]}
+
+    def schedule_action(self, workflow: str, action: str) -> dict[str, Any]:
+        """Pause or resume the workflow's schedule (`lobeflow schedules pause|resume`)."""
+        if action not in ("pause", "resume"):
+            raise RunError(f"Unknown schedule action {action!r}.")
+        if self.settings.project is None:
+            raise RunError("The console was started outside a project: no schedules.")
+        root = find_project_root(self.settings.project)
+        qstash = self._qstash()
+        try:
+            schedule = set_paused(qstash, root, workflow, paused=action == "pause")
+        finally:
+            qstash.close()
+        return {"scheduleId": schedule.schedule_id, "action": action}
 
     def flow_control_action(self, key: str, action: str) -> dict[str, Any]:
         """Pause or resume a flow-control key."""

@@ -153,6 +153,14 @@ def dev(
     reload: Annotated[
         bool, typer.Option("--reload/--no-reload", help="Restart the app when its code changes.")
     ] = True,
+    schedules: Annotated[
+        bool,
+        typer.Option(
+            "--schedules/--no-schedules",
+            help="Sync the project's schedules (each workflow's SCHEDULE) to the engine on "
+            "start, so they fire on its clock.",
+        ),
+    ] = True,
 ) -> None:
     """Run the local QStash-compatible engine (and the project's app) until interrupted."""
     from lobeflow.hosts import listen_warning, parse_allowed_hosts
@@ -226,6 +234,8 @@ def dev(
         print(warning, file=sys.stderr, flush=True)
     if app_process is not None:
         lines += _app_lines(app_process, reload)
+        if schedules:
+            lines += sync_schedules(server.url, config.token, app_process)
     print("\n".join(lines), flush=True)
     try:
         while not stop.wait(0.5):
@@ -240,6 +250,35 @@ def dev(
         if state_lock is not None:
             state_lock.close()
         print("lobeflow engine stopped", flush=True)
+
+
+def sync_schedules(qstash_url: str, token: str, app_process: AppProcess) -> list[str]:
+    """Sync the project's schedules to the engine (`lobeflow schedules sync`), pointed at the
+    app; one line per schedule, or a warning (`lobeflow dev` goes on without them)."""
+    from lobeflow.run.client import QStashClient
+    from lobeflow.run.schedules import UNCHANGED, sync
+
+    try:
+        root = find_project_root(app_process.spec.root)
+    except ProjectError:
+        return []
+    qstash = QStashClient(qstash_url, token)
+    try:
+        plan = sync(qstash, root, app_process.url, os.environ)
+    except LobeflowError as exc:
+        return [f"warning: schedules not synced: {exc}"]
+    finally:
+        qstash.close()
+    lines = []
+    for change in plan.changes:
+        what = "" if change.action == UNCHANGED else f" ({change.action}d)"
+        if change.desired is None:
+            lines.append(f"  schedule  {change.workflow}: none{what}")
+        else:
+            lines.append(f"  schedule  {change.workflow}: {change.desired.cron!r}{what}")
+    if lines:
+        lines.append("  schedules fire on the engine's clock (`lobeflow schedules list`)")
+    return lines
 
 
 def _env(url: str, config: EngineConfig) -> dict[str, str]:

@@ -168,20 +168,25 @@ class QStashClient:
         params: Mapping[str, str | list[str]] | None = None,
         body: Any = None,
         not_found: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
         """One API call; returns the JSON answer (None when the body is not JSON).
+
+        `body` is sent as JSON; `headers` are added to the request (`Upstash-Cron`...).
 
         Raises:
             RunError: Unreachable, token rejected, or any non-2xx answer (a 404 says
                 `not_found` when given).
         """
+        sent = {"Content-Type": "application/json"} if body is not None else {}
+        sent.update(headers or {})
         try:
             response = self._http.request(
                 method,
                 path,
                 params=params,
                 content=None if body is None else json.dumps(body),
-                headers={"Content-Type": "application/json"} if body is not None else None,
+                headers=sent or None,
             )
         except httpx.HTTPError as exc:
             raise RunError(_hint(self.base_url, "qstash") + f" ({exc})") from exc

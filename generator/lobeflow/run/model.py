@@ -23,6 +23,9 @@ RUN_STATES = (RUN_STARTED, RUN_SUCCESS, RUN_FAILED, RUN_CANCELED)
 
 # The three layers, named as in the answers files (`process_*`, `paginate_*`, `execute_*`).
 LAYERS = ("process", "paginate", "execute")
+# In the run id of a pass a schedule started, `wfr_<workflow>-process-scheduled-<message>`
+# (lobeflow_runtime.schedules names it; lobeflow does not import the runtime).
+SCHEDULED_MARKER = "-process-scheduled-"
 
 
 class RunError(LobeflowError):
@@ -227,6 +230,8 @@ class RunLog:
         # A Layer-1 run: the pass it starts.
         if payload.get("dryRun") is True:
             return "dry run"
+        if SCHEDULED_MARKER in self.run_id:
+            return "scheduled pass"
         return "pass (force)" if payload.get("force") is True else "pass"
 
 

@@ -272,6 +272,47 @@ function flowView(data) {
   ];
 }
 
+const utc = (ms) => `${new Date(ms).toISOString().slice(0, 16).replace("T", " ")} UTC`;
+const local = (ms) => new Date(ms).toLocaleString([], { dateStyle: "short", timeStyle: "short" });
+
+function lastPassCell(s) {
+  const p = s.lastPass;
+  if (!p) return h("td", { class: "muted", "data-col": "last-pass" }, s.cron ? "none yet" : "-");
+  const state = p.finished === false ? "RUN_STARTED" : p.failed ? "RUN_FAILED" : "RUN_SUCCESS";
+  return h("td", { "data-col": "last-pass" },
+    link(`#/pass/${s.workflow}/${p.runId}`, p.runId.replace(/^wfr_/, ""), { class: "mono" }),
+    h("div", { class: "muted" }, `${local(p.createdAt)} · `, stateTag(state),
+      p.processed === null ? "" : ` ${p.processed} processed, ${p.failed} failed`));
+}
+
+const STATUS_HINT = {
+  "not synced": "declared, not in QStash yet: `lobeflow schedules sync` creates it",
+  differs: "QStash has another cron or destination: `lobeflow schedules sync` updates it",
+  "not declared": "in QStash, declared no more: `lobeflow schedules sync` deletes it",
+};
+
+function schedulesView(data) {
+  const rows = data.schedules;
+  return [
+    h("h1", {}, "Schedules"),
+    rows.length ? h("table", { "data-testid": "schedules" },
+      h("tr", {}, ["workflow", "cron", "state", "next fire (local / UTC)", "last fired", "last pass started", ""].map((c) => h("th", {}, c))),
+      rows.map((s) => h("tr", { "data-workflow": s.workflow, "data-status": s.status },
+        h("td", { title: s.scheduleId }, s.workflow, s.source ? h("div", { class: "muted mono" }, s.source) : null),
+        h("td", { class: "mono", "data-col": "cron" }, s.cron || s.declaredCron || "-",
+          s.status !== "synced" && s.status !== "none" ? h("div", { class: "s-canceled", title: STATUS_HINT[s.status] || "" }, s.status, s.declaredCron && s.cron && s.declaredCron !== s.cron ? `: ${s.declaredCron}` : "") : null),
+        h("td", { "data-col": "state" }, s.paused === null ? "-" : s.paused ? h("span", { class: "state s-canceled" }, "paused") : h("span", { class: "state s-processed" }, "active")),
+        h("td", { "data-col": "next" }, s.nextFireAt ? [h("div", {}, local(s.nextFireAt)), h("div", { class: "muted" }, utc(s.nextFireAt))] : "-"),
+        h("td", {}, s.lastFiredAt ? local(s.lastFiredAt) : "-"),
+        lastPassCell(s),
+        h("td", {}, s.paused === null ? null : s.paused
+          ? h("button", { onclick: () => act("schedule", { workflow: s.workflow, action: "resume" }, () => `Resumed the schedule of ${s.workflow}.`) }, "resume")
+          : h("button", { onclick: () => act("schedule", { workflow: s.workflow, action: "pause" }, () => `Paused the schedule of ${s.workflow}.`) }, "pause"))))) :
+      h("p", { class: "muted" }, "No workflow: start the console inside a project."),
+    h("p", { class: "muted" }, "Each workflow's SCHEDULE (its __init__.py, or <WORKFLOW>_SCHEDULE) as QStash has it; `lobeflow schedules sync` makes QStash match, `lobeflow dev` syncs on start. A firing starts no pass while one of the workflow is still running."),
+  ];
+}
+
 function startView({ info, passes }) {
   return [
     h("h1", {}, "Start a pass"),
@@ -312,6 +353,7 @@ async function load() {
       return { data: await get(`failures?${params}`), render: (d) => failuresView(d, query), name: "failures" };
     }
     case "flow": return { data: await get("flow-control"), render: flowView, name: "flow" };
+    case "schedules": return { data: await get("schedules"), render: schedulesView, name: "schedules" };
     case "start": return { data: { info: await get("start"), passes: (await get("passes")).passes }, render: startView, name: "start" };
     default: return { data: await get("passes"), render: passesView, name: "passes" };
   }

@@ -9,6 +9,7 @@ import asyncio
 import json
 import math
 import threading
+import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -354,6 +355,55 @@ def test_plain_qstash_message_starts_a_run(
     assert started.step_names == ["init", f"{WORKFLOW_NAME}:count-and-filter"]
     assert run(logic.attempts()) == {}
     assert qstash_engine.counters().failed_deliveries == 0
+
+
+def test_scheduled_passes_never_overlap(
+    app_server: AppServer,
+    qstash_engine: EngineHandle,
+) -> None:
+    # The schedule `lobeflow schedules sync` makes: QStash POSTs `{}` to the scheduled-start
+    # route. Its cron is a year away: the test fires it by hand.
+    ids = run(logic.seed_items(3))
+    api = {"Authorization": f"Bearer {qstash_engine.token}"}
+    created = httpx.post(
+        f"{qstash_engine.url}/v2/schedules/{app_server.url}{WORKFLOW_PATHS.scheduled_start}",
+        content=b"{}",
+        headers={**api, "Upstash-Cron": "0 0 1 1 *"},
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    schedule = created.json()["scheduleId"]
+
+    def fire() -> str:
+        (message,) = qstash_engine.server.engine.fire_schedule(schedule)
+        return message
+
+    def answered(message: str) -> bool:
+        url = f"{qstash_engine.url}/v2/schedules/{schedule}"
+        states = httpx.get(url, headers=api, timeout=10).json().get("lastScheduleStates") or {}
+        return bool(states.get(message) == "SUCCESS")
+
+    # Items held back by their flow-control key: the first pass is still running when the
+    # schedule fires again, and that firing starts nothing.
+    key = flow_control.execute().key
+    pause = httpx.post(f"{qstash_engine.url}/v2/flowControl/{key}/pause", headers=api, timeout=10)
+    assert pause.status_code == 200, pause.text
+    try:
+        first = lobeflow_runtime.scheduled_run_id(WORKFLOW_NAME, fire())
+        assert qstash_engine.wait_for_run(first).state == "RUN_SUCCESS"  # Layer 1 is done
+        second = fire()
+        deadline = time.monotonic() + 30
+        while not answered(second):
+            assert time.monotonic() < deadline, "the second firing was never answered"
+            time.sleep(0.05)
+    finally:
+        httpx.post(f"{qstash_engine.url}/v2/flowControl/{key}/resume", headers=api, timeout=10)
+    qstash_engine.wait_until_idle()
+
+    layer1_url = app_server.url + WORKFLOW_PATHS.process_users
+    assert [info.run_id for info in qstash_engine.runs(url_prefix=layer1_url)] == [first]
+    assert first.startswith(f"wfr_{WORKFLOW_NAME}-process-scheduled-")
+    assert run(logic.attempts()) == dict.fromkeys(ids, 1)
 
 
 @pytest.mark.usefixtures("app_server")

@@ -15,6 +15,12 @@ ROUTE_PREFIX = "/api/workflows/welcome-placeholder"
 PAGE_SIZE = 50
 CHUNK_SIZE = 20
 RETRIES = 3
+# 👉 The cron of a pass started on a clock, as QStash takes it (five fields `minute hour
+# day-of-month month day-of-week`, optionally after `CRON_TZ=<zone> `), or None for none.
+# `lobeflow schedules sync` makes QStash match it (`lobeflow dev` syncs on start); where
+# sync runs, this environment variable overrides it ("off": no schedule):
+# WELCOME_PLACEHOLDER_SCHEDULE
+SCHEDULE: str | None = None
 
 
 def build_router() -> APIRouter:

@@ -1,6 +1,7 @@
 """Layer 1, `process-users`: statistics, dry runs, then Layer 2.
 
-Beside it, the operations routes: dry-run statistics and the pass start.
+Beside it, the operations routes (dry-run statistics and the pass start) and the route a
+QStash schedule calls to start a pass.
 """
 
 from __future__ import annotations
@@ -8,7 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from lobeflow_runtime import WorkflowContext, WorkflowLog, serve_operations, serve_workflow
+from lobeflow_runtime import (
+    WorkflowContext,
+    WorkflowLog,
+    serve_operations,
+    serve_schedule,
+    serve_workflow,
+)
 
 from . import RETRIES, WORKFLOW_NAME, flow_control
 from .payloads import (
@@ -79,10 +86,16 @@ async def start_pass(force: bool) -> StartedPass:
     return StartedPass(workflow_run_id=run_id)
 
 
+async def start_scheduled_pass(run_id: str) -> str:
+    """Start the pass a QStash schedule asked for, under `run_id` (never forced)."""
+    return await WelcomePlaceholderWorkflow.start_pass(run_id=run_id)
+
+
 def register(router: APIRouter) -> None:
     """Mount the Layer-1 workflow route and the operations routes: dry-run statistics and
     the pass start (open locally; in production only with the bearer token
-    LOBEFLOW_STATS_TOKEN)."""
+    LOBEFLOW_STATS_TOKEN), and the scheduled start (QStash deliveries only; it starts
+    nothing while a pass of this workflow is still running)."""
     serve_workflow(
         router,
         WORKFLOW_PATHS.process_users,
@@ -99,4 +112,15 @@ def register(router: APIRouter) -> None:
         dry_run=dry_run,
         start_path=WORKFLOW_PATHS.start,
         start=start_pass,
+    )
+    serve_schedule(
+        router,
+        workflow=WORKFLOW_NAME,
+        path=WORKFLOW_PATHS.scheduled_start,
+        layer_paths=(
+            WORKFLOW_PATHS.process_users,
+            WORKFLOW_PATHS.paginate_users,
+            WORKFLOW_PATHS.generate_user,
+        ),
+        start=start_scheduled_pass,
     )

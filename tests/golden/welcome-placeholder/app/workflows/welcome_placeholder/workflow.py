@@ -26,13 +26,15 @@ from .payloads import (
 
 @dataclass(frozen=True)
 class WorkflowPaths:
-    """Route paths of the three layers, of the dry-run statistics and of the pass start."""
+    """Route paths of the three layers, of the dry-run statistics, of the pass start and of
+    the scheduled pass start (what a QStash schedule calls)."""
 
     process_users: str
     paginate_users: str
     generate_user: str
     stats: str
     start: str
+    scheduled_start: str
 
 
 WORKFLOW_PATHS: Final = WorkflowPaths(
@@ -41,6 +43,7 @@ WORKFLOW_PATHS: Final = WorkflowPaths(
     f"{ROUTE_PREFIX}/generate-user",
     f"{ROUTE_PREFIX}/stats",
     f"{ROUTE_PREFIX}/start",
+    f"{ROUTE_PREFIX}/scheduled-start",
 )
 
 
@@ -104,9 +107,13 @@ class WelcomePlaceholderWorkflow:
         return started[0]
 
     @classmethod
-    async def start_pass(cls, *, force: bool = False) -> str:
-        """Start a pass (Layer 1 under a new run id, never a dry run); returns the run id."""
-        return await cls.trigger_process_users({"force": force})
+    async def start_pass(cls, *, force: bool = False, run_id: str | None = None) -> str:
+        """Start a pass (Layer 1 under `run_id`, default a new one; never a dry run); returns
+        the run id."""
+        return await cls.trigger_process_users(
+            {"force": force},
+            run_id=run_id,
+        )
 
     @staticmethod
     async def trigger_paginate_users(
