@@ -3,7 +3,7 @@
 From the single-module runtime (`_runtime.py`) to the runtime library: a generated file the
 template no longer renders is deleted when the user never edited it, and kept (reported as
 `orphan`, with a warning) when they did. From 0.1.4 (no start route) to the bundled template:
-the app gains the start route `lobeflow run` needs. From 0.1.7, the last release with a
+the app gains the start route `lobeflow run` needs. From 0.1.6, the last released template with a
 vendored runtime, to the runtime library: the vendored files go, edited ones stay with a
 warning, the user's `main.py` and `tests/test_app.py` are merged, and `pyproject.toml`
 gains the dependency.
