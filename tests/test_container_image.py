@@ -5,7 +5,8 @@ No container registry is reachable here, so the Dockerfile's base image
 12's Python 3.11 with venv, made with mmdebstrap and imported under that name. The image
 is then built with `--pull=never` from the project and a wheelhouse (`wheels/`: the
 README's way to ship lobeflow-runtime when the registry does not serve it; here every
-dependency, so the build needs no network), and run in production mode against an engine
+dependency too, fetched by the base image's own pip so that its Python's markers apply,
+and the build itself needs no network), and run in production mode against an engine
 on this machine: its health route answers, it runs as a user of its own, a pass of
 `lobeflow run` completes, and `lobeflow doctor` finds nothing wrong.
 
@@ -104,16 +105,24 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list
     assert run_cli(*args, "--dest", str(project), "--defaults").exit_code == 0
     # The wheelhouse: every dependency, lobeflow-runtime from this checkout.
     pyproject = tomllib.loads((project / "pyproject.toml").read_text())
-    requirements = [r for r in pyproject["project"]["dependencies"] if "lobeflow-runtime" not in r]
-    wheel = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(project / "wheels")]
-        + [*requirements, str(REPO / "runtime")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert wheel.returncode == 0, wheel.stderr
+    wheels = project / "wheels"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    built = _run([*pip, "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(REPO / "runtime")])
+    assert built.returncode == 0, built.stderr
+    # Every dependency, as the image's own Python resolves it (its version's markers), from
+    # the package registry; lobeflow-runtime from the wheel above.
+    (wheels / "requirements.txt").write_text("\n".join(pyproject["project"]["dependencies"]))
+    ca = Path("/etc/ssl/certs/ca-certificates.crt")  # this machine's view of the registry
+    trust = ["-v", f"{ca}:{ca}:ro", "-e", f"PIP_CERT={ca}"] if ca.is_file() else []
+    fetch = "python3 -m venv /tmp/venv && /tmp/venv/bin/pip download --quiet --disable-pip-version-check -d /w --find-links /w -r /w/requirements.txt"
+    fetched = _podman(
+        *options_run(options), "--network", "host", "-v", f"{wheels}:/w", *trust,
+        BASE_IMAGE, "sh", "-c", fetch, timeout=900,
+    )  # fmt: skip
+    if fetched.returncode != 0:
+        pytest.skip(
+            f"the package registry is not reachable from a container: {fetched.stderr[-300:]}"
+        )
     built = _podman(
         "build", "--isolation=chroot", "--pull=never", "--format", "docker",
         "--build-arg", "PIP_NO_INDEX=1", "-t", IMAGE, str(project),
@@ -124,6 +133,15 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list
         yield project, options
     finally:
         _podman("rmi", "-f", IMAGE)
+
+
+def options_run(options: list[str]) -> list[str]:
+    """`podman run --rm` with this machine's run options (see RUN_OPTIONS)."""
+    return ["run", "--rm", *options]
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
 
 
 def _free_port() -> int:
