@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from lobeflow_runtime.protocol import MAX_PARALLELISM
 
 from lobeflow import __version__
 from lobeflow.errors import LobeflowError
 from lobeflow.spec import DEFAULT_FLOW_CONTROL as _FLOW
-from lobeflow.spec import DEFAULTS, MAX_PAGE_SIZE, MAX_PARALLELISM, MAX_RETRIES
+from lobeflow.spec import DEFAULTS, MAX_PAGE_SIZE, MAX_RETRIES
 from lobeflow.terminal import plain, printable
 
 app = typer.Typer(

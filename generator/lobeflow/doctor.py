@@ -21,15 +21,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from lobeflow_runtime.protocol import HEALTH_PATH, PROBE_PATH
 
 from lobeflow.engine.config import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_TOKEN
 from lobeflow.errors import InvalidSettingError, LobeflowError
 from lobeflow.project import WorkflowInfo
 from lobeflow.run.options import DEFAULT_APP_URL, DEFAULT_QSTASH_URL
 
-# The runtime's probe route (`lobeflow_runtime.app.PROBE_PATH`).
-PROBE_PATH = "/_lobeflow/probe"
-HEALTH_PATH = "/healthz"
 # How often the probe's fate is asked for while waiting.
 POLL_S = 0.25
 _FINAL_STATES = frozenset({"DELIVERED", "ERROR", "FAILED", "CANCELED"})
@@ -141,7 +139,7 @@ def resolve(environ: Mapping[str, str]) -> tuple[Settings | None, list[Check]]:
 
 
 def _signing_keys(settings: Settings) -> Check:
-    from lobeflow_runtime.settings import DEV_SIGNING_KEYS
+    from lobeflow_runtime.protocol import DEV_SIGNING_KEYS
 
     names = ("QSTASH_CURRENT_SIGNING_KEY", "QSTASH_NEXT_SIGNING_KEY")
     missing = [name for name, key in zip(names, settings.signing_keys, strict=True) if not key]

@@ -19,19 +19,28 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from lobeflow_runtime.protocol import (
+    LAYERS,
+    MAX_FLOW_KEY_LENGTH,
+    MAX_PARALLELISM,
+    MAX_PERIOD_S,
+    MAX_RATE,
+    SCHEDULED_START_ROUTE,
+    START_ROUTE,
+    STATS_ROUTE,
+    route_prefix,
+    run_id_prefix,
+)
+
 from lobeflow.errors import InvalidAnswerError, InvalidNameError, InvalidSettingError
 from lobeflow.naming import RESERVED_MODULES, Name, parse_name, pluralize
 
-LAYERS: tuple[str, str, str] = ("process", "paginate", "execute")
 ANSWERS_DIR = ".lobeflow"
 
-# Limits, after QStash's documented ones (README, `lobeflow new`).
+# Limits, after QStash's documented ones (README, `lobeflow new`); flow control's are shared
+# with the runtime and the engine (lobeflow_runtime.protocol).
 MAX_PAGE_SIZE = 1000  # a page's ids travel in one step result; 1,000 steps per run
 MAX_RETRIES = 10
-MAX_PARALLELISM = 1000
-MAX_RATE = 10_000
-MAX_PERIOD_S = 7 * 24 * 3600  # QStash: a rate period is at most one week
-MAX_FLOW_KEY_LENGTH = 128
 # A generated `SCHEDULE = "..."` line stays within the project's 100 columns.
 MAX_SCHEDULE_LENGTH = 75
 
@@ -444,7 +453,7 @@ class WorkflowSpec:
     @property
     def route_prefix(self) -> str:
         """`/api/workflows/<workflow>`: where the app mounts the workflow."""
-        return f"/api/workflows/{self.name}"
+        return route_prefix(self.name)
 
     @property
     def route_paths(self) -> tuple[str, str, str]:
@@ -456,23 +465,27 @@ class WorkflowSpec:
     @property
     def stats_path(self) -> str:
         """The dry-run statistics route."""
-        return f"{self.route_prefix}/stats"
+        return f"{self.route_prefix}/{STATS_ROUTE}"
 
     @property
     def start_path(self) -> str:
         """The route that starts a pass (template 0.1.5 on)."""
-        return f"{self.route_prefix}/start"
+        return f"{self.route_prefix}/{START_ROUTE}"
 
     @property
     def scheduled_start_path(self) -> str:
         """The route a QStash schedule calls to start a pass (template 0.2.1 on)."""
-        return f"{self.route_prefix}/scheduled-start"
+        return f"{self.route_prefix}/{SCHEDULED_START_ROUTE}"
 
     @property
     def run_id_prefixes(self) -> tuple[str, str, str]:
         """Run-id prefixes of the three layers (`wfr_<workflow>-<layer>-`)."""
-        base = f"wfr_{self.name}-"
-        return (f"{base}process-", f"{base}paginate-", f"{base}{self.verb.kebab}-")
+        process, paginate, _ = LAYERS
+        return (
+            run_id_prefix(self.name, process),
+            run_id_prefix(self.name, paginate),
+            run_id_prefix(self.name, self.verb.kebab),
+        )
 
     @property
     def env_prefix(self) -> str:

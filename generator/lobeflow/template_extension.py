@@ -13,11 +13,12 @@ from typing import Any
 from jinja2 import Environment, pass_context
 from jinja2.ext import Extension
 from jinja2.runtime import Context, Undefined
+from lobeflow_runtime.protocol import LAYERS
 
 from lobeflow import provenance
 from lobeflow.errors import LobeflowError
 from lobeflow.naming import parse_name, pluralize
-from lobeflow.spec import LAYERS, WorkflowSpec, check_answer
+from lobeflow.spec import WorkflowSpec, check_answer
 
 EXTENSION = "lobeflow.template_extension.WorkflowSpecExtension"
 

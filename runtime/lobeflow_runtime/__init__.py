@@ -3,79 +3,89 @@
 Upstash Workflow's Python SDK has no trigger client, no flow control and no return
 values; this library adds them on top of the SDK and the raw QStash API, with the checks a
 production app needs in front of every route. The public API is what this module exports
-(docs/runtime.md); the rest may change between releases.
+(runtime/README.md); the rest may change between releases.
+
+The names load on first use: `lobeflow_runtime.protocol` (the names lobeflow's parts share)
+and the package itself import nothing heavy; the SDKs, FastAPI and the rest load with the
+first public name used, and an SDK release outside the tested range refuses to load then
+(`_sdk.require_supported_sdks`).
 """
 
 from __future__ import annotations
 
-from lobeflow_runtime import _sdk
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.1"
 
-# Refuse SDK releases the runtime was not tested against, with one line naming the range.
-_sdk.require_supported_sdks()
+if TYPE_CHECKING:  # the names as type checkers see them (`x as x`: re-exported)
+    from lobeflow_runtime.app import configure_app as configure_app
+    from lobeflow_runtime.app import create_app as create_app
+    from lobeflow_runtime.app import workflow_packages as workflow_packages
+    from lobeflow_runtime.app import workflows_router as workflows_router
+    from lobeflow_runtime.flow_control import FlowControl as FlowControl
+    from lobeflow_runtime.logs import JsonLogFormatter as JsonLogFormatter
+    from lobeflow_runtime.logs import WorkflowLog as WorkflowLog
+    from lobeflow_runtime.logs import configure_logging as configure_logging
+    from lobeflow_runtime.operations import serve_operations as serve_operations
+    from lobeflow_runtime.qstash_http import RunAlreadyEnded as RunAlreadyEnded
+    from lobeflow_runtime.replay import ReplayStoreStatus as ReplayStoreStatus
+    from lobeflow_runtime.replay import replay_store_status as replay_store_status
+    from lobeflow_runtime.schedules import scheduled_run_id as scheduled_run_id
+    from lobeflow_runtime.schedules import serve_schedule as serve_schedule
+    from lobeflow_runtime.serving import RunFailure as RunFailure
+    from lobeflow_runtime.serving import WorkflowContext as WorkflowContext
+    from lobeflow_runtime.serving import serve_workflow as serve_workflow
+    from lobeflow_runtime.settings import ConfigurationError as ConfigurationError
+    from lobeflow_runtime.settings import Env as Env
+    from lobeflow_runtime.settings import check_production_policy as check_production_policy
+    from lobeflow_runtime.settings import is_production as is_production
+    from lobeflow_runtime.settings import workflow_url as workflow_url
+    from lobeflow_runtime.telemetry import mark_item_skipped as mark_item_skipped
+    from lobeflow_runtime.telemetry_setup import configure_telemetry as configure_telemetry
+    from lobeflow_runtime.triggers import RunStart as RunStart
+    from lobeflow_runtime.triggers import run_id as run_id
+    from lobeflow_runtime.triggers import trigger_runs as trigger_runs
+    from lobeflow_runtime.validation import InvalidPayload as InvalidPayload
 
-from lobeflow_runtime.app import (  # noqa: E402
-    configure_app,
-    create_app,
-    workflow_packages,
-    workflows_router,
-)
-from lobeflow_runtime.flow_control import FlowControl  # noqa: E402
-from lobeflow_runtime.logs import (  # noqa: E402
-    JsonLogFormatter,
-    WorkflowLog,
-    configure_logging,
-)
-from lobeflow_runtime.operations import serve_operations  # noqa: E402
-from lobeflow_runtime.qstash_http import RunAlreadyEnded  # noqa: E402
-from lobeflow_runtime.replay import ReplayStoreStatus, replay_store_status  # noqa: E402
-from lobeflow_runtime.schedules import scheduled_run_id, serve_schedule  # noqa: E402
-from lobeflow_runtime.serving import (  # noqa: E402
-    RunFailure,
-    WorkflowContext,
-    serve_workflow,
-)
-from lobeflow_runtime.settings import (  # noqa: E402
-    ConfigurationError,
-    Env,
-    check_production_policy,
-    is_production,
-    workflow_url,
-)
-from lobeflow_runtime.telemetry import mark_item_skipped  # noqa: E402
-from lobeflow_runtime.telemetry_setup import configure_telemetry  # noqa: E402
-from lobeflow_runtime.triggers import RunStart, run_id, trigger_runs  # noqa: E402
-from lobeflow_runtime.validation import InvalidPayload  # noqa: E402
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "ConfigurationError": "settings",
+    "Env": "settings",
+    "FlowControl": "flow_control",
+    "InvalidPayload": "validation",
+    "JsonLogFormatter": "logs",
+    "ReplayStoreStatus": "replay",
+    "RunAlreadyEnded": "qstash_http",
+    "RunFailure": "serving",
+    "RunStart": "triggers",
+    "WorkflowContext": "serving",
+    "WorkflowLog": "logs",
+    "check_production_policy": "settings",
+    "configure_app": "app",
+    "configure_logging": "logs",
+    "configure_telemetry": "telemetry_setup",
+    "create_app": "app",
+    "is_production": "settings",
+    "mark_item_skipped": "telemetry",
+    "replay_store_status": "replay",
+    "run_id": "triggers",
+    "scheduled_run_id": "schedules",
+    "serve_operations": "operations",
+    "serve_schedule": "schedules",
+    "serve_workflow": "serving",
+    "trigger_runs": "triggers",
+    "workflow_packages": "app",
+    "workflow_url": "settings",
+    "workflows_router": "app",
+}
+__all__ = ["__version__", *_EXPORTS]
 
-__all__ = [
-    "ConfigurationError",
-    "Env",
-    "FlowControl",
-    "InvalidPayload",
-    "JsonLogFormatter",
-    "ReplayStoreStatus",
-    "RunAlreadyEnded",
-    "RunFailure",
-    "RunStart",
-    "WorkflowContext",
-    "WorkflowLog",
-    "__version__",
-    "check_production_policy",
-    "configure_app",
-    "configure_logging",
-    "configure_telemetry",
-    "create_app",
-    "is_production",
-    "mark_item_skipped",
-    "replay_store_status",
-    "run_id",
-    "scheduled_run_id",
-    "serve_operations",
-    "serve_schedule",
-    "serve_workflow",
-    "trigger_runs",
-    "workflow_packages",
-    "workflow_url",
-    "workflows_router",
-]
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lobeflow_runtime' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"lobeflow_runtime.{module}"), name)
+    globals()[name] = value
+    return value

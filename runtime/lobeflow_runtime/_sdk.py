@@ -195,3 +195,8 @@ def wrap_step_functions(
         return await run(step_name, wrap(step_name, step_function))
 
     context.run = wrapped_run  # type: ignore[method-assign]
+
+
+# Refuse SDK releases the runtime was not tested against, with one line naming the range,
+# before anything relies on them.
+require_supported_sdks()

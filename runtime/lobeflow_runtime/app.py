@@ -26,6 +26,7 @@ from lobeflow_runtime import telemetry
 from lobeflow_runtime.hosts import host_allowed, parse_allowed_hosts, scope_host, split_host
 from lobeflow_runtime.logs import configure_logging, logger
 from lobeflow_runtime.operations import require_operations_token
+from lobeflow_runtime.protocol import HEALTH_PATH, PROBE_PATH
 from lobeflow_runtime.replay import replay_store
 from lobeflow_runtime.settings import (
     ConfigurationError,
@@ -40,11 +41,6 @@ from lobeflow_runtime.settings import (
 from lobeflow_runtime.signatures import SignatureCheck
 from lobeflow_runtime.telemetry_setup import configure_telemetry, flush_telemetry
 
-HEALTH_PATH = "/healthz"
-# `lobeflow doctor`'s probe: GET says which URL the app sees for a request (behind a proxy,
-# that depends on the forwarded headers it trusts); POST, published through QStash, checks
-# its signature as the workflow routes do, and runs no workflow code.
-PROBE_PATH = "/_lobeflow/probe"
 # uvicorn's exit status for a worker that cannot start (`uvicorn.config.STARTUP_FAILURE`).
 UVICORN_STARTUP_FAILURE = 3
 

@@ -6,14 +6,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from lobeflow_runtime.protocol import MAX_FLOW_KEY_LENGTH, MAX_PARALLELISM, MAX_PERIOD_S, MAX_RATE
 from lobeflow_runtime.settings import ConfigurationError, read, read_int
 
 _KEY = re.compile(r"^[a-zA-Z0-9\-_.]+$")
-# QStash's own limits (a rate period is at most one week).
-MAX_KEY_LENGTH = 128
-MAX_PARALLELISM = 1000
-MAX_RATE = 10_000
-MAX_PERIOD_S = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -35,10 +31,10 @@ class FlowControl:
         Raises:
             ConfigurationError: Naming the value and its bounds.
         """
-        if not _KEY.match(self.key) or len(self.key) > MAX_KEY_LENGTH:
+        if not _KEY.match(self.key) or len(self.key) > MAX_FLOW_KEY_LENGTH:
             raise ConfigurationError(
                 f"Flow-control key {self.key!r} may only contain letters, digits, '-', '_', "
-                f"'.', at most {MAX_KEY_LENGTH} of them."
+                f"'.', at most {MAX_FLOW_KEY_LENGTH} of them."
             )
         if not (
             1 <= self.parallelism <= MAX_PARALLELISM

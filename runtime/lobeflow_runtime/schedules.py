@@ -22,8 +22,6 @@ instances, on Upstash as on the local engine.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -35,17 +33,15 @@ from fastapi.responses import JSONResponse
 from qstash.errors import QStashError
 
 from lobeflow_runtime.logs import WorkflowLog
+from lobeflow_runtime.protocol import SCHEDULED_RUN, run_id_prefix
 from lobeflow_runtime.replay import replay_store
 from lobeflow_runtime.settings import ConfigurationError, signing_keys, workflow_url
 from lobeflow_runtime.signatures import SignatureCheck, read_body
-from lobeflow_runtime.triggers import qstash_client
+from lobeflow_runtime.triggers import qstash_client, run_key
 
-# What marks a pass as started by a schedule, after `wfr_<workflow>-process-`.
-SCHEDULED_MARKER = "scheduled-"
 RUN_STARTED = "RUN_STARTED"
 # A schedule's body is `{}`: nothing bigger is read.
 MAX_SCHEDULED_BODY_BYTES = 64 * 1024
-_PLAIN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 StartPass = Callable[[str], Awaitable[str]]
 
@@ -53,12 +49,7 @@ StartPass = Callable[[str], Awaitable[str]]
 def scheduled_run_id(workflow: str, message_id: str) -> str:
     """The run id of the pass that the schedule message `message_id` starts:
     `wfr_<workflow>-process-scheduled-<message id, or its stable hash when it is long>`."""
-    key = (
-        message_id
-        if _PLAIN_ID.match(message_id)
-        else hashlib.sha256(message_id.encode()).hexdigest()[:24]
-    )
-    return f"wfr_{workflow}-process-{SCHEDULED_MARKER}{key}"
+    return f"{run_id_prefix(workflow, 'process')}{SCHEDULED_RUN}-{run_key(message_id)}"
 
 
 async def _runs(params: dict[str, str]) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from lobeflow_runtime import _sdk, telemetry
 from lobeflow_runtime._sdk import AsyncWorkflowContext, WorkflowAbort
 from lobeflow_runtime.flow_control import FlowControl
 from lobeflow_runtime.logs import WorkflowLog, json_fields, logger
+from lobeflow_runtime.protocol import SDK_PROTOCOL_VERSION, WORKFLOW_RUN_ID
 from lobeflow_runtime.qstash_http import QStashTransport, RunAlreadyEnded
 from lobeflow_runtime.replay import replay_store
 from lobeflow_runtime.settings import (
@@ -219,7 +220,9 @@ class _Route:
             flow_control=self._flow_control,
             retries=self._retries,
         )
-        return JSONResponse({"workflowRunId": run}, headers={"Upstash-Workflow-Sdk-Version": "1"})
+        return JSONResponse(
+            {WORKFLOW_RUN_ID: run}, headers={"Upstash-Workflow-Sdk-Version": SDK_PROTOCOL_VERSION}
+        )
 
 
 def _item_noting(

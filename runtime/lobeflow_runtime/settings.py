@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import PurePath
 
+from lobeflow_runtime.protocol import DEV_SIGNING_KEYS
+
 
 class Env(StrEnum):
     """The environment variables of a generated app (docs/runtime.md says what each does)."""
@@ -43,10 +45,6 @@ class Env(StrEnum):
 
 
 SIGNING_KEYS = (Env.QSTASH_CURRENT_SIGNING_KEY, Env.QSTASH_NEXT_SIGNING_KEY)
-# The public keys of the local engine (and of `qstash-cli dev`): anyone can sign with them.
-DEV_SIGNING_KEYS = frozenset(
-    ("sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r", "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs")
-)
 # A workflow delivery carries the run's step results: QStash caps a message at 1–50 MB by
 # plan, so the default admits every plan's largest while refusing what no QStash sends.
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024

@@ -20,12 +20,22 @@ from qstash import AsyncQStash
 
 from lobeflow_runtime import telemetry
 from lobeflow_runtime.flow_control import FlowControl
+from lobeflow_runtime.protocol import (
+    FAILURE_FEATURE_SET,
+    SDK_FEATURE_SET,
+    SDK_PROTOCOL_VERSION,
+    run_id_prefix,
+)
 from lobeflow_runtime.settings import qstash_token, qstash_url
 
-# The feature set the SDK declares on its own run-start and step messages.
-SDK_FEATURE_SET = "LazyFetch,InitialBody,WF_DetectTrigger"
-FAILURE_FEATURE_SET = "LazyFetch,InitialBody"
 _PLAIN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def run_key(*parts: str) -> str:
+    """One short, plain part as it is; else a stable hash of the parts."""
+    if len(parts) == 1 and _PLAIN_ID.match(parts[0]):
+        return parts[0]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
 
 
 def run_id(workflow: str, layer: str, *parts: str) -> str:
@@ -34,11 +44,7 @@ def run_id(workflow: str, layer: str, *parts: str) -> str:
     The same work always gets the same id, so a retried trigger step re-sends ids QStash
     has already seen and no item is started twice.
     """
-    if len(parts) == 1 and _PLAIN_ID.match(parts[0]):
-        key = parts[0]
-    else:
-        key = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
-    return f"wfr_{workflow}-{layer}-{key}"
+    return run_id_prefix(workflow, layer) + run_key(*parts)
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,7 @@ def run_start_headers(
         "Upstash-Workflow-RunId": run,
         "Upstash-Workflow-Url": url,
         "Upstash-Feature-Set": SDK_FEATURE_SET,
-        "Upstash-Forward-Upstash-Workflow-Sdk-Version": "1",
+        "Upstash-Forward-Upstash-Workflow-Sdk-Version": SDK_PROTOCOL_VERSION,
         "Upstash-Retries": str(retries),
         # 👉 QStash drops a second message with this id: duplicate triggers start nothing.
         "Upstash-Deduplication-Id": run,

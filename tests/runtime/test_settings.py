@@ -8,8 +8,8 @@ import sys
 import pytest
 from lobeflow_runtime import ConfigurationError, FlowControl, check_production_policy
 from lobeflow_runtime.hosts import is_local_url
+from lobeflow_runtime.protocol import DEV_SIGNING_KEYS
 from lobeflow_runtime.settings import (
-    DEV_SIGNING_KEYS,
     Workers,
     read_int,
     worker_processes,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from lobeflow_runtime.protocol import RUN_ID_PREFIX, SDK_FEATURE_SET
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -26,15 +27,12 @@ from lobeflow.engine.errors import ApiError
 from lobeflow.engine.headers import lower_map
 from lobeflow.engine.message_building import normalize_url, now_ms
 
-# What the TS SDK declares on its own run-start messages.
-_FEATURES = "LazyFetch,InitialBody,WF_DetectTrigger"
-
 
 def _run_start(destination: str, headers: dict[str, str]) -> tuple[str, str, dict[str, str]]:
     """`(url, run id, run-start publish headers)` of a trigger request."""
     url = normalize_url(destination)
     lower = lower_map(headers)
-    run_id = lower.get("upstash-workflow-runid") or "wfr_" + secrets.token_urlsafe(16)
+    run_id = lower.get("upstash-workflow-runid") or RUN_ID_PREFIX + secrets.token_urlsafe(16)
     for name in ("upstash-workflow-runid", "upstash-workflow-init", "upstash-workflow-url"):
         headers = {key: value for key, value in headers.items() if key.lower() != name}
     headers.update(
@@ -42,7 +40,7 @@ def _run_start(destination: str, headers: dict[str, str]) -> tuple[str, str, dic
             "Upstash-Workflow-RunId": run_id,
             "Upstash-Workflow-Init": "true",
             "Upstash-Workflow-Url": url,
-            "Upstash-Feature-Set": _FEATURES,
+            "Upstash-Feature-Set": SDK_FEATURE_SET,
             # Forwarded, so the SDK sees a delivery from QStash rather than a new request.
             "Upstash-Forward-Upstash-Workflow-Sdk-Version": "1",
         }

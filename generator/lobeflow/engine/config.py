@@ -14,11 +14,10 @@ from lobeflow.hosts import HostError, parse_allowed_hosts
 if TYPE_CHECKING:
     from lobeflow.engine.model import DeliveryRecord
 
-# Public, deterministic dev-only credentials of `qstash dev` (user "defaultUser"). Using the
-# same values means code written against one local server works unchanged with the other.
-DEV_TOKEN = "eyJVc2VySUQiOiJkZWZhdWx0VXNlciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0="
-DEV_CURRENT_SIGNING_KEY = "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r"
-DEV_NEXT_SIGNING_KEY = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs"
+# The engine's default credentials: those of `qstash dev` (lobeflow_runtime.protocol).
+from lobeflow_runtime.protocol import DEV_CURRENT_SIGNING_KEY as DEV_CURRENT_SIGNING_KEY
+from lobeflow_runtime.protocol import DEV_NEXT_SIGNING_KEY as DEV_NEXT_SIGNING_KEY
+from lobeflow_runtime.protocol import DEV_TOKEN as DEV_TOKEN
 
 DEFAULT_RETRIES = 3
 DEDUP_WINDOW_S = 600.0

@@ -11,6 +11,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from lobeflow_runtime.protocol import MAX_FLOW_KEY_LENGTH, MAX_PARALLELISM, MAX_PERIOD_S
+
 from lobeflow.engine import errors
 from lobeflow.engine.config import DEFAULT_REQUEST_TIMEOUT_S, DEFAULT_RETRIES, EngineConfig
 from lobeflow.engine.durations import (
@@ -23,17 +25,16 @@ from lobeflow.engine.durations import (
 from lobeflow.engine.errors import ApiError
 from lobeflow.engine.model import Message
 
-# Documented QStash bounds that no plan raises (the configurable ones live in EngineConfig).
-MAX_PARALLELISM = 1000  # "Parallelism" of the largest fixed plan
-MAX_PERIOD_S = 7 * 86_400.0  # flow-control period: one week (qstash-py docstring)
+# Documented QStash bounds that no plan raises (the configurable ones live in EngineConfig):
+# MAX_PARALLELISM and MAX_PERIOD_S (lobeflow_runtime.protocol).
 # Not documented by QStash; a bound keeps `rate / period` a float (a 400-digit rate is not).
 MAX_RATE = 1_000_000
 # Not documented for custom plans (2 hours pay-as-you-go): the engine's default timeout.
 MAX_TIMEOUT_S = DEFAULT_REQUEST_TIMEOUT_S
 # Not documented by QStash either: flow-control keys, queue, URL-group and endpoint names
 # are listed whole (the console polls the flow-control list every second), so they are
-# bounded. Twice what `lobeflow new` generates (128).
-MAX_NAME_LENGTH = 256
+# bounded. Twice what `lobeflow new` generates.
+MAX_NAME_LENGTH = 2 * MAX_FLOW_KEY_LENGTH
 
 
 def _shown(value: str) -> str:

@@ -6,6 +6,8 @@ import base64
 from collections.abc import Mapping
 from typing import Any
 
+from lobeflow_runtime.protocol import RUN_ID_PREFIX
+
 from lobeflow.engine import errors
 from lobeflow.engine.dead_letters import DeadLetters
 from lobeflow.engine.errors import ApiError
@@ -57,7 +59,7 @@ class WorkflowRecovery(DeadLetters):
             ApiError: 404 if `dlq_id` is not the DLQ entry of a failed workflow run.
         """
         run, entry, source = self._workflow_dlq(dlq_id)
-        run_id = new_id("wfr_")
+        run_id = new_id(RUN_ID_PREFIX)
         headers = self._rerun_headers(source["headers"], run, run_id, overrides)
         self.accept(entry["url"], headers, base64.b64decode(run.history[0].body), internal=True)
         self.delete_dlq(dlq_id)
@@ -82,7 +84,7 @@ class WorkflowRecovery(DeadLetters):
             raise ApiError(404, errors.DLQ_NOT_FOUND.format(id=dlq_id))
         while index > 0 and run.history[index].call_type != STEP:
             index -= 1
-        run_id = new_id("wfr_")
+        run_id = new_id(RUN_ID_PREFIX)
         headers = self._rerun_headers(source["headers"], run, run_id, overrides)
         self.accept(
             entry["url"],

@@ -21,8 +21,9 @@ from lobeflow.terminal import printable
 if TYPE_CHECKING:
     from lobeflow.run.runner import WorkflowTarget
 
-DEFAULT_APP_URL = "http://127.0.0.1:8000"
-DEFAULT_QSTASH_URL = "http://127.0.0.1:8080"
+from lobeflow_runtime.protocol import DEFAULT_APP_URL as DEFAULT_APP_URL
+from lobeflow_runtime.protocol import DEFAULT_QSTASH_URL as DEFAULT_QSTASH_URL
+
 # Exit status after Ctrl-C, as shells report SIGINT.
 EXIT_INTERRUPTED = 130
 DEFAULT_TIMEOUT_S = 3600.0

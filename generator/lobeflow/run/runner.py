@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
+from lobeflow_runtime import protocol
+
 from lobeflow._lru import Lru
 from lobeflow.project import WorkflowInfo
 from lobeflow.run.client import AppClient, QStashClient, now_ms
@@ -254,7 +256,7 @@ def _fold_recoveries(runs: Iterable[RunLog], prefix: str) -> tuple[list[RunLog],
 
 
 # The payload field naming the Layer-1 run of the pass a Layer-2 or Layer-3 run belongs to.
-ROOT_RUN_ID = "rootRunId"
+ROOT_RUN_ID = protocol.ROOT_RUN_ID
 
 
 def pass_members(root: RunLog, runs: Iterable[RunLog]) -> list[RunLog]:
