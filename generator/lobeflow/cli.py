@@ -169,7 +169,8 @@ def new(
         workflow=workflow,
         verb=verb,
         app_package=app_package,
-        project_name=project_name,
+        # The default here, not in `add_workflow`: one spec serves the whole generation.
+        project_name=dest.resolve().name if project_name is None else project_name,
         page_size=page_size,
         chunk_size=chunk_size,
         retries=retries,

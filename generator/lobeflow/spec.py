@@ -14,6 +14,7 @@ from __future__ import annotations
 import keyword
 import re
 import sys
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -141,6 +142,26 @@ DEFAULTS: Mapping[str, Any] = {
     "logic": "",
     "schedule": "",
 }
+
+
+def default_flow_key(workflow: str, layer: str) -> str:
+    """A layer's flow-control key unless one is given: `<workflow>.<layer>`."""
+    return f"{workflow}.{layer}"
+
+
+def default_answer(name: str, workflow: str = "") -> Any:
+    """The default of one answer: what `lobeflow new` and copier.yml (through the template's
+    extension) both use. `workflow` (kebab case) names the flow-control keys.
+
+    Raises:
+        KeyError: `name` has no default.
+    """
+    layer, _, setting = name.partition("_")
+    if layer in LAYERS and setting == "flow_key":
+        return default_flow_key(workflow, layer)
+    if layer in LAYERS and setting in ("parallelism", "rate", "period"):
+        return getattr(DEFAULT_FLOW_CONTROL[layer], setting)
+    return DEFAULTS[name]
 
 
 def check_answer(name: str, value: Any) -> str:
@@ -297,6 +318,7 @@ class WorkflowSpec:
                 "--project-name, or a --dest that names a folder."
             )
         _check_collisions(self)
+        _remember(self)
 
     # --- construction ---------------------------------------------------------------
 
@@ -307,15 +329,15 @@ class WorkflowSpec:
         *,
         plural: str | None = None,
         workflow: str | None = None,
-        verb: str = "execute",
-        app_package: str = "app",
+        verb: str = DEFAULTS["verb"],
+        app_package: str = DEFAULTS["app_package"],
         project_name: str | None = None,
-        page_size: int = 50,
-        chunk_size: int = 20,
-        retries: int = 3,
-        logic: str = "",
+        page_size: int = DEFAULTS["page_size"],
+        chunk_size: int = DEFAULTS["chunk_size"],
+        retries: int = DEFAULTS["retries"],
+        logic: str = DEFAULTS["logic"],
         flow_control: Mapping[str, FlowControlAnswer] | None = None,
-        schedule: str = "",
+        schedule: str = DEFAULTS["schedule"],
     ) -> WorkflowSpec:
         """Validate the user's words and sizes and derive the workflow.
 
@@ -346,7 +368,7 @@ class WorkflowSpec:
             answer, default = given.get(layer, FlowControlAnswer()), DEFAULT_FLOW_CONTROL[layer]
             layers.append(
                 FlowControl(
-                    answer.key or f"{workflow_name.kebab}.{layer}",
+                    answer.key or default_flow_key(workflow_name.kebab, layer),
                     _pick(answer.parallelism, default.parallelism),
                     _pick(answer.rate, default.rate),
                     _pick(answer.period, default.period),
@@ -374,6 +396,9 @@ class WorkflowSpec:
         Raises:
             InvalidNameError, InvalidAnswerError: as `build`.
         """
+        known = _SPECS.get(_answers_key(answers))
+        if known is not None:
+            return known
         missing = [k for k in ("entity", "entity_plural", "workflow_name") if not answers.get(k)]
         if missing:
             raise InvalidAnswerError(f"The answers lack {', '.join(missing)}.")
@@ -665,3 +690,29 @@ def _check_collisions(spec: WorkflowSpec) -> None:
                     f"`{workflow}`); change the verb, the --plural or the --workflow name."
                 )
             seen.add(name)
+
+
+# The specs built lately, by their answers: copier's validators and derived defaults ask
+# for the spec of the same answers again and again (`lobeflow.template_extension`), and a
+# spec is frozen, so the one `lobeflow new` built serves them all.
+_SPECS: OrderedDict[tuple[tuple[str, str, Any], ...], WorkflowSpec] = OrderedDict()
+_REMEMBERED = 16
+
+
+def _answers_key(answers: Mapping[str, Any]) -> tuple[tuple[str, str, Any], ...]:
+    # The type is part of the key: `True == 1`, but `True` is not a valid period.
+    return tuple(
+        sorted(
+            (key, type(value).__name__, value)
+            for key, value in answers.items()
+            if not key.startswith("_")
+        )
+    )
+
+
+def _remember(spec: WorkflowSpec) -> None:
+    key = _answers_key(spec.answers())
+    _SPECS[key] = spec
+    _SPECS.move_to_end(key)
+    while len(_SPECS) > _REMEMBERED:
+        _SPECS.popitem(last=False)

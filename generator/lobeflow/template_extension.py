@@ -18,14 +18,14 @@ from lobeflow_runtime.protocol import LAYERS
 from lobeflow import provenance
 from lobeflow.errors import LobeflowError
 from lobeflow.naming import parse_name, pluralize
-from lobeflow.spec import WorkflowSpec, check_answer
+from lobeflow.spec import WorkflowSpec, check_answer, default_answer
 
 EXTENSION = "lobeflow.template_extension.WorkflowSpecExtension"
 
 
 class WorkflowSpecExtension(Extension):
     """Adds `lobeflow_plural`, `lobeflow_derived`, `lobeflow_answer_error`,
-    `lobeflow_spec_error`, `lobeflow_runtime_requirement` and
+    `lobeflow_spec_error`, `lobeflow_default`, `lobeflow_runtime_requirement` and
     `lobeflow_runtime_telemetry_requirement` to the template's globals."""
 
     def __init__(self, environment: Environment) -> None:
@@ -36,6 +36,7 @@ class WorkflowSpecExtension(Extension):
             lobeflow_derived=derived,
             lobeflow_answer_error=answer_error,
             lobeflow_spec_error=spec_error,
+            lobeflow_default=default_answer,
             lobeflow_runtime_requirement=provenance.RUNTIME_REQUIREMENT,
             lobeflow_runtime_telemetry_requirement=provenance.RUNTIME_TELEMETRY_REQUIREMENT,
         )

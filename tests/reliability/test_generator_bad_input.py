@@ -260,6 +260,7 @@ BAD_VALUES: dict[str, tuple[object, str]] = {
     "execute_parallelism": ("many", "whole number"),
     "execute_rate": (1.5, "whole number"),
     "execute_period": (True, "whole number"),
+    "schedule": ("61 * * * *", "is not a cron expression QStash takes"),
 }
 
 
