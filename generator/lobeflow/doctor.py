@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -254,6 +254,8 @@ def _sdk_versions() -> Check:
 
 
 def _flow_control(settings: Settings, workflows: list[WorkflowInfo]) -> list[Check]:
+    from lobeflow_runtime import FlowControl  # its header value, as the app sends it
+
     checks = []
     for info in workflows:
         name = f"flow control {info.name}"
@@ -262,7 +264,9 @@ def _flow_control(settings: Settings, workflows: list[WorkflowInfo]) -> list[Che
         except InvalidSettingError as error:
             checks.append(Check(name, False, str(error), "set it within QStash's limits."))
             continue
-        declared = "; ".join(f"{control.key} {control.header_value}" for control in layers)
+        declared = "; ".join(
+            f"{control.key} {FlowControl(*astuple(control)).value}" for control in layers
+        )
         checks.append(Check(name, True, declared))
     return checks
 

@@ -100,14 +100,6 @@ class FlowControl:
     rate: int
     period: int
 
-    @property
-    def header_value(self) -> str:
-        """`Upstash-Flow-Control-Value`, as the generated runtime sends it."""
-        value = f"parallelism={self.parallelism}"
-        if self.rate:
-            value += f", rate={self.rate}, period={self.period}s"
-        return value
-
 
 def _declared_layer(prefix: str, control: FlowControl, environ: Mapping[str, str]) -> FlowControl:
     """One layer's flow control overridden by `environ`, as the app's runtime reads it."""
