@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 import engine_bench
-import lobeflow.engine.state as engine_state
+import lobeflow.engine.core as engine_core
 from benchlib import emit, load_average, parser, spread
 from lobeflow.engine.http_client import (
     MAX_KEPT_RESPONSE_BODY,
@@ -100,12 +100,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             for number in range(rounds):
                 for name in names[number % 2 :] + names[: number % 2]:
-                    engine_state.HttpClient = CLIENTS[name]  # type: ignore[misc]
+                    engine_core.HttpClient = CLIENTS[name]  # type: ignore[misc]
                     for mode, db in (("in_memory", None), ("sqlite", Path(tmp) / "x.db")):
                         db = None if db is None else db.with_suffix(f".{name}.{number}.db")
                         runs[name][mode].append(engine_bench.throughput(messages, db))
     finally:
-        engine_state.HttpClient = HttpClient  # type: ignore[misc]
+        engine_core.HttpClient = HttpClient  # type: ignore[misc]
     results: dict[str, Any] = {
         name: {
             mode: {

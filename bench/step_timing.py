@@ -160,18 +160,18 @@ class EngineTimer:
         from lobeflow.engine.delivery import Delivery
         from lobeflow.engine.http_client import HttpClient
 
-        deliver, request, exchange = Delivery._deliver, HttpClient.request, HttpClient._exchange
+        deliver, request, exchange = Delivery.deliver, HttpClient.request, HttpClient._exchange
         build_app = engine_app.build_app
         timer = self
 
-        async def timed_deliver(engine: Any, message: Any) -> None:
+        async def timed_deliver(delivery: Any, message: Any) -> None:
             timer.deliveries[message.id] = {
                 "url": message.url,
                 "due": message.due,
                 "dispatched": time.time(),
                 "dispatched_pc": time.perf_counter(),
             }
-            await deliver(engine, message)
+            await deliver(delivery, message)
 
         async def timed_request(client: Any, method: str, url: str, headers: Any, *a: Any) -> Any:
             message_id = next((v for n, v in headers if n == "Upstash-Message-Id"), None)
@@ -205,14 +205,14 @@ class EngineTimer:
 
             return stamped
 
-        Delivery._deliver = timed_deliver  # type: ignore[method-assign,assignment]
+        Delivery.deliver = timed_deliver  # type: ignore[method-assign,assignment]
         HttpClient.request = timed_request  # type: ignore[method-assign,assignment]
         HttpClient._exchange = timed_exchange  # type: ignore[method-assign,assignment]
         engine_app.build_app = timed_build_app
         try:
             yield self
         finally:
-            Delivery._deliver = deliver  # type: ignore[method-assign]
+            Delivery.deliver = deliver  # type: ignore[method-assign]
             HttpClient.request = request  # type: ignore[method-assign]
             HttpClient._exchange = exchange  # type: ignore[method-assign]
             engine_app.build_app = build_app

@@ -346,7 +346,7 @@ def test_an_unexpected_error_in_an_attempt_is_a_failed_attempt(
 ) -> None:
     server, records = logged
     recorder, app = endpoint
-    client = server.engine._client
+    client = server.engine.delivery.client
     real = client.request
 
     async def flaky(method: str, url: str, *args: object) -> object:

@@ -140,10 +140,10 @@ def test_deduplication_ids_are_forgotten_after_the_window(
         for i in range(100)
     ]
     _batch(api, items)
-    assert len(server.engine._dedup) == 100
+    assert len(server.engine.acceptance.dedup) == 100
     again = api.publish(f"{app.url}/d", headers={"Upstash-Deduplication-Id": "id-7"})
     assert again.json().get("deduplicated") is True
     time.sleep(3.1)
     api.message_id(f"{app.url}/plain")
-    assert len(server.engine._dedup) == 0
+    assert len(server.engine.acceptance.dedup) == 0
     server.engine.wait_until_idle(10)

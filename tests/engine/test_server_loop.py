@@ -19,7 +19,7 @@ def test_the_engine_serves_and_delivers_on_uvloop(
     uvloop = pytest.importorskip("uvloop")
     recorder, app = endpoint
     server = make_engine()
-    assert isinstance(server.engine._loop, uvloop.Loop)
+    assert isinstance(server.engine.bridge.loop, uvloop.Loop)
     api_factory(server).publish(f"{app.url}/on-uvloop")
     server.engine.wait_until_idle(10)
     assert [hit.path for hit in recorder.hits] == ["/on-uvloop"]

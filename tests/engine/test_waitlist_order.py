@@ -83,4 +83,4 @@ def test_ranks_are_run_start_times_and_queues_stay_first_in_first_out() -> None:
     plain.created_at = 5_000
     queued = _message("queued")
     queued.queue, queued.flow_key, queued.created_at = "orders", "queue:orders", 7_000
-    assert [engine._rank(m) for m in (step, plain, queued)] == [1_000, 5_000, 0]
+    assert [engine.state.rank(m) for m in (step, plain, queued)] == [1_000, 5_000, 0]

@@ -1,26 +1,25 @@
 """Accepting messages: publish, validation, deduplication, URL groups and queues.
 
-A message accepted here is registered, stored and handed to the scheduler; for a workflow
+A message accepted here is registered (`ledger`) and handed to the scheduler; for a workflow
 message, its run is created or its history extended (`run_control`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lobeflow.engine import errors
+from lobeflow.engine.config import EngineConfig
+from lobeflow.engine.dedup import Dedup
 from lobeflow.engine.errors import ApiError
+from lobeflow.engine.flow_control import FlowControl
 from lobeflow.engine.headers import lower_map, merge_missing
+from lobeflow.engine.ledger import Ledger
 from lobeflow.engine.message_building import (
     build_message,
     feature_set,
     normalize_url,
-    now_ms,
-    queue_key,
     step_identity,
 )
 from lobeflow.engine.model import (
@@ -31,23 +30,51 @@ from lobeflow.engine.model import (
     TO_CALLBACK,
     Accepted,
     HistoryEntry,
-    Queue,
     Run,
 )
 from lobeflow.engine.run_control import RunControl
-from lobeflow.engine.scheduler import FlowKey
+from lobeflow.engine.scheduler import Scheduler
+from lobeflow.engine.state import EngineState
 from lobeflow.engine.url_groups import NAME as URL_GROUP_NAME
-from lobeflow.engine.url_groups import UrlGroup
-
-QUEUE_KIND = "queue"
-# Flow-control keys paused or pinned through the API (their waitlists are the messages').
-FLOW_CONTROL_KIND = "flow_control"
-
-_log = logging.getLogger("lobeflow.engine")
+from lobeflow.engine.url_groups import UrlGroup, UrlGroups
 
 
-class Acceptance(RunControl):
+class Acceptance:
     """Publishing: a request's messages checked, deduplicated and accepted."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        state: EngineState,
+        dedup: Dedup,
+        ledger: Ledger,
+        runs: RunControl,
+        flow_control: FlowControl,
+        url_groups: UrlGroups,
+        scheduler: Scheduler,
+    ) -> None:
+        """Accept messages into `state`.
+
+        Args:
+            config: The publish limits and defaults a message is built with.
+            state: Its runs, the counters and the store.
+            dedup: The deduplication ids seen lately.
+            ledger: Registers and logs each accepted message.
+            runs: Creates a run at its first step and records the steps that follow.
+            flow_control: Creates a queue the first time a message names it.
+            url_groups: The URL groups a destination may name.
+            scheduler: Takes each accepted message.
+        """
+        self._config = config
+        self._runs = state.runs_by_id
+        self._tally = state.tally
+        self._store = state.store
+        self.dedup = dedup
+        self._ledger = ledger
+        self._run_control = runs
+        self._flow_control = flow_control
+        self._url_groups = url_groups
+        self._scheduler = scheduler
 
     async def publish(
         self, destination: str, headers: Mapping[str, str], body: bytes, queue: str | None = None
@@ -58,7 +85,7 @@ class Acceptance(RunControl):
             `(message_id, deduplicated)`.
         """
         result = self.accept(destination, headers, body, queue=queue)
-        await self.store.commit()
+        await self._store.commit()
         return result
 
     def accept(
@@ -101,7 +128,7 @@ class Acceptance(RunControl):
         if run_id is not None:
             call_type = lower.get("upstash-workflow-calltype") or STEP
             if lower.get("upstash-workflow-init") == "true" and call_type == STEP:
-                existing = self.runs_by_id.get(run_id)
+                existing = self._runs.get(run_id)
                 if existing is not None and existing.state == RUN_STARTED:
                     # As on QStash, a run id is reserved while its run is in progress...
                     return existing.start_message_id, True
@@ -109,7 +136,7 @@ class Acceptance(RunControl):
                 # the message has passed deduplication).
                 is_start = True
             else:
-                run = self.runs_by_id.get(run_id)
+                run = self._runs.get(run_id)
                 if not internal:
                     self._refuse_closed_run(run_id, call_type)
                 step_key = step_identity(body) if call_type == STEP else None
@@ -122,12 +149,12 @@ class Acceptance(RunControl):
                     lower = lower_map(headers)
 
         # On every publish, not only deduplicated ones: the table shrinks back on its own.
-        self._purge_dedup()
-        dedup_key = self._dedup_key(url, lower, body)
+        self.dedup.purge()
+        dedup_key = self.dedup.key(url, lower, body)
         if dedup_key is not None and topic is not None:
             dedup_key += "\0" + url  # one publish to a group is one message per endpoint
         if dedup_key is not None:
-            hit = self._dedup_lookup(dedup_key)
+            hit = self.dedup.lookup(dedup_key)
             if hit is not None:
                 return hit, True
 
@@ -138,9 +165,9 @@ class Acceptance(RunControl):
             for name, value in headers.items()
             if name.lower().startswith("upstash-") or name.lower() == "content-type"
         }
-        message = build_message(url, kept, lower, body, queue, self.config)
-        if queue is not None and queue not in self.queues:
-            self.upsert_queue(queue, 1, paused=False)
+        message = build_message(url, kept, lower, body, queue, self._config)
+        if queue is not None and queue not in self._flow_control.queues:
+            self._flow_control.upsert_queue(queue, 1, paused=False)
         message.run_id = run_id
         message.call_type = call_type
         message.dedup_id = dedup_key
@@ -149,26 +176,27 @@ class Acceptance(RunControl):
             message.topic, message.endpoint_name = topic
         if is_start:
             assert run_id is not None
-            if run_id in self.runs_by_id:
-                self.store.reset_run(run_id)
-            run = self._create_run(run_id, message, lower, history_prefix)
+            if run_id in self._runs:
+                self._store.reset_run(run_id)
+            run = self._run_control.create(run_id, message, lower, history_prefix)
         if run is not None and call_type in (STEP, TO_CALLBACK, FROM_CALLBACK):
             if not is_start:
-                self._append_entry(run, message, body, call_type, log_extra)
+                self._run_control.append_entry(run, message, body, call_type, log_extra)
                 if call_type == STEP and (step_key := step_identity(body)) is not None:
                     run.step_ids[step_key] = message.id
             message.entry_index = len(run.history) - 1
         if run is not None:
             run.pending.add(message.id)
         if dedup_key is not None:
-            self._dedup[dedup_key] = (message.id, time.time() + self.dedup_window_s)
+            self.dedup.remember(dedup_key, message.id)
 
-        self._published += 1
-        self._published_by_url[url] = self._published_by_url.get(url, 0) + 1
-        self._register(message)
-        self.store.put_message(message)
-        self._log(message, CREATED)
-        self.scheduler.schedule(message)
+        tally = self._tally
+        tally.published += 1
+        tally.published_by_url[url] = tally.published_by_url.get(url, 0) + 1
+        self._ledger.register(message)
+        self._store.put_message(message)
+        self._ledger.log(message, CREATED)
+        self._scheduler.schedule(message)
         return message.id, False
 
     def check_accept(
@@ -204,7 +232,7 @@ class Acceptance(RunControl):
                 started.add(run_id)
             elif run_id not in started:
                 self._refuse_closed_run(run_id, call_type)
-                run = self.runs_by_id.get(run_id)
+                run = self._runs.get(run_id)
                 if run is not None and call_type == STEP and run.config_headers and url == run.url:
                     headers = merge_missing(headers, run.config_headers)
         self.check_publish(url, dict(headers), queue)
@@ -213,7 +241,7 @@ class Acceptance(RunControl):
         """A client may publish a step (or a call) only for a run in progress."""
         if call_type not in (STEP, TO_CALLBACK):
             return
-        run = self.runs_by_id.get(run_id)
+        run = self._runs.get(run_id)
         if run is None:
             raise ApiError(400, errors.RUN_NOT_FOUND.format(id=run_id))
         if run.state != RUN_STARTED:
@@ -241,7 +269,7 @@ class Acceptance(RunControl):
             return Accepted(message_id, normalize_url(destination), deduplicated)
         # Checked once for all endpoints, so a bad header accepts none of them.
         build_message(
-            group.endpoints[0]["url"], dict(headers), lower_map(headers), b"", queue, self.config
+            group.endpoints[0]["url"], dict(headers), lower_map(headers), b"", queue, self._config
         )
         accepted = []
         for endpoint in group.endpoints:
@@ -271,7 +299,7 @@ class Acceptance(RunControl):
             )
         if destination.startswith(("http:", "https:")) or not URL_GROUP_NAME.match(destination):
             return None
-        group = self.url_groups.by_name.get(destination)
+        group = self._url_groups.by_name.get(destination)
         if group is None or not group.endpoints:
             raise ApiError(404, errors.URL_GROUP_NOT_FOUND.format(name=destination))
         return group
@@ -287,101 +315,5 @@ class Acceptance(RunControl):
         """
         group = self._url_group(destination)
         url = normalize_url(destination) if group is None else group.endpoints[0]["url"]
-        build_message(url, headers, lower_map(headers), b"", queue, self.config)
+        build_message(url, headers, lower_map(headers), b"", queue, self._config)
         return url if group is None else group.name
-
-    # --------------------------------------------------------------------- queues
-
-    def upsert_queue(self, name: str, parallelism: int, paused: bool) -> Queue:
-        """Create or update queue `name`."""
-        stamp = now_ms()
-        queue = self.queues.get(name)
-        if queue is None:
-            queue = Queue(name, parallelism, paused, created_at=stamp, updated_at=stamp)
-        else:
-            queue.parallelism, queue.paused, queue.updated_at = parallelism, paused, stamp
-        self._apply_queue(queue)
-        return queue
-
-    def delete_queue(self, name: str) -> None:
-        """Forget queue `name`: its pending messages go on at the default parallelism of 1."""
-        if self.queues.pop(name, None) is None:
-            raise ApiError(404, errors.QUEUE_NOT_FOUND.format(name=name))
-        key = self.scheduler.key(queue_key(name))
-        key.pinned_parallelism, key.paused = None, False
-        self.scheduler.release(key.key)
-        self.store.delete_object(QUEUE_KIND, name)
-
-    def _apply_queue(self, queue: Queue) -> None:
-        self.queues[queue.name] = queue
-        key = self.scheduler.key(queue_key(queue.name))
-        key.pinned_parallelism, key.paused = queue.parallelism, queue.paused
-        self.scheduler.release(key.key)
-        self.store.put_object(QUEUE_KIND, queue.name, queue.to_dict())
-
-    # ------------------------------------------------------------ flow-control keys
-
-    def flow_key_changed(self, key: FlowKey) -> None:
-        """Record a key's pause and pins (kept across restarts), then let it deliver again.
-
-        A key left with neither is forgotten from the store, and from memory once idle.
-        A queue's own key is not recorded here: its queue's record carries its state.
-        """
-        if not key.key.startswith(queue_key("")):
-            if key.paused or key.pinned_parallelism is not None or key.pinned_rate is not None:
-                self.store.put_object(FLOW_CONTROL_KIND, key.key, _flow_key_record(key))
-            else:
-                self.store.delete_object(FLOW_CONTROL_KIND, key.key)
-        self.scheduler.release(key.key)
-
-    def _restore_flow_key(self, record: dict[str, Any]) -> None:
-        try:
-            name, paused = str(record["key"]), bool(record["paused"])
-            parallelism = record["pinnedParallelism"]
-            rate = record["pinnedRate"]
-            pinned_rate = None if rate is None else (int(rate[0]), float(rate[1]))
-            pinned_parallelism = None if parallelism is None else int(parallelism)
-        except (KeyError, TypeError, ValueError, IndexError):
-            _log.warning("stored flow-control key %r unreadable: ignored", record)
-            return
-        key = self.scheduler.key(name)
-        key.paused = paused
-        key.pinned_parallelism, key.pinned_rate = pinned_parallelism, pinned_rate
-        self.scheduler.release(name)
-
-    def _dedup_key(self, url: str, lower: dict[str, str], body: bytes) -> str | None:
-        if (explicit := lower.get("upstash-deduplication-id")) is not None:
-            return "id:" + explicit
-        if lower.get("upstash-content-based-deduplication", "").lower() != "true":
-            return None
-        digest = hashlib.sha256()
-        for part in (url, lower.get("content-type", "")):
-            digest.update(part.encode())
-            digest.update(b"\0")
-        digest.update(body)
-        for name in sorted(n for n in lower if n.startswith("upstash-forward-")):
-            digest.update(f"\0{name}:{lower[name]}".encode())
-        return "content:" + digest.hexdigest()
-
-    def _dedup_lookup(self, key: str) -> str | None:
-        hit = self._dedup.get(key)
-        return None if hit is None else hit[0]
-
-    def _purge_dedup(self) -> None:
-        """Forget deduplication ids whose window has passed (oldest first, so O(expired))."""
-        now = time.time()
-        while self._dedup:
-            oldest_key, (_, expires) = next(iter(self._dedup.items()))
-            if expires > now:
-                break
-            del self._dedup[oldest_key]
-
-
-def _flow_key_record(key: FlowKey) -> dict[str, Any]:
-    rate = key.pinned_rate
-    return {
-        "key": key.key,
-        "paused": key.paused,
-        "pinnedParallelism": key.pinned_parallelism,
-        "pinnedRate": None if rate is None else [rate[0], rate[1]],
-    }

@@ -66,14 +66,15 @@ def _overrides(request: Request) -> dict[str, str]:
 
 
 async def _rerun(
-    request: Request, action: Callable[[Engine, str, Mapping[str, str]], Run]
+    request: Request, action_of: Callable[[Engine], Callable[[str, Mapping[str, str]], Run]]
 ) -> Response:
     engine = engine_of(request)
+    action = action_of(engine)
     ids, more = _select(request, engine.workflow_dlq_ids(), strict=True)
     overrides = _overrides(request)
     runs = []
     for dlq_id in ids:
-        run = action(engine, dlq_id, overrides)
+        run = action(dlq_id, overrides)
         runs.append({"workflowRunId": run.id, "workflowCreatedAt": run.created_at})
     await engine.store.commit()
     if "dlq_id" in request.path_params:
@@ -86,12 +87,12 @@ async def _rerun(
 
 async def restart(request: Request) -> Response:
     """`POST /v2/workflows/dlq/restart[/{dlqId}]`: start the failed runs over, new run ids."""
-    return await _rerun(request, Engine.restart_workflow_dlq)
+    return await _rerun(request, lambda engine: engine.restart_workflow_dlq)
 
 
 async def resume(request: Request) -> Response:
     """`POST /v2/workflows/dlq/resume[/{dlqId}]`: continue from the failed step, new run ids."""
-    return await _rerun(request, Engine.resume_workflow_dlq)
+    return await _rerun(request, lambda engine: engine.resume_workflow_dlq)
 
 
 async def callback(request: Request) -> Response:

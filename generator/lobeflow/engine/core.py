@@ -1,8 +1,10 @@
 """The engine: accepts messages, owns runs and the DLQ, delivers through the scheduler.
 
-`Engine` puts the layers together (see `state.py` and docs/engine.md, "Engine modules") and
-adds what the whole engine does: starting from and stopping to its store, and the accessors
-that tests and tools call from any thread.
+`Engine` builds the engine's parts and wires them together (see docs/engine.md, "Engine
+modules"): each part is handed the few others it calls, so no part reaches another but
+through its constructor. The engine adds what the whole does: starting from and stopping to
+its store, and the accessors that tests and tools call from any thread. What the API modules
+call is the method of the part that does it, named here.
 """
 
 from __future__ import annotations
@@ -14,22 +16,31 @@ import logging
 import time
 
 from lobeflow.engine import limits
-from lobeflow.engine.acceptance import FLOW_CONTROL_KIND, QUEUE_KIND
+from lobeflow.engine.acceptance import Acceptance
+from lobeflow.engine.bridge import ThreadBridge
 from lobeflow.engine.config import DEDUP_WINDOW_S, EngineConfig
-from lobeflow.engine.dead_letters import WORKFLOW_DLQ_KIND
+from lobeflow.engine.dead_letters import WORKFLOW_DLQ_KIND, DeadLetters
+from lobeflow.engine.dedup import Dedup
 from lobeflow.engine.delivery import Delivery
-from lobeflow.engine.message_building import step_identity
-from lobeflow.engine.model import CREATED, RETRY, RUN_STARTED, STEP, Counters, Queue, Run, RunInfo
+from lobeflow.engine.flow_control import FLOW_CONTROL_KIND, QUEUE_KIND, FlowControl
+from lobeflow.engine.http_client import HttpClient
+from lobeflow.engine.ledger import Ledger
+from lobeflow.engine.model import CREATED, RETRY, RUN_STARTED, STEP, Counters, Run, RunInfo
+from lobeflow.engine.run_control import RunControl
+from lobeflow.engine.scheduler import Scheduler
 from lobeflow.engine.schedules import KIND as SCHEDULE_KIND
 from lobeflow.engine.schedules import Schedules
+from lobeflow.engine.state import EngineState
+from lobeflow.engine.store import MemoryStore, SqliteStore
 from lobeflow.engine.url_groups import KIND as URL_GROUP_KIND
+from lobeflow.engine.url_groups import UrlGroups
 from lobeflow.engine.waiters import EVENT_KIND, WAITER_KIND, Waiters
 from lobeflow.engine.workflow_recovery import WorkflowRecovery
 
 _log = logging.getLogger("lobeflow.engine")
 
 
-class Engine(Delivery, WorkflowRecovery):
+class Engine:
     """A QStash-compatible message engine with Upstash Workflow run tracking.
 
     Everything mutable lives on one asyncio event loop. The public accessors meant for
@@ -39,47 +50,102 @@ class Engine(Delivery, WorkflowRecovery):
 
     def __init__(self, config: EngineConfig) -> None:
         """Create a stopped engine; `await start()` on the loop that will serve it."""
-        super().__init__(config)
-        self.schedules = Schedules(self)
-        self.waiters = Waiters(self)
-        self.dedup_window_s = DEDUP_WINDOW_S
+        self.config = config
+        store = MemoryStore() if config.db_path is None else SqliteStore(config.db_path)
+        self.state = state = EngineState(store, config.max_log_events)
+        self.bridge = ThreadBridge(state.is_idle)
+        # Two calls run back against the order in which the parts are built, so they are
+        # looked up when made: the scheduler starts a delivery, and a message a schedule
+        # created tells it how it ended.
+        self.scheduler = Scheduler(
+            lambda message: self.delivery.deliver(message),
+            config.time_scale,
+            config.max_concurrent_deliveries,
+            state.rank,
+        )
+        self.ledger = Ledger(
+            state,
+            self.scheduler,
+            on_final=lambda message: self.schedules.on_final(message),
+            on_change=self.bridge.notify,
+        )
+        self.run_control = RunControl(
+            state, self.ledger, self.bridge.notify, config.max_retry_delay
+        )
+        self.flow_control = FlowControl(store, self.scheduler)
+        self.url_groups = UrlGroups(store)
+        self.acceptance = Acceptance(
+            config,
+            state,
+            Dedup(DEDUP_WINDOW_S),
+            self.ledger,
+            self.run_control,
+            self.flow_control,
+            self.url_groups,
+            self.scheduler,
+        )
+        self.dead_letters = DeadLetters(state, self.ledger, self.run_control, self.acceptance)
+        client = HttpClient(None if config.ca_file is None else str(config.ca_file))
+        self.delivery = Delivery(
+            config, state, client, self.ledger, self.dead_letters, self.scheduler
+        )
+        self.recovery = WorkflowRecovery(
+            state, self.dead_letters, self.run_control, self.acceptance
+        )
+        self.schedules = Schedules(store, state.messages, self.acceptance)
+        self.waiters = Waiters(config, store, state.runs_by_id, self.acceptance)
+
+        # What the API modules read, and the part that answers each of their calls.
+        self.store = store
+        self.messages = state.messages
+        self.runs_by_id = state.runs_by_id
+        self.events = state.events
+        self.queues = self.flow_control.queues
+        self.dlq = self.dead_letters.entries
+        self.is_idle = state.is_idle
+        self.publish = self.acceptance.publish
+        self.accept = self.acceptance.accept
+        self.accept_destination = self.acceptance.accept_destination
+        self.check_accept = self.acceptance.check_accept
+        self.check_publish = self.acceptance.check_publish
+        self.upsert_queue = self.flow_control.upsert_queue
+        self.delete_queue = self.flow_control.delete_queue
+        self.flow_key_changed = self.flow_control.key_changed
+        self.end_run = self.run_control.end_run
+        self.cancel_runs = self.run_control.cancel_runs
+        self.cancel_message = self.run_control.cancel_message
+        self.delete_dlq = self.dead_letters.delete
+        self.retry_dlq = self.dead_letters.retry
+        self.workflow_dlq_ids = self.recovery.workflow_dlq_ids
+        self.restart_workflow_dlq = self.recovery.restart
+        self.resume_workflow_dlq = self.recovery.resume
+        self.retry_workflow_failure_callback = self.recovery.retry_failure_callback
+        self.cancel_workflow_failure_callback = self.recovery.cancel_failure_callback
 
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
         """Load persisted state, then start delivering (call on the serving loop)."""
-        self._loop = asyncio.get_running_loop()
-        state = self.store.load()
-        for run in state.runs:
-            self.runs_by_id[run.id] = run
-            for entry in run.history[1:]:
-                if entry.call_type == STEP:
-                    key = step_identity(base64.b64decode(entry.body))
-                    if key is not None:
-                        run.step_ids[key] = entry.message_id
-            if run.state == RUN_STARTED:
-                self._active_runs += 1
-        for dead in state.dlq:
-            self.dlq[dead["dlqId"]] = dead
-        for source in state.objects.get(WORKFLOW_DLQ_KIND, []):
-            self._dlq_sources[source["dlqId"]] = source
+        self.bridge.loop = asyncio.get_running_loop()
+        stored = self.store.load()
+        self.run_control.load(stored.runs)
+        self.dead_letters.load(stored.dlq, stored.objects.get(WORKFLOW_DLQ_KIND, []))
         self.scheduler.start()
-        for record in state.objects.get(QUEUE_KIND, []):
-            self._apply_queue(Queue(**record))
-        for record in state.objects.get(FLOW_CONTROL_KIND, []):
-            self._restore_flow_key(record)
-        self.url_groups.load(state.objects.get(URL_GROUP_KIND, []))
-        self.schedules.load(state.objects.get(SCHEDULE_KIND, []))
-        self.waiters.load(state.objects.get(WAITER_KIND, []), state.objects.get(EVENT_KIND, []))
+        self.flow_control.load(
+            stored.objects.get(QUEUE_KIND, []), stored.objects.get(FLOW_CONTROL_KIND, [])
+        )
+        self.url_groups.load(stored.objects.get(URL_GROUP_KIND, []))
+        self.schedules.load(stored.objects.get(SCHEDULE_KIND, []))
+        self.waiters.load(stored.objects.get(WAITER_KIND, []), stored.objects.get(EVENT_KIND, []))
         now = time.time()
-        for message in state.messages:
+        for message in stored.messages:
             fixed = limits.repair(message, self.config, now)
             if fixed:
                 _log.warning("stored message %s repaired: %s", message.id, ", ".join(fixed))
                 self.store.put_message(message)
             # In flight when the engine stopped: delivered again (at-least-once).
             message.state = CREATED if message.retried == 0 else RETRY
-            self._register(message)
+            self.ledger.register(message)
             self.scheduler.schedule(message)
 
     async def stop(self) -> None:
@@ -87,10 +153,10 @@ class Engine(Delivery, WorkflowRecovery):
         self.schedules.stop()
         self.waiters.stop()
         await self.scheduler.stop()
-        await self._client.close()
+        await self.delivery.client.close()
         await self.store.commit()
         self.store.close()
-        self._wake()
+        self.bridge.wake()
 
     # ------------------------------------------------------------------ counters
 
@@ -98,23 +164,29 @@ class Engine(Delivery, WorkflowRecovery):
         """A snapshot of the delivery statistics."""
 
         def snap() -> Counters:
+            tally = self.state.tally
             return Counters(
-                published=self._published,
-                published_by_url=dict(self._published_by_url),
-                deliveries=self._deliveries,
-                deliveries_by_url=dict(self._deliveries_by_url),
-                retries=self._retries,
-                failed_deliveries=self._failed,
+                published=tally.published,
+                published_by_url=dict(tally.published_by_url),
+                deliveries=tally.deliveries,
+                deliveries_by_url=dict(tally.deliveries_by_url),
+                retries=tally.retries,
+                failed_deliveries=tally.failed,
                 dlq_size=len(self.dlq),
-                dlq_total=self._dlq_total,
+                dlq_total=tally.dlq_total,
                 max_in_flight=self.scheduler.peaks(),
             )
 
-        return self._in_loop(snap)
+        return self.bridge.in_loop(snap)
 
     def reset_counters(self) -> None:
         """Zero the counters (the DLQ itself is kept)."""
-        self._in_loop(self._reset_counters)
+
+        def reset() -> None:
+            self.state.tally.reset()
+            self.scheduler.reset_peaks()
+
+        self.bridge.in_loop(reset)
 
     # ---------------------------------------------------------------------- runs
 
@@ -128,7 +200,7 @@ class Engine(Delivery, WorkflowRecovery):
                 if url_prefix is None or run.url.startswith(url_prefix)
             ]
 
-        return self._in_loop(snap)
+        return self.bridge.in_loop(snap)
 
     def run(self, run_id: str) -> RunInfo | None:
         """A snapshot of one run, or `None` if unknown."""
@@ -137,7 +209,7 @@ class Engine(Delivery, WorkflowRecovery):
             run = self.runs_by_id.get(run_id)
             return None if run is None else self._run_info(run)
 
-        return self._in_loop(snap)
+        return self.bridge.in_loop(snap)
 
     @staticmethod
     def _run_info(run: Run) -> RunInfo:
@@ -166,17 +238,9 @@ class Engine(Delivery, WorkflowRecovery):
         Raises:
             TimeoutError: Still busy after `timeout` seconds; the message says with what.
         """
-        deadline = time.monotonic() + timeout
-        with self._idle:
-            while not self.is_idle():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._idle.wait(min(left, 0.5))
-            else:
-                return
-        # Outside the lock: the summary runs on the engine loop, which may need the lock.
-        raise TimeoutError(self._busy_summary())
+        if not self.bridge.wait(self.is_idle, timeout, every_change=False):
+            # Outside the lock: the summary runs on the engine loop, which may need the lock.
+            raise TimeoutError(self._busy_summary())
 
     def wait_for_run(self, run_id: str, timeout: float = 30.0) -> RunInfo:
         """Block until run `run_id` exists and has ended; return its snapshot.
@@ -184,25 +248,17 @@ class Engine(Delivery, WorkflowRecovery):
         Raises:
             TimeoutError: The run did not end within `timeout` seconds.
         """
-        deadline = time.monotonic() + timeout
-        with self._idle:
-            self._run_waiters += 1
-            try:
-                while True:
-                    run = self.runs_by_id.get(run_id)
-                    if run is not None and run.state != RUN_STARTED:
-                        break
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        state = "unknown" if run is None else run.state
-                        raise TimeoutError(
-                            f"run {run_id} did not end in {timeout}s (state: {state})"
-                        )
-                    self._idle.wait(min(left, 0.5))
-            finally:
-                self._run_waiters -= 1
+
+        def ended() -> bool:
+            run = self.runs_by_id.get(run_id)
+            return run is not None and run.state != RUN_STARTED
+
+        if not self.bridge.wait(ended, timeout, every_change=True):
+            run = self.runs_by_id.get(run_id)
+            state = "unknown" if run is None else run.state
+            raise TimeoutError(f"run {run_id} did not end in {timeout}s (state: {state})")
         # Outside the lock: the snapshot runs on the engine loop, which may need the lock.
-        return self.run(run_id) or self._run_info(run)
+        return self.run(run_id) or self._run_info(self.runs_by_id[run_id])
 
     def _busy_summary(self) -> str:
         def summary() -> str:
@@ -221,7 +277,7 @@ class Engine(Delivery, WorkflowRecovery):
                 lines.append(f"  run {run_id} RUN_STARTED")
             return "\n".join(lines)
 
-        return self._in_loop(summary)
+        return self.bridge.in_loop(summary)
 
     def fire_schedule(self, schedule_id: str) -> list[str]:
         """Fire a schedule now, whatever its cron says (its next cron time is kept).
@@ -232,4 +288,4 @@ class Engine(Delivery, WorkflowRecovery):
         Raises:
             ApiError: 404 for an unknown schedule.
         """
-        return self._in_loop(lambda: self.schedules.fire(schedule_id))
+        return self.bridge.in_loop(lambda: self.schedules.fire(schedule_id))

@@ -18,6 +18,7 @@ from lobeflow.engine.headers import (
     multi,
     sub_publish_headers,
 )
+from lobeflow.engine.ledger import Ledger
 from lobeflow.engine.message_building import (
     destination_headers,
     json_bytes,
@@ -38,6 +39,8 @@ from lobeflow.engine.model import (
     Run,
     flow_control_json,
 )
+from lobeflow.engine.run_control import RunControl
+from lobeflow.engine.state import EngineState
 from lobeflow.engine.workflow import failed_step
 
 # The publish headers (and retry count) of a dead-lettered workflow message, kept apart from
@@ -45,17 +48,51 @@ from lobeflow.engine.workflow import failed_step
 WORKFLOW_DLQ_KIND = "workflow_dlq"
 
 
-class DeadLetters(Acceptance):
-    """The DLQ, success and failure callbacks, and failing a message for good."""
+class DeadLetters:
+    """The DLQ, success and failure callbacks, and failing a message for good.
 
-    def _fail(self, message: Message, run: Run | None, body: bytes, outcome: Outcome) -> None:
+    Attributes:
+        entries: The DLQ entries by id, oldest first (the API answers them as they are).
+        sources: Of an entry that failed a workflow run: `{"dlqId", "headers", "retried"}`
+            of the failed message, to restart or resume the run from.
+    """
+
+    def __init__(
+        self, state: EngineState, ledger: Ledger, runs: RunControl, acceptance: Acceptance
+    ) -> None:
+        """An empty DLQ.
+
+        Args:
+            state: Its pending messages, the counters and the store.
+            ledger: Finishes a failed message.
+            runs: Ends the run a failed message fails.
+            acceptance: Publishes callbacks and retried messages.
+        """
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.sources: dict[str, dict[str, Any]] = {}
+        self._messages = state.messages
+        self._tally = state.tally
+        self._store = state.store
+        self._ledger = ledger
+        self._run_control = runs
+        self._accept = acceptance.accept
+
+    def load(self, entries: list[dict[str, Any]], sources: list[dict[str, Any]]) -> None:
+        """Take back the entries and workflow sources a store kept."""
+        for entry in entries:
+            self.entries[entry["dlqId"]] = entry
+        for source in sources:
+            self.sources[source["dlqId"]] = source
+
+    def fail(self, message: Message, run: Run | None, body: bytes, outcome: Outcome) -> None:
+        """Fail a message for good: DLQ entry, failure callback, its run failed."""
         dlq_id: str | None = None
         # A failing failure callback is recorded on the entry it reports, not as one more.
         if not message.no_delete and message.failure_of is None:
             dlq_id = self._to_dlq(message, run, outcome)
         if message.failure_callback is not None:
-            self._publish_failure_callback(message, run, body, outcome, dlq_id)
-        self._record_failure_callback(message, run, outcome, CALLBACK_FAIL)
+            self.publish_failure_callback(message, run, body, outcome, dlq_id)
+        self.record_failure_callback(message, run, outcome, CALLBACK_FAIL)
         if run is not None:
             if message.call_type in (STEP, FROM_CALLBACK) and run.state == RUN_STARTED:
                 run.dlq_id = dlq_id
@@ -63,8 +100,8 @@ class DeadLetters(Acceptance):
                     (v for n, v in outcome.headers if n.lower() == "upstash-error-step-name"), None
                 )
                 run.fail_step = failed_step(message, step_name)
-                self._end_run(run, RUN_FAILED)
-        self._finish(message, FAILED, outcome)
+                self._run_control.end(run, RUN_FAILED)
+        self._ledger.finish(message, FAILED, outcome)
 
     def _to_dlq(self, message: Message, run: Run | None, outcome: Outcome) -> str:
         dlq_id = new_id("dlq_")
@@ -103,11 +140,11 @@ class DeadLetters(Acceptance):
             entry["workflowUrl"] = run.url
             entry["workflowCreatedAt"] = run.created_at
             source = {"dlqId": dlq_id, "headers": dict(message.headers), "retried": message.retried}
-            self._dlq_sources[dlq_id] = source
-            self.store.put_object(WORKFLOW_DLQ_KIND, dlq_id, source)
-        self.dlq[dlq_id] = entry
-        self._dlq_total += 1
-        self.store.put_dlq(dlq_id, entry)
+            self.sources[dlq_id] = source
+            self._store.put_object(WORKFLOW_DLQ_KIND, dlq_id, source)
+        self.entries[dlq_id] = entry
+        self._tally.dlq_total += 1
+        self._store.put_dlq(dlq_id, entry)
         return dlq_id
 
     def _callback_body(
@@ -134,7 +171,8 @@ class DeadLetters(Acceptance):
                 payload["endpointName"] = message.endpoint_name
         return payload
 
-    def _publish_callback(self, message: Message, outcome: Outcome) -> None:
+    def publish_callback(self, message: Message, outcome: Outcome) -> None:
+        """Publish the success-or-failure callback of a delivery attempt."""
         assert message.callback is not None
         payload = self._callback_body(message, outcome, base64.b64encode(message.body).decode())
         headers = {
@@ -143,9 +181,9 @@ class DeadLetters(Acceptance):
         }
         if not any(name.lower() == "upstash-retries" for name in headers):
             headers["Upstash-Retries"] = str(message.max_retries)
-        self.accept(message.callback, headers, json_bytes(payload), internal=True)
+        self._accept(message.callback, headers, json_bytes(payload), internal=True)
 
-    def _publish_failure_callback(
+    def publish_failure_callback(
         self,
         message: Message,
         run: Run | None,
@@ -153,6 +191,7 @@ class DeadLetters(Acceptance):
         outcome: Outcome,
         dlq_id: str | None,
     ) -> None:
+        """Publish the failure callback of a failed message (`dlq_id`: its entry, if any)."""
         assert message.failure_callback is not None
         if run is not None and "InitialBody" in run.features and run.history:
             source_body = run.history[0].body
@@ -169,15 +208,15 @@ class DeadLetters(Acceptance):
         }
         if not any(name.lower() == "upstash-retries" for name in headers):
             headers["Upstash-Retries"] = str(message.max_retries)
-        failure_id, deduplicated = self.accept(
+        failure_id, deduplicated = self._accept(
             message.failure_callback, headers, json_bytes(payload), internal=True
         )
-        failure_message = self.messages.get(failure_id)
-        entry = None if dlq_id is None else self.dlq.get(dlq_id)
+        failure_message = self._messages.get(failure_id)
+        entry = None if dlq_id is None else self.entries.get(dlq_id)
         if entry is not None and failure_message is not None and not deduplicated:
             failure_message.failure_of = dlq_id
-            self.store.put_message(failure_message)
-            self._set_callback_info(entry, {"state": CALLBACK_INPROGRESS})
+            self._store.put_message(failure_message)
+            self.set_callback_info(entry, {"state": CALLBACK_INPROGRESS})
         if run is not None:
             run.failure = {
                 "messageId": failure_id,
@@ -190,16 +229,16 @@ class DeadLetters(Acceptance):
             }
             if failure_message is not None:
                 run.failure["maxRetries"] = failure_message.max_retries
-            self.store.put_run(run)
+            self._store.put_run(run)
 
-    def _set_callback_info(self, entry: dict[str, Any], info: dict[str, Any]) -> None:
+    def set_callback_info(self, entry: dict[str, Any], info: dict[str, Any]) -> None:
         """Record a DLQ entry's failure-callback state (the Workflow API also reports the
         state alone, as `failureFunctionState`)."""
         entry["failureCallbackInfo"] = info
         entry["failureFunctionState"] = info["state"]
-        self.store.put_dlq(entry["dlqId"], entry)
+        self._store.put_dlq(entry["dlqId"], entry)
 
-    def _record_failure_callback(
+    def record_failure_callback(
         self, message: Message, run: Run | None, outcome: Outcome, state: str
     ) -> None:
         """Record an attempt of a failure callback on its DLQ entry and its run's log.
@@ -214,9 +253,9 @@ class DeadLetters(Acceptance):
             "responseBody": outcome.recorded_body.decode("utf-8", "replace"),
             "responseHeaders": multi(outcome.headers),
         }
-        entry = None if message.failure_of is None else self.dlq.get(message.failure_of)
+        entry = None if message.failure_of is None else self.entries.get(message.failure_of)
         if entry is not None:
-            self._set_callback_info(entry, {"state": state, **response})
+            self.set_callback_info(entry, {"state": state, **response})
         if (
             run is not None
             and message.call_type == FAILURE_CALL
@@ -224,16 +263,16 @@ class DeadLetters(Acceptance):
             and run.failure.get("messageId") == message.id
         ):
             run.failure.update(state=state, **response)
-            self.store.put_run(run)
+            self._store.put_run(run)
 
-    def delete_dlq(self, dlq_id: str) -> None:
+    def delete(self, dlq_id: str) -> None:
         """Drop a dead-letter entry."""
-        if self.dlq.pop(dlq_id, None) is not None:
-            self.store.delete_dlq(dlq_id)
-        if self._dlq_sources.pop(dlq_id, None) is not None:
-            self.store.delete_object(WORKFLOW_DLQ_KIND, dlq_id)
+        if self.entries.pop(dlq_id, None) is not None:
+            self._store.delete_dlq(dlq_id)
+        if self.sources.pop(dlq_id, None) is not None:
+            self._store.delete_object(WORKFLOW_DLQ_KIND, dlq_id)
 
-    def retry_dlq(self, dlq_id: str, overrides: Mapping[str, str] | None = None) -> str:
+    def retry(self, dlq_id: str, overrides: Mapping[str, str] | None = None) -> str:
         """Publish a dead-lettered message again (same URL, headers, body); drop the entry.
 
         Args:
@@ -243,7 +282,7 @@ class DeadLetters(Acceptance):
         Returns:
             The new message id.
         """
-        entry = self.dlq[dlq_id]
+        entry = self.entries[dlq_id]
         headers = {
             (
                 "Content-Type" if name.lower() == "content-type" else "Upstash-Forward-" + name
@@ -265,12 +304,12 @@ class DeadLetters(Acceptance):
             headers = {n: v for n, v in headers.items() if n.lower() not in replaced}
             headers.update(overrides)
         topic = (entry["topicName"], entry.get("endpointName")) if "topicName" in entry else None
-        message_id, _ = self.accept(
+        message_id, _ = self._accept(
             entry["url"],
             headers,
             base64.b64decode(entry["bodyBase64"]),
             internal=True,
             topic=topic,
         )
-        self.delete_dlq(dlq_id)
+        self.delete(dlq_id)
         return message_id

@@ -6,9 +6,11 @@ import math
 import time
 
 from lobeflow.engine import errors
+from lobeflow.engine.config import EngineConfig
 from lobeflow.engine.dead_letters import DeadLetters
 from lobeflow.engine.durations import eval_retry_delay, parse_retry_after
-from lobeflow.engine.http_client import DeliveryError, redact_url
+from lobeflow.engine.http_client import DeliveryError, HttpClient, redact_url
+from lobeflow.engine.ledger import Ledger
 from lobeflow.engine.message_building import delivery_body, delivery_headers, now_ms
 from lobeflow.engine.model import (
     CALLBACK_INPROGRESS,
@@ -23,27 +25,58 @@ from lobeflow.engine.model import (
     Outcome,
     Run,
 )
+from lobeflow.engine.scheduler import Scheduler
+from lobeflow.engine.state import EngineState
 from lobeflow.engine.workflow import record_attempt
 
 _SDK_VERSION_HEADER = "upstash-workflow-sdk-version"
 
 
-class Delivery(DeadLetters):
+class Delivery:
     """The scheduler's delivery callback: an HTTP attempt, then success, retry or failure."""
 
-    async def _deliver(self, message: Message) -> None:
-        run = None if message.run_id is None else self.runs_by_id.get(message.run_id)
+    def __init__(
+        self,
+        config: EngineConfig,
+        state: EngineState,
+        client: HttpClient,
+        ledger: Ledger,
+        dead_letters: DeadLetters,
+        scheduler: Scheduler,
+    ) -> None:
+        """Deliver with `client`.
+
+        Args:
+            config: Timeouts, the signing key, the retry cap, the time scale, the delivery hook.
+            state: Its runs, the counters and the store.
+            client: Makes the HTTP requests (`client` stays public: `Engine.stop` closes it).
+            ledger: Logs each attempt and finishes a delivered message.
+            dead_letters: Publishes callbacks and fails a message out of retries.
+            scheduler: Takes a message back for its next attempt.
+        """
+        self._config = config
+        self._runs = state.runs_by_id
+        self._tally = state.tally
+        self._store = state.store
+        self.client = client
+        self._ledger = ledger
+        self._dead_letters = dead_letters
+        self._scheduler = scheduler
+
+    async def deliver(self, message: Message) -> None:
+        """Make one delivery attempt of `message` and act on its outcome."""
+        run = None if message.run_id is None else self._runs.get(message.run_id)
         body = delivery_body(message, run)
-        timeout = message.timeout if message.timeout is not None else self.config.request_timeout
-        self._log(message, "ACTIVE")
+        timeout = message.timeout if message.timeout is not None else self._config.request_timeout
+        self._ledger.log(message, "ACTIVE")
         started = time.perf_counter()
         status: int | None = None
         response_headers: list[tuple[str, str]] = []
         response_body = b""
         error: str | None = None
         try:
-            headers = delivery_headers(message, run, body, self.config.current_signing_key)
-            response = await self._client.request(
+            headers = delivery_headers(message, run, body, self._config.current_signing_key)
+            response = await self.client.request(
                 message.method, message.url, headers, body, timeout
             )
             status = response.status
@@ -58,15 +91,16 @@ class Delivery(DeadLetters):
             # message left ACTIVE forever.
             error = errors.DELIVERY_CONNECT_ERROR.format(error=f"{type(exc).__name__}: {exc}")
         duration = time.perf_counter() - started
-        self._deliveries += 1
-        self._deliveries_by_url[message.url] = self._deliveries_by_url.get(message.url, 0) + 1
+        tally = self._tally
+        tally.deliveries += 1
+        tally.deliveries_by_url[message.url] = tally.deliveries_by_url.get(message.url, 0) + 1
         ok = status is not None and 200 <= status < 300
         if not ok:
-            self._failed += 1
+            tally.failed += 1
             if error is None:
                 error = errors.NON_2XX.format(status=status)
-        if self.config.on_delivery is not None:
-            self.config.on_delivery(
+        if self._config.on_delivery is not None:
+            self._config.on_delivery(
                 DeliveryRecord(
                     time=time.time(),
                     message_id=message.id,
@@ -87,7 +121,7 @@ class Delivery(DeadLetters):
         self, message: Message, run: Run | None, body: bytes, outcome: Outcome
     ) -> None:
         if message.callback is not None and (run is None or run.state == RUN_STARTED):
-            self._publish_callback(message, outcome)
+            self._dead_letters.publish_callback(message, outcome)
         lower = {name.lower(): value for name, value in outcome.headers}
         if outcome.ok:
             if (
@@ -99,10 +133,10 @@ class Delivery(DeadLetters):
             ):
                 outcome.error = errors.NON_WORKFLOW_DESTINATION
                 record_attempt(message, outcome, now_ms())
-                self._fail(message, run, body, outcome)
+                self._dead_letters.fail(message, run, body, outcome)
                 return
-            self._finish(message, DELIVERED)
-            self._record_failure_callback(message, run, outcome, CALLBACK_SUCCESS)
+            self._ledger.finish(message, DELIVERED)
+            self._dead_letters.record_failure_callback(message, run, outcome, CALLBACK_SUCCESS)
             return
         if run is not None:  # the run log's `errors` of this step
             record_attempt(message, outcome, now_ms())
@@ -113,14 +147,14 @@ class Delivery(DeadLetters):
             delay = self._retry_delay(message, lower)
             message.retried += 1
             message.state = RETRY
-            message.due = time.time() + delay * self.config.time_scale
-            self._retries += 1
-            self.store.put_message(message)
-            self._log(message, RETRY, outcome, next_delivery=int(message.due * 1000))
-            self.scheduler.schedule(message)
-            self._record_failure_callback(message, run, outcome, CALLBACK_INPROGRESS)
+            message.due = time.time() + delay * self._config.time_scale
+            self._tally.retries += 1
+            self._store.put_message(message)
+            self._ledger.log(message, RETRY, outcome, next_delivery=int(message.due * 1000))
+            self._scheduler.schedule(message)
+            self._dead_letters.record_failure_callback(message, run, outcome, CALLBACK_INPROGRESS)
             return
-        self._fail(message, run, body, outcome)
+        self._dead_letters.fail(message, run, body, outcome)
 
     def _retry_delay(self, message: Message, response_headers: dict[str, str]) -> float:
         for name in (
@@ -136,9 +170,9 @@ class Delivery(DeadLetters):
         if message.retry_delay is not None:
             seconds = eval_retry_delay(message.retry_delay, message.retried)
             if seconds is not None:
-                return min(seconds, self.config.max_retry_delay)
+                return min(seconds, self._config.max_retry_delay)
         try:
             backoff = math.exp(2.5 * (message.retried + 1))
         except OverflowError:
-            backoff = self.config.max_retry_delay
-        return min(self.config.max_retry_delay, backoff)
+            backoff = self._config.max_retry_delay
+        return min(self._config.max_retry_delay, backoff)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from lobeflow.engine import errors
 from lobeflow.engine.errors import ApiError
 from lobeflow.engine.headers import forwarded, run_config_headers
+from lobeflow.engine.ledger import Ledger
 from lobeflow.engine.message_building import feature_set, log_meta, now_ms, step_identity
 from lobeflow.engine.model import (
     CANCELED,
@@ -26,16 +27,59 @@ from lobeflow.engine.state import EngineState
 from lobeflow.engine.workflow import default_retry_delay, stopped_step
 
 
-class RunControl(EngineState):
+class RunControl:
     """Workflow runs: their creation, history, end and cancellation."""
 
-    def _create_run(
+    def __init__(
+        self,
+        state: EngineState,
+        ledger: Ledger,
+        on_change: Callable[[], None],
+        max_retry_delay: float,
+    ) -> None:
+        """Control the runs of `state`.
+
+        Args:
+            state: Its runs, pending messages, active-run count and store.
+            ledger: Finishes the messages a cancel stops.
+            on_change: Called once a run has ended (threads may be waiting for it).
+            max_retry_delay: The engine's cap on a retry delay (a stopped step's log shows it).
+        """
+        self._state = state
+        self._runs = state.runs_by_id
+        self._messages = state.messages
+        self._store = state.store
+        self._ledger = ledger
+        self._on_change = on_change
+        self._max_retry_delay = max_retry_delay
+
+    def load(self, runs: Iterable[Run]) -> None:
+        """Take back the runs a store kept (their step ids rebuilt, the active ones counted)."""
+        for run in runs:
+            self._runs[run.id] = run
+            for entry in run.history[1:]:
+                if entry.call_type == STEP:
+                    key = step_identity(base64.b64decode(entry.body))
+                    if key is not None:
+                        run.step_ids[key] = entry.message_id
+            if run.state == RUN_STARTED:
+                self._state.active_runs += 1
+
+    def create(
         self,
         run_id: str,
         message: Message,
         lower: dict[str, str],
         history_prefix: Sequence[HistoryEntry] = (),
     ) -> Run:
+        """Start run `run_id` with `message` as its first step.
+
+        Args:
+            run_id: The run id (an ended run of that id is replaced).
+            message: The run-start message.
+            lower: Its publish headers, names in lower case.
+            history_prefix: Steps the new run inherits first (resuming a failed run).
+        """
         features = feature_set(lower)
         run = Run(
             id=run_id,
@@ -54,20 +98,20 @@ class RunControl(EngineState):
                 if not name.lower().startswith("upstash-workflow-")
             },
         )
-        self.runs_by_id[run_id] = run
-        self._active_runs += 1
+        self._runs[run_id] = run
+        self._state.active_runs += 1
         for inherited in history_prefix:
             run.history.append(inherited)
-            self.store.add_entry(run.id, len(run.history) - 1, inherited)
+            self._store.add_entry(run.id, len(run.history) - 1, inherited)
             if len(run.history) > 1 and inherited.call_type == STEP:
                 key = step_identity(base64.b64decode(inherited.body))
                 if key is not None:
                     run.step_ids[key] = inherited.message_id
-        self._append_entry(run, message, message.body, STEP)
-        self.store.put_run(run)
+        self.append_entry(run, message, message.body, STEP)
+        self._store.put_run(run)
         return run
 
-    def _append_entry(
+    def append_entry(
         self,
         run: Run,
         message: Message,
@@ -75,6 +119,7 @@ class RunControl(EngineState):
         call_type: str,
         log_extra: Mapping[str, Any] | None = None,
     ) -> None:
+        """Record `message` as the run's next history entry."""
         entry = HistoryEntry.create(
             message.id,
             base64.b64encode(body).decode(),
@@ -83,7 +128,7 @@ class RunControl(EngineState):
             log_meta(message, log_extra),
         )
         run.history.append(entry)
-        self.store.add_entry(run.id, len(run.history) - 1, entry)
+        self._store.add_entry(run.id, len(run.history) - 1, entry)
 
     # ---------------------------------------------------------------- run control
 
@@ -93,41 +138,42 @@ class RunControl(EngineState):
         Raises:
             ApiError: 404 for an unknown run.
         """
-        run = self.runs_by_id.get(run_id)
+        run = self._runs.get(run_id)
         if run is None:
             raise ApiError(404, errors.RUN_NOT_FOUND.format(id=run_id))
         if run.state != RUN_STARTED:
             return
         if response:
             run.response = response
-        self._end_run(run, RUN_CANCELED if cancel else RUN_SUCCESS)
+        self.end(run, RUN_CANCELED if cancel else RUN_SUCCESS)
 
-    def _end_run(self, run: Run, state: str) -> None:
+    def end(self, run: Run, state: str) -> None:
+        """End a started run in `state`; a cancel also cancels its pending messages."""
         run.state = state
         run.completed_at = now_ms()
-        self._active_runs -= 1
+        self._state.active_runs -= 1
         if state == RUN_CANCELED:
-            default_delay = default_retry_delay(self.config.max_retry_delay)
+            default_delay = default_retry_delay(self._max_retry_delay)
             for message_id in list(run.pending):
-                message = self.messages.get(message_id)
+                message = self._messages.get(message_id)
                 if message is not None and message.state in PENDING_STATES:
                     if message.call_type in (STEP, FROM_CALLBACK):  # the log keeps showing it
                         run.canceled_steps.append(stopped_step(message, default_delay))
                     self.cancel_message(message)
-        self.store.put_run(run)
-        self._notify()
+        self._store.put_run(run)
+        self._on_change()
 
     def cancel_message(self, message: Message) -> None:
         """Cancel a pending message (a delivery in flight finishes but is not retried)."""
         if message.state in PENDING_STATES:
-            self._finish(message, CANCELED)
+            self._ledger.finish(message, CANCELED)
 
     def cancel_runs(self, run_ids: list[str]) -> int:
         """Cancel the given active runs; returns how many were cancelled."""
         cancelled = 0
         for run_id in run_ids:
-            run = self.runs_by_id.get(run_id)
+            run = self._runs.get(run_id)
             if run is not None and run.state == RUN_STARTED:
-                self._end_run(run, RUN_CANCELED)
+                self.end(run, RUN_CANCELED)
                 cancelled += 1
         return cancelled

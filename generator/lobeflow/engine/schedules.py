@@ -32,12 +32,9 @@ FAIL = "FAIL"
 _SCHEDULE_HEADERS = frozenset({"upstash-cron", "upstash-schedule-id", "upstash-queue-name"})
 
 
-class ScheduleEngine(Protocol):
-    """What schedules need of the engine (`Engine` passes itself); declared here so that this
-    module depends on the engine's data, not on the engine."""
-
-    store: MemoryStore
-    messages: dict[str, Message]
+class Publisher(Protocol):
+    """How schedules publish (`acceptance.Acceptance`); declared here, so that this module
+    imports no part of the engine that accepts messages."""
 
     def check_publish(self, destination: str, headers: dict[str, str], queue: str | None) -> str:
         """Validate a publish without accepting it; the normalised URL or group name."""
@@ -53,9 +50,19 @@ class ScheduleEngine(Protocol):
 class Schedules:
     """The engine's schedules and their timers (all on the engine's event loop)."""
 
-    def __init__(self, engine: ScheduleEngine) -> None:
-        """Create an empty set of schedules for `engine`."""
-        self._engine = engine
+    def __init__(
+        self, store: MemoryStore, messages: dict[str, Message], publisher: Publisher
+    ) -> None:
+        """No schedule yet.
+
+        Args:
+            store: Keeps the schedules.
+            messages: The engine's pending messages (a firing marks those it created).
+            publisher: Checks a schedule's request and publishes it at each firing.
+        """
+        self._store = store
+        self._messages = messages
+        self._publisher = publisher
         self.by_id: dict[str, Schedule] = {}
         self._crons: dict[str, Cron] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -101,7 +108,7 @@ class Schedules:
             and name.lower() not in _SCHEDULE_HEADERS
             and not name.lower().startswith("upstash-telemetry-")
         }
-        url = self._engine.check_publish(destination, kept, queue)
+        url = self._publisher.check_publish(destination, kept, queue)
         schedule_id = lower.get("upstash-schedule-id") or "scd_" + secrets.token_hex(12)
         previous = self.by_id.get(schedule_id)
         schedule = Schedule(
@@ -139,7 +146,7 @@ class Schedules:
         timer = self._timers.pop(schedule_id, None)
         if timer is not None:
             timer.cancel()
-        self._engine.store.delete_object(KIND, schedule_id)
+        self._store.delete_object(KIND, schedule_id)
 
     def set_paused(self, schedule_id: str, paused: bool) -> None:
         """Pause (no firing) or resume a schedule."""
@@ -159,7 +166,7 @@ class Schedules:
         schedule.error = None
         created: list[str] = []
         try:
-            result = self._engine.accept_destination(
+            result = self._publisher.accept_destination(
                 schedule.destination, schedule.headers, schedule.body, queue=schedule.queue
             )
         except ApiError as exc:
@@ -167,12 +174,12 @@ class Schedules:
         else:
             # A schedule to a URL group creates one message per endpoint.
             for accepted in result if isinstance(result, list) else [result]:
-                message = self._engine.messages.get(accepted.message_id)
+                message = self._messages.get(accepted.message_id)
                 if not accepted.deduplicated and message is not None:
                     message.schedule_id = schedule.id
                     schedule.last_states[accepted.message_id] = IN_PROGRESS
                     created.append(accepted.message_id)
-        self._engine.store.put_object(KIND, schedule.id, schedule.to_dict())
+        self._store.put_object(KIND, schedule.id, schedule.to_dict())
         return created
 
     def on_final(self, message: Message) -> None:
@@ -180,7 +187,7 @@ class Schedules:
         schedule = None if message.schedule_id is None else self.by_id.get(message.schedule_id)
         if schedule is not None and message.id in schedule.last_states:
             schedule.last_states[message.id] = SUCCESS if message.state == DELIVERED else FAIL
-            self._engine.store.put_object(KIND, schedule.id, schedule.to_dict())
+            self._store.put_object(KIND, schedule.id, schedule.to_dict())
 
     def _arm(self, schedule: Schedule, after: float) -> None:
         timer = self._timers.pop(schedule.id, None)
@@ -188,7 +195,7 @@ class Schedules:
             timer.cancel()
         due = self._crons[schedule.id].next_after(after)
         schedule.next_time = None if due is None else int(due * 1000)
-        self._engine.store.put_object(KIND, schedule.id, schedule.to_dict())
+        self._store.put_object(KIND, schedule.id, schedule.to_dict())
         if due is None or schedule.paused:
             return
         loop = asyncio.get_running_loop()

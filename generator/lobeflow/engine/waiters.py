@@ -29,13 +29,9 @@ EVENT_KIND = "event"
 _DEFAULT_TIMEOUT = "7d"
 
 
-class WaiterEngine(Protocol):
-    """What waiters need of the engine (`Engine` passes itself); declared here so that this
-    module depends on the engine's data, not on the engine."""
-
-    config: EngineConfig
-    store: MemoryStore
-    runs_by_id: dict[str, Run]
+class Publisher(Protocol):
+    """How waiters publish a Wait step's result (`acceptance.Acceptance`); declared here, so
+    that this module imports no part of the engine that accepts messages."""
 
     def accept(
         self,
@@ -53,9 +49,25 @@ class WaiterEngine(Protocol):
 class Waiters:
     """Waiters by event id, events notified ahead of their waiter, and the timeout timers."""
 
-    def __init__(self, engine: WaiterEngine) -> None:
-        """Create an empty registry for `engine`."""
-        self._engine = engine
+    def __init__(
+        self,
+        config: EngineConfig,
+        store: MemoryStore,
+        runs: dict[str, Run],
+        publisher: Publisher,
+    ) -> None:
+        """No waiter yet.
+
+        Args:
+            config: The bound on a wait's timeout, and the time scale.
+            store: Keeps the waiters and the events notified ahead of their wait.
+            runs: The engine's runs (a result goes only to a run in progress).
+            publisher: Publishes the Wait step's result to the run.
+        """
+        self._config = config
+        self._store = store
+        self._runs = runs
+        self._publisher = publisher
         self.by_id: dict[str, dict[str, Any]] = {}
         # (run id, event id) -> event data of a safe notify nobody waited for yet.
         self.events: dict[tuple[str, str], bytes] = {}
@@ -95,7 +107,7 @@ class Waiters:
         if not isinstance(request, dict) or not isinstance(request.get("url"), str):
             raise ApiError(400, errors.INVALID_WAIT.format(detail="url is required"))
         timeout = str(request.get("timeout") or _DEFAULT_TIMEOUT)
-        seconds = limits.wait_timeout(timeout, self._engine.config)
+        seconds = limits.wait_timeout(timeout, self._config)
         step = request.get("step")
         timeout_headers = request.get("timeoutHeaders") or {}
         waiter: dict[str, Any] = {
@@ -108,7 +120,7 @@ class Waiters:
                 for name, value in headers.items()
                 if name.lower().startswith("upstash-") or name.lower() == "content-type"
             },
-            "due": time.time() + seconds * self._engine.config.time_scale,
+            "due": time.time() + seconds * self._config.time_scale,
             "timeoutUrl": request.get("timeoutUrl") or request["url"],
             "timeoutHeaders": timeout_headers if isinstance(timeout_headers, dict) else {},
             "timeoutBody": request.get("timeoutBody"),
@@ -118,10 +130,10 @@ class Waiters:
         waiter["deadline"] = int(waiter["due"])
         stored = self.events.pop((run_id, event_id), None)
         if stored is not None:
-            self._engine.store.delete_object(EVENT_KIND, f"{run_id}/{event_id}")
+            self._store.delete_object(EVENT_KIND, f"{run_id}/{event_id}")
             return self._resolve(waiter, stored)
         self.by_id[waiter["id"]] = waiter
-        self._engine.store.put_object(WAITER_KIND, waiter["id"], waiter)
+        self._store.put_object(WAITER_KIND, waiter["id"], waiter)
         self._arm(waiter)
         return str(waiter["id"])
 
@@ -135,7 +147,7 @@ class Waiters:
             if waiter["runId"] == run_id:
                 return self._notify_one(waiter, data)
         self.events[(run_id, event_id)] = data
-        self._engine.store.put_object(
+        self._store.put_object(
             EVENT_KIND,
             f"{run_id}/{event_id}",
             {"runId": run_id, "eventId": event_id, "data": base64.b64encode(data).decode()},
@@ -150,7 +162,7 @@ class Waiters:
             "workflowRunId": waiter["runId"],
             "error": "",
         }
-        run = self._engine.runs_by_id.get(waiter["runId"])
+        run = self._runs.get(waiter["runId"])
         if run is not None:
             answer["workflowCreatedAt"] = run.created_at
         try:
@@ -161,7 +173,7 @@ class Waiters:
 
     def _resolve(self, waiter: dict[str, Any], data: bytes | None) -> str:
         """Publish the Wait step result: the event's data, or a timeout."""
-        run = self._engine.runs_by_id.get(waiter["runId"])
+        run = self._runs.get(waiter["runId"])
         if run is None or run.state != RUN_STARTED:
             return ""
         step = dict(waiter["step"])
@@ -181,7 +193,9 @@ class Waiters:
         body = json.dumps(step, separators=(",", ":")).encode()
         # The log's `waitTimeoutDeadline`; the step delivered to the SDK stays as it expects.
         deadline = {"waitTimeoutDeadline": int(waiter["deadline"]) * 1000}
-        message_id, _ = self._engine.accept(url, headers, body, internal=True, log_extra=deadline)
+        message_id, _ = self._publisher.accept(
+            url, headers, body, internal=True, log_extra=deadline
+        )
         return message_id
 
     def _forget(self, waiter: dict[str, Any]) -> None:
@@ -189,7 +203,7 @@ class Waiters:
         timer = self._timers.pop(waiter["id"], None)
         if timer is not None:
             timer.cancel()
-        self._engine.store.delete_object(WAITER_KIND, waiter["id"])
+        self._store.delete_object(WAITER_KIND, waiter["id"])
 
     def _arm(self, waiter: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()

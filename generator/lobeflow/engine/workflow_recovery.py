@@ -9,6 +9,7 @@ from typing import Any
 from lobeflow_runtime.protocol import RUN_ID_PREFIX
 
 from lobeflow.engine import errors
+from lobeflow.engine.acceptance import Acceptance
 from lobeflow.engine.dead_letters import DeadLetters
 from lobeflow.engine.errors import ApiError
 from lobeflow.engine.headers import merge_missing
@@ -22,6 +23,8 @@ from lobeflow.engine.model import (
     Outcome,
     Run,
 )
+from lobeflow.engine.run_control import RunControl
+from lobeflow.engine.state import EngineState
 
 # Publish headers of the failed message that must not carry over to a restarted/resumed run.
 _RERUN_DROPPED = frozenset(
@@ -37,14 +40,38 @@ _RERUN_DROPPED = frozenset(
 )
 
 
-class WorkflowRecovery(DeadLetters):
+class WorkflowRecovery:
     """`/v2/workflows/dlq`: restart, resume, failure-callback retry and cancel."""
+
+    def __init__(
+        self,
+        state: EngineState,
+        dead_letters: DeadLetters,
+        runs: RunControl,
+        acceptance: Acceptance,
+    ) -> None:
+        """Recover the failed runs of `dead_letters`.
+
+        Args:
+            state: Its runs, pending messages and store.
+            dead_letters: The DLQ entries of failed runs; publishes failure callbacks again.
+            runs: Cancels a failure callback in progress.
+            acceptance: Starts the new run of a restart or resume.
+        """
+        self._runs = state.runs_by_id
+        self._messages = state.messages
+        self._store = state.store
+        self._dead_letters = dead_letters
+        self._dlq = dead_letters.entries
+        self._sources = dead_letters.sources
+        self._run_control = runs
+        self._accept = acceptance.accept
 
     def workflow_dlq_ids(self) -> list[str]:
         """Ids of the DLQ entries that failed a workflow run (restartable), newest first."""
-        return [dlq_id for dlq_id in reversed(self.dlq) if self._failed_run(dlq_id) is not None]
+        return [dlq_id for dlq_id in reversed(self._dlq) if self._failed_run(dlq_id) is not None]
 
-    def restart_workflow_dlq(self, dlq_id: str, overrides: Mapping[str, str]) -> Run:
+    def restart(self, dlq_id: str, overrides: Mapping[str, str]) -> Run:
         """Start a dead-lettered run over with its initial payload, under a new run id.
 
         Args:
@@ -61,11 +88,11 @@ class WorkflowRecovery(DeadLetters):
         run, entry, source = self._workflow_dlq(dlq_id)
         run_id = new_id(RUN_ID_PREFIX)
         headers = self._rerun_headers(source["headers"], run, run_id, overrides)
-        self.accept(entry["url"], headers, base64.b64decode(run.history[0].body), internal=True)
-        self.delete_dlq(dlq_id)
-        return self.runs_by_id[run_id]
+        self._accept(entry["url"], headers, base64.b64decode(run.history[0].body), internal=True)
+        self._dead_letters.delete(dlq_id)
+        return self._runs[run_id]
 
-    def resume_workflow_dlq(self, dlq_id: str, overrides: Mapping[str, str]) -> Run:
+    def resume(self, dlq_id: str, overrides: Mapping[str, str]) -> Run:
         """Continue a dead-lettered run from its failed delivery, under a new run id.
 
         The new run inherits the history up to the last step delivered before the failure
@@ -86,17 +113,17 @@ class WorkflowRecovery(DeadLetters):
             index -= 1
         run_id = new_id(RUN_ID_PREFIX)
         headers = self._rerun_headers(source["headers"], run, run_id, overrides)
-        self.accept(
+        self._accept(
             entry["url"],
             headers,
             base64.b64decode(run.history[index].body),
             internal=True,
             history_prefix=run.history[:index],
         )
-        self.delete_dlq(dlq_id)
-        return self.runs_by_id[run_id]
+        self._dead_letters.delete(dlq_id)
+        return self._runs[run_id]
 
-    def retry_workflow_failure_callback(self, dlq_id: str) -> Run:
+    def retry_failure_callback(self, dlq_id: str) -> Run:
         """Publish the failure callback of a dead-lettered run again (the entry is kept).
 
         Returns:
@@ -143,10 +170,10 @@ class WorkflowRecovery(DeadLetters):
             outcome = Outcome(None, headers, b"", entry["responseBody"])
         else:
             outcome = Outcome(status, headers, base64.b64decode(entry["responseBodyBase64"]), None)
-        self._publish_failure_callback(message, run, body, outcome, dlq_id)
+        self._dead_letters.publish_failure_callback(message, run, body, outcome, dlq_id)
         return run
 
-    def cancel_workflow_failure_callback(self, dlq_id: str) -> None:
+    def cancel_failure_callback(self, dlq_id: str) -> None:
         """Cancel the in-progress failure callback of a dead-lettered run.
 
         Raises:
@@ -155,7 +182,7 @@ class WorkflowRecovery(DeadLetters):
         """
         run, entry, _ = self._workflow_dlq(dlq_id)
         info = entry.get("failureCallbackInfo")
-        pending = [m for m in self.messages.values() if m.failure_of == dlq_id]
+        pending = [m for m in self._messages.values() if m.failure_of == dlq_id]
         if info is None or info.get("state") != CALLBACK_INPROGRESS or not pending:
             state = "absent" if info is None else info.get("state")
             raise ApiError(
@@ -165,18 +192,18 @@ class WorkflowRecovery(DeadLetters):
                 ),
             )
         for message in pending:
-            self.cancel_message(message)
-        self._set_callback_info(entry, {**info, "state": CALLBACK_CANCELED})
+            self._run_control.cancel_message(message)
+        self._dead_letters.set_callback_info(entry, {**info, "state": CALLBACK_CANCELED})
         if run.failure is not None:
             run.failure["state"] = CALLBACK_CANCELED
-            self.store.put_run(run)
+            self._store.put_run(run)
 
     def _failed_run(self, dlq_id: str) -> Run | None:
         """The run that DLQ entry `dlq_id` failed, if it is one and its source is known."""
-        entry = self.dlq.get(dlq_id)
-        if entry is None or dlq_id not in self._dlq_sources:
+        entry = self._dlq.get(dlq_id)
+        if entry is None or dlq_id not in self._sources:
             return None
-        run = self.runs_by_id.get(entry.get("workflowRunId") or "")
+        run = self._runs.get(entry.get("workflowRunId") or "")
         if run is None or run.dlq_id != dlq_id or not run.history:
             return None
         return run
@@ -185,7 +212,7 @@ class WorkflowRecovery(DeadLetters):
         run = self._failed_run(dlq_id)
         if run is None:
             raise ApiError(404, errors.DLQ_NOT_FOUND.format(id=dlq_id))
-        return run, self.dlq[dlq_id], self._dlq_sources[dlq_id]
+        return run, self._dlq[dlq_id], self._sources[dlq_id]
 
     @staticmethod
     def _history_index(run: Run, message_id: str) -> int | None:
