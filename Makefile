@@ -1,12 +1,14 @@
 # Two entry points: `make demo` (the main job) and `make test` (every test).
-# `make test-fast`: lint, types, and the in-process unit and golden tests (no suites that
-# start apps, engines or copier processes, no TypeScript SDK tests).
+# `make test-fast`: lint, types, and every test not marked slow, node or serial (the inner
+# loop, well under a minute). One room's tests: `make test-fast TESTS=tests/engine`.
+# `.venv/bin/pytest --lf` re-runs what failed last.
 PYTHON ?= python3
 # Test processes for `make test` (most tests wait on subprocesses and sockets, not the CPU).
 TEST_WORKERS ?= 2
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CODE   := generator runtime tests bench $(wildcard scripts)
+TESTS  ?= tests
 
 .PHONY: setup demo test test-fast lint clean
 
@@ -26,14 +28,14 @@ test: setup
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=10 -m "not serial"
-	$(BIN)/python -m pytest -q -m serial
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 -m "not serial" $(TESTS)
+	$(BIN)/python -m pytest -q --durations=10 -m serial $(TESTS) || [ $$? -eq 5 ]  # 5: no serial test among TESTS
 
 test-fast: setup
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -m "not slow and not node" --ignore=tests/reliability --ignore=tests/run
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=10 -m "not slow and not node and not serial" $(TESTS) || [ $$? -eq 5 ]
 
 clean:
 	rm -rf demo $(VENV)

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         assert result.findings == [], result.findings
         in_process = timings(lambda: run_check([root]), args.repeat)
         # The command function itself, so the figure does not depend on CLI registration.
-        script = "import typer; from lobeflow.check.command import check; typer.run(check)"
+        script = "import typer; from lobeflow.commands.check import check; typer.run(check)"
         command = [sys.executable, "-c", script, str(root)]
         cli = timings(
             lambda: subprocess.run(command, check=True, capture_output=True), min(5, args.repeat)

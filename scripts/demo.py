@@ -27,7 +27,7 @@ LOGIC_MODULE = "app.workflows.welcome_placeholder.logic"
 # `lobeflow dev` keeps the engine's state inside a project, both relative to the project.
 STORE = Path(".data") / "welcome_placeholder.sqlite3"
 ENGINE_STATE = Path(".lobeflow") / "engine.sqlite3"
-LOBEFLOW = [sys.executable, "-c", "from lobeflow.cli import main; main()"]
+LOBEFLOW = [sys.executable, "-c", "from lobeflow.commands.main import main; main()"]
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 # Delays, retry backoff and rate-limit periods run 100x faster than on QStash.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
 import os
+import re
 import subprocess
 import sys
 import time
@@ -12,8 +14,9 @@ from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 
-from lobeflow.cli import main
+from lobeflow.commands.main import main
 
 _BIN = Path(sys.executable).parent
 
@@ -90,7 +93,56 @@ def project_checks(project: Path) -> None:
     run_checked([str(_BIN / "ruff"), "check", "."], project)
     run_checked([str(_BIN / "ruff"), "format", "--check", "."], project)
     run_checked([str(_BIN / "mypy"), "--strict", "--cache-dir", "/dev/null", "."], project)
-    out = run_checked(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], project, 600
+    junit = project / ".lobeflow-test-results.xml"
+    try:
+        run_checked(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"],
+            project,
+            600,
+        )
+        assert_every_test_passed(project, junit)
+    finally:
+        junit.unlink(missing_ok=True)
+
+
+def project_test_functions(project: Path) -> set[str]:
+    """`file::name` of every test function in the project's tests/ (read from the source)."""
+    found = set()
+    for path in sorted((project / "tests").glob("test_*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith(
+                "test_"
+            ):
+                found.add(f"{path.stem}::{node.name}")
+    return found
+
+
+def assert_every_test_passed(project: Path, junit: Path) -> None:
+    """Every test function in the project's source ran (each parameter set) and passed:
+    nothing failed, errored or was skipped, and no test went uncollected."""
+    cases = ElementTree.parse(junit).getroot().iter("testcase")
+    outcomes: dict[str, list[str]] = {}
+    for case in cases:
+        module = case.get("classname", "").rsplit(".", 1)[-1]
+        name = re.sub(r"\[.*\]$", "", case.get("name", ""))
+        bad = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+        outcomes.setdefault(f"{module}::{name}", []).extend(bad)
+    expected = project_test_functions(project)
+    assert expected, f"no tests in {project / 'tests'}"
+    assert set(outcomes) == expected, (
+        sorted(expected - set(outcomes)),
+        sorted(set(outcomes) - expected),
     )
-    assert " passed" in out and "failed" not in out, out
+    assert {test: bad for test, bad in outcomes.items() if bad} == {}
+
+
+def assert_summary_all_passed(out: str, *, at_least: int) -> int:
+    """pytest's closing summary says only `N passed` (and maybe warnings), N >= at_least."""
+    lines = [line for line in out.splitlines() if re.search(r" in [\d.]+s", line)]
+    assert lines, f"no pytest summary in:\n{out[-2000:]}"
+    counts = {
+        word: int(number) for number, word in re.findall(r"(\d+) (\w+)", lines[-1].split(" in ")[0])
+    }
+    assert set(counts) <= {"passed", "warnings", "warning"}, lines[-1]
+    assert counts.get("passed", 0) >= at_least, lines[-1]
+    return counts["passed"]

@@ -161,6 +161,7 @@ def _app_title(project: Path) -> str:
     return _python_in(project, code).stdout.strip()
 
 
+@pytest.mark.slow
 def test_a_hostile_project_name_is_rendered_as_data(tmp_path: Path) -> None:
     # Through `lobeflow new --project-name` and through plain copier (the folder's name).
     via_cli = tmp_path / "cli" / "shop"
@@ -193,6 +194,7 @@ def test_a_hostile_project_name_is_rendered_as_data(tmp_path: Path) -> None:
     run_checked([str(bin_dir / "mypy"), "--strict", "--cache-dir", "/dev/null", "."], via_copier)
 
 
+@pytest.mark.slow
 def test_a_package_that_is_not_a_workflow_is_skipped(tmp_path: Path) -> None:
     project = tmp_path / "shop"
     assert run_cli("new", "user", "--dest", str(project), "--defaults").exit_code == 0

@@ -73,6 +73,7 @@ def test_second_workflow_is_added_beside_the_first(base_project: Path, tmp_path:
     assert "identical" in result.stderr or "skip" in result.stderr
 
 
+@pytest.mark.slow
 def test_conflicting_generated_file_is_reported_and_nothing_written(
     base_project: Path, tmp_path: Path
 ) -> None:

@@ -16,6 +16,7 @@ def _generate(dest: Path) -> None:
     assert result.exit_code == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_installed_template_renders_in_place_and_stays_untouched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

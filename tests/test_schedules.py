@@ -302,6 +302,7 @@ def test_a_dry_run_and_a_bad_declaration_write_nothing(
 # --- the command ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_command(project: Path, engine: EngineServer) -> None:
     where = ["--project", str(project), "--qstash-url", engine.url, "--token", engine.config.token]
     where += ["--app-url", APP]
@@ -378,6 +379,7 @@ def test_plan_against_an_unreachable_qstash_is_one_line(project: Path) -> None:
     assert result.stderr.startswith("error: No QStash answers at http://127.0.0.1:9.")
 
 
+@pytest.mark.slow
 def test_update_carries_the_schedule_and_keeps_an_edit(project: Path) -> None:
     changed = run_cli(
         "update", "welcome-placeholder", "--project", str(project), "--data", "schedule=0 4 * * *"
@@ -405,7 +407,7 @@ def test_dev_syncs_on_start_and_warns_on_a_wrong_declaration(
 ) -> None:
     from types import SimpleNamespace
 
-    from lobeflow.engine.command import sync_schedules
+    from lobeflow.commands.dev import sync_schedules
 
     app = SimpleNamespace(spec=SimpleNamespace(root=project / "app"), url=APP)
     lines = sync_schedules(engine.url, engine.config.token, app)  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lobeflow.commands.options import find_target
 from lobeflow.run.dlq import DlqEntry, Rerun
 from lobeflow.run.model import (
     COMPLETED_WITH_FAILURES,
@@ -25,7 +26,6 @@ from lobeflow.run.model import (
     Statistics,
     Summary,
 )
-from lobeflow.run.options import find_target
 from lobeflow.run.runner import Runner
 from lobeflow.terminal import plain, printable
 from rich.console import Console

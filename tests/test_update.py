@@ -17,6 +17,9 @@ from lobeflow.render import bundled_template
 
 from tests.helpers import project_checks, run_cli, tree_hash
 
+# Every test here drives copier and git in temporary repositories (about 1-5 s each).
+pytestmark = pytest.mark.slow
+
 SHARED = Path("app/workflows/__init__.py")
 USERS_PAYLOADS = Path("app/workflows/users/payloads.py")
 LOGIC = [Path("app/workflows/users/logic.py"), Path("app/workflows/agents/logic.py")]
@@ -246,7 +249,6 @@ def test_plain_copier_update_from_the_tagged_repository(
     assert "_commit: v2" in (dest / ".lobeflow" / "users.yml").read_text()
 
 
-@pytest.mark.slow
 def test_updated_project_passes_its_own_checks(tmp_path: Path, template_repo: Path) -> None:
     dest = _project(tmp_path, template_repo)
     payloads = dest / USERS_PAYLOADS

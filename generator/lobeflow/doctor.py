@@ -21,12 +21,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from lobeflow_runtime.protocol import HEALTH_PATH, PROBE_PATH
+from lobeflow_runtime.protocol import (
+    DEFAULT_APP_URL,
+    DEFAULT_QSTASH_URL,
+    DEV_CURRENT_SIGNING_KEY,
+    DEV_NEXT_SIGNING_KEY,
+    DEV_TOKEN,
+    HEALTH_PATH,
+    PROBE_PATH,
+)
 
-from lobeflow.engine.config import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_TOKEN
 from lobeflow.errors import InvalidSettingError, LobeflowError
 from lobeflow.project import WorkflowInfo
-from lobeflow.run.options import DEFAULT_APP_URL, DEFAULT_QSTASH_URL
 
 # How often the probe's fate is asked for while waiting.
 POLL_S = 0.25

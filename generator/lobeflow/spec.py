@@ -220,7 +220,7 @@ def schedule_error(text: str, label: str) -> str:
     what the project declares is what the engine and QStash accept. `label` names where the
     text came from (`--schedule`, `SCHEDULE in .../__init__.py`...).
     """
-    from lobeflow.engine.cron import Cron, CronError
+    from lobeflow.cron import Cron, CronError
 
     shown = repr(text) if len(text) <= 80 else repr(text[:80]) + "..."
     if not text.isprintable():

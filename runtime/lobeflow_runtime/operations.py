@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hmac
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,6 +38,22 @@ class PassRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     force: bool = False
+
+
+@contextmanager
+def qstash_failures_as_http(refused: str) -> Iterator[None]:
+    """The settings' and QStash's failures as an answer the caller can act on: 500 for a
+    configuration error, 502 naming QStash's refusal (after `refused`) or why it is out of
+    reach."""
+    try:
+        yield
+    except ConfigurationError as error:
+        raise HTTPException(500, str(error)) from None
+    except QStashError as error:
+        raise HTTPException(502, f"{refused}: {error}") from None
+    except (httpx.HTTPError, aiohttp.ClientError, OSError) as error:
+        detail = f"QStash is unreachable ({type(error).__name__}: {error})."
+        raise HTTPException(502, detail) from None
 
 
 def require_operations_token(request: Request) -> None:
@@ -150,17 +167,12 @@ def serve_operations(
     async def start_pass(request: Request) -> JSONResponse:
         require_operations_token(request)
         force = (await _pass_request(request, json_required=True)).force
-        try:
-            # With tracing on, the root span of the pass's trace.
-            with telemetry.operation(f"start {workflow}", {telemetry.WORKFLOW: workflow}):
-                return _answer(await start(force))
-        except ConfigurationError as error:
-            raise HTTPException(500, str(error)) from None
-        except QStashError as error:
-            raise HTTPException(502, f"QStash refused the run start: {error}") from None
-        except (httpx.HTTPError, aiohttp.ClientError, OSError) as error:
-            detail = f"QStash is unreachable ({type(error).__name__}: {error})."
-            raise HTTPException(502, detail) from None
+        # With tracing on, the root span of the pass's trace.
+        with (
+            qstash_failures_as_http("QStash refused the run start"),
+            telemetry.operation(f"start {workflow}", {telemetry.WORKFLOW: workflow}),
+        ):
+            return _answer(await start(force))
 
     for method in ("GET", "POST"):
         router.add_api_route(

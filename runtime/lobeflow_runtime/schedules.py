@@ -26,16 +26,14 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import aiohttp
-import httpx
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from qstash.errors import QStashError
 
 from lobeflow_runtime.logs import WorkflowLog
+from lobeflow_runtime.operations import qstash_failures_as_http
 from lobeflow_runtime.protocol import SCHEDULED_RUN, run_id_prefix
 from lobeflow_runtime.replay import replay_store
-from lobeflow_runtime.settings import ConfigurationError, signing_keys, workflow_url
+from lobeflow_runtime.settings import signing_keys, workflow_url
 from lobeflow_runtime.signatures import SignatureCheck, read_body
 from lobeflow_runtime.triggers import qstash_client, run_key
 
@@ -117,7 +115,7 @@ def serve_schedule(
         message = request.headers.get("upstash-message-id") or uuid.uuid4().hex
         schedule = request.headers.get("upstash-schedule-id")
         run_id = scheduled_run_id(workflow, message)
-        try:
+        with qstash_failures_as_http("QStash refused"):
             urls = [workflow_url(layer) for layer in layer_paths]
             started, running = await asyncio.gather(_started_already(run_id), running_run(urls))
             if started:
@@ -132,13 +130,6 @@ def serve_schedule(
                 )
                 return JSONResponse({"skipped": True, "runningRunId": running})
             started_id = await start(run_id)
-        except ConfigurationError as error:
-            raise HTTPException(500, str(error)) from None
-        except QStashError as error:
-            raise HTTPException(502, f"QStash refused: {error}") from None
-        except (httpx.HTTPError, aiohttp.ClientError, OSError) as error:
-            detail = f"QStash is unreachable ({type(error).__name__}: {error})."
-            raise HTTPException(502, detail) from None
         log.info("Started a scheduled pass", runId=started_id, scheduleId=schedule)
         return JSONResponse({"workflowRunId": started_id})
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import typer
 from lobeflow.check.checklist import build_checklists
-from lobeflow.check.command import check
+from lobeflow.commands.check import check
 from lobeflow.project import ProjectError
 from typer.testing import CliRunner
 

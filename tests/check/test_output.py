@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import typer
 from lobeflow.check import RULES, CheckError, run_check
-from lobeflow.check.command import check
 from lobeflow.check.report import render_json, render_text
+from lobeflow.commands.check import check
 from typer.testing import CliRunner
 
 from tests.check.helpers import fixture_source, write

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from lobeflow.commands.dev import format_delivery
 from lobeflow.engine import DeliveryRecord, EngineServer
-from lobeflow.engine.command import format_delivery
 from lobeflow.engine.http_client import MAX_KEPT_RESPONSE_BODY
 from qstash import QStash
 

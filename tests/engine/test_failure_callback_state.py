@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from lobeflow.engine import EngineConfig, EngineServer
 from lobeflow.testing import AppServer, EngineHandle
@@ -189,6 +190,7 @@ def test_plain_message_to_an_unreachable_host_records_the_cause(
     assert message.response_body and str(port) in message.response_body
 
 
+@pytest.mark.slow
 def test_state_moves_from_in_progress_to_success(
     qstash_engine: EngineHandle, start_app: Any, api: httpx.Client, endpoint: Endpoint
 ) -> None:
@@ -293,6 +295,7 @@ def test_cancel_an_in_progress_failure_callback(
     assert "is CALLBACK_CANCELED: only a failed one can be retried" in again.json()["error"]
 
 
+@pytest.mark.slow
 def test_callback_state_survives_an_engine_restart(tmp_path: Path, endpoint: Endpoint) -> None:
     """The link from a pending failure callback to its DLQ entry is stored (SQLite)."""
     recorder, sink = endpoint

@@ -85,6 +85,7 @@ def test_actions_on_unknown_keys_keep_nothing(
     assert api.client.get("/v2/flowControl/ghost-0").status_code == 404
 
 
+@pytest.mark.slow
 def test_a_rate_window_outlives_its_messages(
     make_engine: Callable[..., EngineServer],
     endpoint: Endpoint,
@@ -125,6 +126,7 @@ def test_per_url_counters_are_bounded(
     assert counters.published_by_url[f"{app.url}/u?id=199"] == 1
 
 
+@pytest.mark.slow
 def test_deduplication_ids_are_forgotten_after_the_window(
     monkeypatch: pytest.MonkeyPatch,
     make_engine: Callable[..., EngineServer],

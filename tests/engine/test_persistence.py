@@ -29,14 +29,15 @@ AUTH = {"Authorization": f"Bearer {DEV_TOKEN}"}
 
 
 class EngineProcess:
-    """`python -m lobeflow.engine` as a subprocess."""
+    """`python -m lobeflow dev` as a subprocess."""
 
     def __init__(self, db: Path, port: int = 0) -> None:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "lobeflow.engine",
+                "lobeflow",
+                "dev",
                 "--port",
                 str(port),
                 "--db",
@@ -123,6 +124,7 @@ def apps() -> Iterator[list[AppServer]]:
             app.stop()
 
 
+@pytest.mark.slow
 def test_kill_9_and_restart_loses_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, apps: list[AppServer]
 ) -> None:

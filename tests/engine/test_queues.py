@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from lobeflow.engine import EngineServer
 from qstash import QStash
 
@@ -47,6 +48,7 @@ def test_queue_parallelism_and_api(
     assert bad.status_code == 400
 
 
+@pytest.mark.slow
 def test_paused_queue_delivers_nothing_until_resumed(
     make_engine: Callable[..., EngineServer], endpoint: Endpoint, tmp_path: Path
 ) -> None:

@@ -187,6 +187,7 @@ def test_the_default_retry_delay_is_the_engine_backoff() -> None:
         assert eval_retry_delay(expression, retried) == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_log_fields_survive_a_restart_and_older_stores_still_read(
     make_engine: Callable[..., EngineServer],
     start_app: Callable[[Any], AppServer],

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from lobeflow.cron import Cron, CronError
 from lobeflow.engine import EngineServer
-from lobeflow.engine.cron import Cron, CronError
 from qstash import QStash
 from qstash.schedule import ScheduleState
 

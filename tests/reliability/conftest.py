@@ -43,16 +43,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.write_line(line)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark this suite `serial`: its per-attempt timeout (REQUEST_TIMEOUT) is real time, so
-    a loaded machine turns a slow but healthy delivery into a fault the scenario did not
-    inject. `make test` runs these alone, after the parallel run."""
-    here = Path(__file__).parent
-    for item in items:
-        if here in item.path.parents:
-            item.add_marker(pytest.mark.serial)
-
-
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine of the generated code (triggers, logic) to completion."""
     return asyncio.run(coroutine)

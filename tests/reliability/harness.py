@@ -171,8 +171,8 @@ def _answers(url: str, path: str, headers: Mapping[str, str] | None = None) -> b
 
 
 def engine_process(tmp: Path, db: Path, port: int, time_scale: float = 0.0001) -> Process:
-    """`python -m lobeflow.engine --db` as a child process (started by `start_engine`)."""
-    cmd = [PYTHON, "-m", "lobeflow.engine", "--db", str(db), "--port", str(port)]
+    """`python -m lobeflow dev --db` as a child process (started by `start_engine`)."""
+    cmd = [PYTHON, "-m", "lobeflow", "dev", "--db", str(db), "--port", str(port)]
     cmd += ["--time-scale", str(time_scale)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return Process("engine", cmd, cwd=tmp, env=env, log=tmp / "engine.log", port=port)

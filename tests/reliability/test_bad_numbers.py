@@ -25,6 +25,11 @@ from tests.engine.test_limits import BAD_HEADERS, FLOW, poison_store
 from tests.reliability.conftest import engine_config, export_engine, record_figures, run
 from tests.reliability.harness import ROUTE_PREFIX, Outcome, Project
 
+# Serial: a scenario's per-attempt timeout (REQUEST_TIMEOUT) is real time, so a loaded
+# machine would turn a slow but healthy delivery into a fault it did not inject; `make test`
+# runs these alone, after the parallel run.
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
+
 N_ITEMS = 30
 
 

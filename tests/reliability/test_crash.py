@@ -28,6 +28,11 @@ from tests.reliability.harness import (
     start_engine,
 )
 
+# Serial: a scenario's per-attempt timeout (REQUEST_TIMEOUT) is real time, so a loaded
+# machine would turn a slow but healthy delivery into a fault it did not inject; `make test`
+# runs these alone, after the parallel run.
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
+
 N_ITEMS = 500
 # Retries wait e^(2.5n) s times this (n = 1, 2, ...): 1 ms, 15 ms, 0.18 s, 2.2 s, then
 # 8.6 s each, so ten retries outlast an app restart of a few seconds.

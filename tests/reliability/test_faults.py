@@ -31,6 +31,11 @@ from tests.reliability.harness import (
     start_app_process,
 )
 
+# Serial: a scenario's per-attempt timeout (REQUEST_TIMEOUT) is real time, so a loaded
+# machine would turn a slow but healthy delivery into a fault it did not inject; `make test`
+# runs these alone, after the parallel run.
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
+
 N_ITEMS = 500
 FAULT_RATE = 0.2
 SEED = 20_240_601

@@ -20,6 +20,9 @@ import pytest
 from tests.helpers import run_cli, tree_hash
 from tests.test_new_command import BAD_INPUTS
 
+# Each test renders projects with copier and compares trees (about 0.1-1.5 s each).
+pytestmark = pytest.mark.slow
+
 
 @dataclass(frozen=True)
 class Case:
@@ -386,7 +389,7 @@ import os, signal, sys
 from pathlib import Path
 
 from lobeflow import files
-from lobeflow.cli import main
+from lobeflow.commands.main import main
 
 phase, after = sys.argv[1], int(sys.argv[2])
 calls = 0

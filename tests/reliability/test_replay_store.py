@@ -57,6 +57,11 @@ from tests.reliability.harness import (
     free_port,
 )
 
+# Serial: a scenario's per-attempt timeout (REQUEST_TIMEOUT) is real time, so a loaded
+# machine would turn a slow but healthy delivery into a fault it did not inject; `make test`
+# runs these alone, after the parallel run.
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
+
 WORKERS = 4
 COPIES = 20
 # At most this many bursts to see copies reach at least two workers (the kernel decides

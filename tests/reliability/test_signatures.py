@@ -19,6 +19,11 @@ from lobeflow.testing import AppServer, serve_app
 from tests.reliability.conftest import engine_config, export_engine, record_figures, run
 from tests.reliability.harness import PACKAGE, PYTHON, ROUTE_PREFIX, ROUTES, Project
 
+# Serial: a scenario's per-attempt timeout (REQUEST_TIMEOUT) is real time, so a loaded
+# machine would turn a slow but healthy delivery into a fault it did not inject; `make test`
+# runs these alone, after the parallel run.
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
+
 LOGIC_FUNCTIONS = (
     "count_eligible",
     "count_needing_processing",

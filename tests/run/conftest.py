@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 import typer
+from lobeflow.apps import AppProcess, AppSpec
+from lobeflow.commands.run import run, runs_app
 from lobeflow.engine import EngineConfig, EngineServer
 from lobeflow.project import list_workflows
 from lobeflow.run import AppClient, QStashClient, Runner, WorkflowTarget
-from lobeflow.run.app_process import AppProcess, AppSpec
-from lobeflow.run.command import run, runs_app
 from typer.testing import CliRunner, Result
 
 from tests.helpers import run_cli

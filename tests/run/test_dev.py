@@ -12,14 +12,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from lobeflow.apps import find_app
 from lobeflow.errors import LobeflowError
-from lobeflow.run.app_process import find_app
 
 from tests.run.conftest import WORKFLOW
 
 pytestmark = pytest.mark.slow
 
-_DEV = [sys.executable, "-c", "from lobeflow.cli import main; main()", "dev"]
+_DEV = [sys.executable, "-c", "from lobeflow.commands.main import main; main()", "dev"]
 
 
 def _wait_for(path: Path, pattern: str, timeout: float = 60.0) -> re.Match[str]:

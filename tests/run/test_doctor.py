@@ -129,6 +129,7 @@ def _live(shop: Shop, **env: str) -> dict[str, Check]:
     return {check.name: check for check in checks}
 
 
+@pytest.mark.slow
 def test_a_healthy_local_project_is_all_ok(
     start_shop: Callable[..., Shop], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -145,6 +146,7 @@ def test_a_healthy_local_project_is_all_ok(
     assert "signature verified" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_stale_app_url_is_named(start_shop: Callable[..., Shop]) -> None:
     shop = start_shop()
     checks = _live(shop, APP_URL=shop.app.url.replace("127.0.0.1", "localhost"))
@@ -154,6 +156,7 @@ def test_a_stale_app_url_is_named(start_shop: Callable[..., Shop]) -> None:
     assert "QStash to app" not in checks
 
 
+@pytest.mark.slow
 def test_signing_keys_of_another_project_are_named(start_shop: Callable[..., Shop]) -> None:
     shop = start_shop()
     checks = _live(shop, **PRIVATE)
@@ -161,6 +164,7 @@ def test_signing_keys_of_another_project_are_named(start_shop: Callable[..., Sho
     assert "not this QStash project's" in checks["QStash"].detail
 
 
+@pytest.mark.slow
 def test_an_app_with_other_signing_keys_refuses_the_probe(
     start_shop: Callable[..., Shop], engine: EngineServer
 ) -> None:
@@ -202,6 +206,7 @@ def protected(start_shop: Callable[..., Shop]) -> Iterator[tuple[Shop, AppServer
         server.stop()
 
 
+@pytest.mark.slow
 def test_a_platforms_protection_in_front_of_the_app_is_named(
     protected: tuple[Shop, AppServer],
 ) -> None:
@@ -214,6 +219,7 @@ def test_a_platforms_protection_in_front_of_the_app_is_named(
     assert "protection" in probe.fix
 
 
+@pytest.mark.slow
 def test_an_unreachable_app_and_a_refused_token_are_named(
     start_shop: Callable[..., Shop],
 ) -> None:

@@ -16,12 +16,12 @@ from urllib.parse import quote
 
 import pytest
 import typer
+from lobeflow.commands.recovery import dlq_app, retry
+from lobeflow.commands.run import run, runs_app
 from lobeflow.console.service import ConsoleService, ConsoleSettings
 from lobeflow.engine import EngineServer
 from lobeflow.run.client import QStashClient
-from lobeflow.run.command import run, runs_app
 from lobeflow.run.model import COMPLETED, COMPLETED_WITH_FAILURES, RUN_CANCELED, RUN_FAILED
-from lobeflow.run.recovery_command import dlq_app, retry
 from typer.testing import CliRunner, Result
 
 from tests.helpers import wait_for

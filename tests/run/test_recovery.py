@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 import typer
+from lobeflow.commands.recovery import dlq_app, retry
+from lobeflow.commands.run import run
 from lobeflow.engine import EngineServer
-from lobeflow.run.command import run
 from lobeflow.run.dlq import DlqFilter, list_entries
-from lobeflow.run.recovery_command import dlq_app, retry
 from typer.testing import CliRunner, Result
 
 from tests.helpers import run_cli

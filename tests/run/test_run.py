@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lobeflow.commands.options import EXIT_INTERRUPTED
 from lobeflow.engine import EngineConfig, EngineServer
 from lobeflow.run import Progress, RunError
 from lobeflow.run.client import QStashClient
 from lobeflow.run.model import COMPLETED, COMPLETED_WITH_FAILURES, INTERRUPTED
-from lobeflow.run.options import EXIT_INTERRUPTED
 from lobeflow.run.progress import SHORT_RUN_ID, interrupted_hint
 from lobeflow.testing import serve_app
 from starlette.applications import Starlette

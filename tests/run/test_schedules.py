@@ -32,7 +32,7 @@ from tests.run.test_console import CHROMIUM, _chromium, _shot
 
 pytestmark = pytest.mark.slow
 
-_LOBEFLOW = [sys.executable, "-c", "from lobeflow.cli import main; main()"]
+_LOBEFLOW = [sys.executable, "-c", "from lobeflow.commands.main import main; main()"]
 EVERY_MINUTE = "* * * * *"
 NEVER_SOON = "0 0 1 1 *"
 SID = schedule_id("shop", WORKFLOW)

@@ -67,6 +67,7 @@ def test_off_by_default_nothing_of_the_sdk_is_imported() -> None:
     assert result.stdout.split() == ["no", "sdk", "None", "None"]
 
 
+@pytest.mark.slow
 def test_the_standard_variables_turn_it_on_with_the_app_title_as_service_name() -> None:
     result = _app_process(
         "from opentelemetry import trace, metrics\n"

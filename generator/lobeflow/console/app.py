@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -28,9 +28,6 @@ from lobeflow.console.service import ConsoleService, ConsoleSettings
 from lobeflow.console.sessions import SESSION_COOKIE, SESSION_TTL_S, Sessions
 from lobeflow.errors import LobeflowError
 from lobeflow.hosts import browsable_host, host_allowed, network_reachable, scope_host
-
-if TYPE_CHECKING:
-    from lobeflow.engine.server import EngineServer
 
 MOUNT_PATH = "/console"
 CSRF_HEADER = "x-lobeflow-csrf"
@@ -344,6 +341,29 @@ def console_url(base_url: str, app: ConsoleApp) -> str:
     return f"{url}?{KEY_PARAM}={app.sessions.access_key}" if app.sessions.key_required else url
 
 
+class ServerSettings(Protocol):
+    """What the console reads of its host server's settings (`EngineConfig` has them)."""
+
+    @property
+    def token(self) -> str: ...
+    @property
+    def allowed_hosts(self) -> tuple[str, ...]: ...
+
+
+class HostServer(Protocol):
+    """The bound server the console is mounted on (the engine's, in `lobeflow dev`); a
+    shape rather than the engine's class, so the console does not import the engine."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def config(self) -> ServerSettings: ...
+
+
 class EngineConsole:
     """The console mounted on the engine's own server (`lobeflow dev`).
 
@@ -359,7 +379,7 @@ class EngineConsole:
         self.app_url = app_url
         self.app: ConsoleApp | None = None
 
-    def routes(self, server: EngineServer) -> list[Route | Mount]:
+    def routes(self, server: HostServer) -> list[Route | Mount]:
         """The console routes for `server` (called once it is bound)."""
         settings = ConsoleSettings(
             qstash_url=server.url,
@@ -373,7 +393,7 @@ class EngineConsole:
         )
         return routes
 
-    def url(self, server: EngineServer) -> str:
+    def url(self, server: HostServer) -> str:
         """Where to open the console (with its access key when it needs one)."""
         assert self.app is not None, "routes() runs when the server starts"
         return console_url(f"http://{browsable_host(server.host)}:{server.port}", self.app)

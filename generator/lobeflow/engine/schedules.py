@@ -14,9 +14,9 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from lobeflow.cron import Cron, CronError
 from lobeflow.engine import errors
 from lobeflow.engine.config import DEFAULT_RETRIES
-from lobeflow.engine.cron import Cron, CronError
 from lobeflow.engine.durations import parse_duration, parse_flow_control
 from lobeflow.engine.errors import ApiError
 from lobeflow.engine.headers import CALLBACK_PREFIX, FAILURE_CALLBACK_PREFIX, forwarded, lower_map

@@ -264,7 +264,7 @@ class LiveSchedule:
         """When it fires next (unix ms): what QStash says, else computed from its cron."""
         if self.next_time is not None:
             return self.next_time
-        from lobeflow.engine.cron import Cron, CronError
+        from lobeflow.cron import Cron, CronError
 
         try:
             due = Cron.parse(self.cron).next_after(time.time() if now is None else now)

@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
 
+from lobeflow.commands.options import AllowHostOpt
 from lobeflow.engine.config import (
     DEV_CURRENT_SIGNING_KEY,
     DEV_NEXT_SIGNING_KEY,
@@ -27,11 +28,10 @@ from lobeflow.engine.config import (
 )
 from lobeflow.errors import LobeflowError
 from lobeflow.project import ANSWERS_DIR, ProjectError, find_project_root, list_workflows
-from lobeflow.run.options import AllowHostOpt
 
 if TYPE_CHECKING:
+    from lobeflow.apps import AppProcess
     from lobeflow.engine.model import DeliveryRecord
-    from lobeflow.run.app_process import AppProcess
 
 # Where a project keeps the engine's state, relative to its root (the project's .gitignore
 # lists it).
@@ -163,8 +163,8 @@ def dev(
     ] = True,
 ) -> None:
     """Run the local QStash-compatible engine (and the project's app) until interrupted."""
+    from lobeflow.apps import AppProcess, find_app
     from lobeflow.hosts import listen_warning, parse_allowed_hosts
-    from lobeflow.run.app_process import AppProcess, find_app
 
     # One allow-list for the API and the console; 0.0.0.0 without one is refused here.
     allowed = parse_allowed_hosts(allow_host or (), os.environ)
@@ -311,8 +311,3 @@ def _app_lines(app_process: AppProcess, reload: bool) -> list[str]:
             f"    run it    lobeflow run {info.name} [--dry-run]",
         ]
     return lines
-
-
-def main() -> None:
-    """Entry point of `python -m lobeflow.engine`."""
-    typer.run(dev)

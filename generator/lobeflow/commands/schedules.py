@@ -10,11 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from lobeflow_runtime.protocol import DEV_TOKEN
 
-from lobeflow.engine.config import DEV_TOKEN
-from lobeflow.project import find_project_root
-from lobeflow.run.model import JSON_SCHEMA_VERSION
-from lobeflow.run.options import (
+from lobeflow.commands.options import (
     DEFAULT_APP_URL,
     DEFAULT_QSTASH_URL,
     AppUrlOpt,
@@ -27,6 +25,8 @@ from lobeflow.run.options import (
     consoles,
     print_json,
 )
+from lobeflow.project import find_project_root
+from lobeflow.run.model import JSON_SCHEMA_VERSION
 from lobeflow.terminal import plain
 
 if TYPE_CHECKING:

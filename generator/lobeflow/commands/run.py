@@ -6,17 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from lobeflow_runtime.protocol import DEV_TOKEN
 
-from lobeflow.engine.config import DEV_TOKEN
-from lobeflow.project import ProjectError
-from lobeflow.run.model import (
-    COMPLETED,
-    INTERRUPTED,
-    JSON_SCHEMA_VERSION,
-    RUN_STATES,
-    RunError,
-)
-from lobeflow.run.options import (
+from lobeflow.commands.options import (
     DEFAULT_APP_URL,
     DEFAULT_INTERVAL_S,
     DEFAULT_QSTASH_URL,
@@ -37,6 +29,14 @@ from lobeflow.run.options import (
     find_target,
     print_json,
     project_targets,
+)
+from lobeflow.project import ProjectError
+from lobeflow.run.model import (
+    COMPLETED,
+    INTERRUPTED,
+    JSON_SCHEMA_VERSION,
+    RUN_STATES,
+    RunError,
 )
 from lobeflow.terminal import plain
 

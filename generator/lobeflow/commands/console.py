@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from lobeflow_runtime.protocol import DEV_TOKEN
 
-from lobeflow.engine.config import DEV_TOKEN
-from lobeflow.run.options import (
+from lobeflow.commands.options import (
     DEFAULT_APP_URL,
     DEFAULT_QSTASH_URL,
     AllowHostOpt,

@@ -6,11 +6,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from lobeflow_runtime.protocol import DEV_TOKEN
 
-from lobeflow.engine.config import DEV_TOKEN
-from lobeflow.project import ProjectError
-from lobeflow.run.model import COMPLETED, INTERRUPTED, JSON_SCHEMA_VERSION, RunError
-from lobeflow.run.options import (
+from lobeflow.commands.options import (
     DEFAULT_APP_URL,
     DEFAULT_INTERVAL_S,
     DEFAULT_QSTASH_URL,
@@ -34,6 +32,8 @@ from lobeflow.run.options import (
     print_json,
     project_targets,
 )
+from lobeflow.project import ProjectError
+from lobeflow.run.model import COMPLETED, INTERRUPTED, JSON_SCHEMA_VERSION, RunError
 from lobeflow.terminal import plain
 
 if TYPE_CHECKING:
