@@ -35,10 +35,9 @@ from lobeflow_runtime.settings import (
     is_production,
     read,
     server_command,
-    signing_keys,
     worker_processes,
 )
-from lobeflow_runtime.signatures import SignatureCheck
+from lobeflow_runtime.signatures import signature_check
 from lobeflow_runtime.telemetry_setup import configure_telemetry, flush_telemetry
 
 # uvicorn's exit status for a worker that cannot start (`uvicorn.config.STARTUP_FAILURE`).
@@ -151,8 +150,7 @@ async def _seen_url(request: Request) -> dict[str, str | None]:
 
 
 def _signed_probe() -> Any:
-    keys = signing_keys()
-    check = SignatureCheck(keys, PROBE_PATH, replay_store(), 64 * 1024) if keys else None
+    check = signature_check(PROBE_PATH, 64 * 1024)
 
     async def probe(request: Request) -> dict[str, str]:
         if check is None:
@@ -184,8 +182,9 @@ def configure_app(app: FastAPI) -> FastAPI:
 
 
 def _untraced_by_fastapi(scope: MutableMapping[str, Any]) -> bool:
-    """Whether a request goes to a workflow route (which the runtime observes itself) or to
-    the health route (probed every few seconds by platforms: a trace each is noise)."""
+    """Whether a request goes to a workflow route (which the runtime observes itself), to
+    the health route (probed every few seconds by platforms: a trace each is noise) or to
+    `lobeflow doctor`'s probe."""
     path = scope.get("path")
     return path in (HEALTH_PATH, PROBE_PATH) or path in telemetry.routes
 

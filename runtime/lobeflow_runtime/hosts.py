@@ -23,9 +23,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from lobeflow_runtime.settings import ConfigurationError
+from lobeflow_runtime.settings import ConfigurationError, Env
 
-ALLOWED_HOSTS_ENV = "LOBEFLOW_ALLOWED_HOSTS"
+ALLOWED_HOSTS_ENV = Env.ALLOWED_HOSTS
 # Names of the loopback interface, answered whenever the connection came in on loopback.
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 MAX_NAME_LENGTH = 253
@@ -211,11 +211,10 @@ def is_local_url(url: str) -> bool:
     host = (urlsplit(url).hostname or "").lower()
     if host in LOOPBACK_NAMES or host.endswith((".localhost", ".local", ".internal")):
         return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return address.is_private or address.is_loopback or address.is_link_local
+    address = _ip(host)
+    return address is not None and (
+        address.is_private or address.is_loopback or address.is_link_local
+    )
 
 
 def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from qstash.errors import QStashError
 
 from lobeflow_runtime import telemetry
+from lobeflow_runtime.protocol import FORCE
 from lobeflow_runtime.settings import ConfigurationError, Env, is_production, read
 from lobeflow_runtime.signatures import read_body
 from lobeflow_runtime.validation import describe
@@ -130,7 +131,7 @@ async def _pass_request(request: Request, *, json_required: bool) -> PassRequest
     try:
         if body.strip():
             return PassRequest.model_validate_json(body)
-        return PassRequest.model_validate({"force": request.query_params.get("force", False)})
+        return PassRequest.model_validate({FORCE: request.query_params.get(FORCE, False)})
     except ValidationError as error:
         raise HTTPException(422, describe(error)) from None
 

@@ -27,8 +27,8 @@ from qstash.errors import QStashError
 
 from lobeflow_runtime import _sdk, telemetry
 from lobeflow_runtime.flow_control import FlowControl
+from lobeflow_runtime.protocol import UPSTASH_QSTASH_URL
 
-_UPSTASH = "https://qstash.upstash.io"
 # The SDK ends a run with `DELETE /v2/workflows/runs/<id>?cancel=false`.
 _RUN_END = "/v2/workflows/runs/"
 
@@ -76,7 +76,7 @@ class QStashTransport:
         retry: _sdk.RetryConfig | None = None,
     ) -> None:
         self._token = f"Bearer {token}"
-        self._base_url = (base_url or _UPSTASH).rstrip("/")
+        self._base_url = (base_url or UPSTASH_QSTASH_URL).rstrip("/")
         self._flow_control = flow_control
         self._retry = retry or _sdk.DEFAULT_RETRY
         self._session: aiohttp.ClientSession | None = None
@@ -109,14 +109,16 @@ class QStashTransport:
             await self._session.close()
             self._session = None
 
-    def _with_flow_control(self, message: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        headers = dict(message.get("headers") or {})
-        step = _is_step_message(str(message.get("destination")), headers)
-        if step:
-            if self._flow_control is not None:
-                headers.update(self._flow_control.headers())
-            headers = telemetry.step_message_headers(headers)
-        return {**message, "headers": headers}, step
+    def _step_headers(
+        self, destination: str, headers: dict[str, str]
+    ) -> tuple[dict[str, str], bool]:
+        """The headers of a message to `destination`, with the route's flow control and the
+        run's trace context if it is a step message; and whether it is one."""
+        if not _is_step_message(destination, headers):
+            return headers, False
+        if self._flow_control is not None:
+            headers = {**headers, **self._flow_control.headers()}
+        return telemetry.step_message_headers(headers), True
 
     async def request(
         self,
@@ -140,15 +142,15 @@ class QStashTransport:
         """
         step = False
         if path == "/v2/batch" and body is not None:
-            controlled = [self._with_flow_control(message) for message in json.loads(body)]
-            step = any(is_step for _, is_step in controlled)
-            body = json.dumps([message for message, _ in controlled])
+            messages = json.loads(body)
+            for message in messages:
+                message["headers"], is_step = self._step_headers(
+                    str(message.get("destination")), message.get("headers") or {}
+                )
+                step = step or is_step
+            body = json.dumps(messages)
         elif path.startswith("/v2/publish/"):
-            step = _is_step_message(path.removeprefix("/v2/publish/"), headers or {})
-            if step and self._flow_control is not None:
-                headers = {**(headers or {}), **self._flow_control.headers()}
-            if step:
-                headers = telemetry.step_message_headers(headers or {})
+            headers, step = self._step_headers(path.removeprefix("/v2/publish/"), headers or {})
         try:
             answer = await self._send(
                 base_url=base_url or self._base_url,

@@ -133,20 +133,21 @@ class RedisReplayStore:
         Raises:
             ConfigurationError: redis-py is missing, or `url` is not a Redis URL it reads.
         """
+        url = url.strip()
         self.location = redacted_url(url)
-        if urlsplit(url.strip()).scheme.lower() not in REDIS_SCHEMES:
+        if urlsplit(url).scheme.lower() not in REDIS_SCHEMES:
             raise ConfigurationError(f"{self.location} is not a redis:// or rediss:// URL.")
         _require_redis()
         from redis import exceptions
         from redis.asyncio.connection import parse_url
 
         try:
-            parse_url(url.strip())
+            parse_url(url)
         except ValueError as error:
             raise ConfigurationError(
                 f"{Env.REPLAY_STORE}={self.location} is not a Redis URL redis-py reads: {error}"
             ) from None
-        self._url = url.strip()
+        self._url = url
         self._timeout = timeout
         self._connection_error = exceptions.ConnectionError
         self._unavailable = (exceptions.RedisError, OSError)
@@ -316,10 +317,6 @@ def replay_store_status(environ: Mapping[str, str] | None = None) -> ReplayStore
     if kind == "redis":
         return ReplayStoreStatus("redis", redacted_url(value), True, workers.count, "")
     problem = ""
-    if workers.count > 1:
-        problem = (
-            f"{workers.count} worker processes ({workers.source}) each remember the "
-            "signatures they accepted: a replayed delivery that reaches another worker is "
-            f"accepted again. Set {Env.REPLAY_STORE}=redis://... to share one memory."
-        )
+    if workers.replay_risk:
+        problem = f"{workers.replay_risk}. Set {Env.REPLAY_STORE}=redis://... to share one memory."
     return ReplayStoreStatus("memory", "this process's memory", False, workers.count, problem)

@@ -31,10 +31,9 @@ from fastapi.responses import JSONResponse
 
 from lobeflow_runtime.logs import WorkflowLog
 from lobeflow_runtime.operations import qstash_failures_as_http
-from lobeflow_runtime.protocol import SCHEDULED_RUN, run_id_prefix
-from lobeflow_runtime.replay import replay_store
-from lobeflow_runtime.settings import signing_keys, workflow_url
-from lobeflow_runtime.signatures import SignatureCheck, read_body
+from lobeflow_runtime.protocol import SCHEDULED_RUN, WORKFLOW_RUN_ID, run_id_prefix
+from lobeflow_runtime.settings import workflow_url
+from lobeflow_runtime.signatures import read_body, signature_check
 from lobeflow_runtime.triggers import qstash_client, run_key
 
 RUN_STARTED = "RUN_STARTED"
@@ -104,8 +103,7 @@ def serve_schedule(
         start: Starts a pass under the run id it is given (never forced); returns it.
     """
     log = WorkflowLog(workflow, "process")
-    keys = signing_keys()
-    check = SignatureCheck(keys, path, replay_store(), MAX_SCHEDULED_BODY_BYTES) if keys else None
+    check = signature_check(path, MAX_SCHEDULED_BODY_BYTES)
 
     async def scheduled_start(request: Request) -> JSONResponse:
         if check is not None:
@@ -120,7 +118,7 @@ def serve_schedule(
             started, running = await asyncio.gather(_started_already(run_id), running_run(urls))
             if started:
                 log.info("Scheduled pass already started", runId=run_id, scheduleId=schedule)
-                return JSONResponse({"workflowRunId": run_id})
+                return JSONResponse({WORKFLOW_RUN_ID: run_id})
             if running is not None:
                 log.info(
                     "Scheduled pass skipped: a pass is still running",
@@ -131,7 +129,7 @@ def serve_schedule(
                 return JSONResponse({"skipped": True, "runningRunId": running})
             started_id = await start(run_id)
         log.info("Started a scheduled pass", runId=started_id, scheduleId=schedule)
-        return JSONResponse({"workflowRunId": started_id})
+        return JSONResponse({WORKFLOW_RUN_ID: started_id})
 
     router.add_api_route(
         path,

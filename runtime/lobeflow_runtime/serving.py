@@ -26,7 +26,6 @@ from lobeflow_runtime.flow_control import FlowControl
 from lobeflow_runtime.logs import WorkflowLog, json_fields, logger
 from lobeflow_runtime.protocol import SDK_PROTOCOL_VERSION, WORKFLOW_RUN_ID
 from lobeflow_runtime.qstash_http import QStashTransport, RunAlreadyEnded
-from lobeflow_runtime.replay import replay_store
 from lobeflow_runtime.settings import (
     DEFAULT_MAX_BODY_BYTES,
     SIGNING_KEYS,
@@ -34,10 +33,9 @@ from lobeflow_runtime.settings import (
     qstash_token,
     qstash_url,
     read_int,
-    signing_keys,
     workflow_url,
 )
-from lobeflow_runtime.signatures import SignatureCheck, read_body
+from lobeflow_runtime.signatures import read_body, signature_check
 from lobeflow_runtime.triggers import RunStart, run_id, trigger_runs
 from lobeflow_runtime.validation import InvalidPayload, payload_parser, reject_payload
 
@@ -138,12 +136,11 @@ class _Route:
         self._flow_control = flow_control
         self._retries = retries
         self._failure = failure
-        self._transport = QStashTransport(qstash_token(), qstash_url(), flow_control)
-        self._client = _sdk.route_client(qstash_token(), qstash_url(), self._transport)
-        max_body = read_int(Env.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES, minimum=1)
-        self._max_body = max_body
-        keys = signing_keys()
-        self._check = SignatureCheck(keys, path, replay_store(), max_body) if keys else None
+        token, base_url = qstash_token(), qstash_url()
+        self._transport = QStashTransport(token, base_url, flow_control)
+        self._client = _sdk.route_client(token, base_url, self._transport)
+        self._max_body = read_int(Env.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES, minimum=1)
+        self._check = signature_check(path, self._max_body)
         # The SDK's handler per route URL: APP_URL may be set after the app is built (a
         # test server learns its port when it starts).
         self._handlers: dict[str, Callable[[Any], Awaitable[_sdk.Answer]]] = {}

@@ -20,7 +20,7 @@ from lobeflow_runtime.protocol import DEV_SIGNING_KEYS
 
 
 class Env(StrEnum):
-    """The environment variables of a generated app (docs/runtime.md says what each does)."""
+    """The environment variables of a generated app (runtime/README.md says what each does)."""
 
     QSTASH_TOKEN = "QSTASH_TOKEN"
     QSTASH_URL = "QSTASH_URL"
@@ -87,11 +87,6 @@ def read_int(
     return value
 
 
-def read_list(name: Env) -> list[str]:
-    """A comma-separated setting as its non-empty items."""
-    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
-
-
 def require(name: Env, hint: str, environ: Mapping[str, str] | None = None) -> str:
     """The value of a variable that must be set.
 
@@ -141,17 +136,15 @@ def is_production(environ: Mapping[str, str] | None = None) -> bool:
     Raises:
         ConfigurationError: Any other value, so a typo never turns the checks off.
     """
-    raw = read(Env.LOBEFLOW_ENV, environ=environ).lower()
-    if raw in _PRODUCTION:
+    value = read(Env.LOBEFLOW_ENV, environ=environ)
+    if value.lower() in _PRODUCTION:
         return True
-    if raw in _NOT_PRODUCTION:
+    if value.lower() in _NOT_PRODUCTION:
         return False
     raise ConfigurationError(
-        f"{Env.LOBEFLOW_ENV}={read(Env.LOBEFLOW_ENV, environ=environ)!r} is not a known "
-        "environment: use "
-        f"`production` (or `prod`), or one of "
-        f"{', '.join(repr(name) for name in _NOT_PRODUCTION[1:])} or unset for local "
-        "development."
+        f"{Env.LOBEFLOW_ENV}={value!r} is not a known environment: use `production` (or "
+        f"`prod`), or one of {', '.join(repr(name) for name in _NOT_PRODUCTION[1:])} or "
+        "unset for local development."
     )
 
 
@@ -162,6 +155,16 @@ class Workers:
     count: int
     source: str
     """`uvicorn --workers 4`, `WEB_CONCURRENCY=4`...; empty for one process by default."""
+
+    @property
+    def replay_risk(self) -> str:
+        """Why these workers need a shared replay store (empty for one process)."""
+        if self.count < 2:
+            return ""
+        return (
+            f"{self.count} worker processes ({self.source}) each remember the signatures they "
+            "accepted, so a replayed delivery that reaches another worker is accepted again"
+        )
 
 
 def server_command() -> tuple[str, list[str]] | None:
@@ -238,10 +241,7 @@ def check_replay_policy(environ: Mapping[str, str] | None = None) -> None:
     if workers.count < 2:
         return
     store = read(Env.REPLAY_STORE, environ=environ)
-    why = (
-        f"{workers.count} worker processes ({workers.source}) each remember the signatures "
-        "they accepted, so a replayed delivery that reaches another worker is accepted again"
-    )
+    why = workers.replay_risk
     if store.lower() == MEMORY_REPLAY_STORE:
         logger.warning(
             "%s=%s with %s. Set %s=redis://... (or rediss://...) to share one memory.",

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 import jwt
 from fastapi import HTTPException, Request
 
-from lobeflow_runtime.replay import ReplayStore, ReplayStoreUnavailable
-from lobeflow_runtime.settings import ConfigurationError, workflow_url
+from lobeflow_runtime.replay import ReplayStore, ReplayStoreUnavailable, replay_store
+from lobeflow_runtime.settings import ConfigurationError, signing_keys, workflow_url
 
 
 class InvalidSignature(Exception):
@@ -160,3 +160,10 @@ class SignatureCheck:
         if not first:
             raise HTTPException(409, "Replayed Upstash-Signature: this request was accepted once.")
         return body
+
+
+def signature_check(path: str, max_body_bytes: int) -> SignatureCheck | None:
+    """The check of route `path` with the signing keys that are set and the process's
+    replay store; None while no key is set (signatures are not checked)."""
+    keys = signing_keys()
+    return SignatureCheck(keys, path, replay_store(), max_body_bytes) if keys else None

@@ -179,6 +179,13 @@ def instruments() -> Instruments | None:
     return _instruments[1]
 
 
+def _record_error(span: Span, error: BaseException) -> None:
+    """Put `error` on `span`: the exception event, its type and an error status."""
+    span.record_exception(error)
+    span.set_attribute(ERROR_TYPE, type(error).__qualname__)
+    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+
+
 def metric_step_name(name: str) -> str:
     """A step name for metric attributes: up to its second `:`.
 
@@ -228,9 +235,7 @@ class Delivery:
     def record_error(self, error: BaseException) -> None:
         """Put an exception of the route on the delivery's span."""
         if self.span is not None and self.span.is_recording():
-            self.span.record_exception(error)
-            self.span.set_attribute(ERROR_TYPE, type(error).__qualname__)
-            self.span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            _record_error(self.span, error)
 
     def final_outcome(self) -> str:
         status = self.status or 500
@@ -271,9 +276,7 @@ class Delivery:
             except BaseException as error:
                 outcome = STEP_ERROR
                 if span is not None:
-                    span.record_exception(error)
-                    span.set_attribute(ERROR_TYPE, type(error).__qualname__)
-                    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+                    _record_error(span, error)
                 raise
             finally:
                 if span is not None and token is not None:
@@ -427,14 +430,15 @@ def _finish(delivery: Delivery) -> None:
         span.end()
     instruments_ = delivery.instruments
     if instruments_ is not None:
-        attributes = delivery.metric_attributes(**{OUTCOME: outcome})
-        common = {MESSAGING_SYSTEM: SYSTEM, MESSAGING_OPERATION_NAME: "process"}
+        attributes = {
+            MESSAGING_SYSTEM: SYSTEM,
+            MESSAGING_OPERATION_NAME: "process",
+            **delivery.metric_attributes(**{OUTCOME: outcome}),
+        }
         if outcome == ERROR:
-            common[ERROR_TYPE] = str(delivery.status or 500)
-        instruments_.deliveries.add(1, {**common, **attributes})
-        instruments_.delivery_duration.record(
-            time.perf_counter() - delivery.started, {**common, **attributes}
-        )
+            attributes[ERROR_TYPE] = str(delivery.status or 500)
+        instruments_.deliveries.add(1, attributes)
+        instruments_.delivery_duration.record(time.perf_counter() - delivery.started, attributes)
         if delivery.attempt > 0:
             instruments_.retries.add(1, delivery.metric_attributes())
         if item_outcome:

@@ -15,7 +15,6 @@ The SDK is imported only when a variable asks for telemetry: it is the optional 
 
 from __future__ import annotations
 
-import os
 from importlib.metadata import entry_points
 from typing import Any, Literal
 
@@ -24,7 +23,7 @@ from opentelemetry.environment_variables import OTEL_METRICS_EXPORTER, OTEL_TRAC
 
 from lobeflow_runtime import telemetry
 from lobeflow_runtime.logs import logger
-from lobeflow_runtime.settings import ConfigurationError
+from lobeflow_runtime.settings import ConfigurationError, read
 
 Signal = Literal["traces", "metrics"]
 
@@ -55,10 +54,6 @@ _ENTRY_POINTS = {
 _EXTRA = "pip install 'lobeflow-runtime[telemetry]'"
 
 
-def _env(name: str) -> str:
-    return os.environ.get(name, "").strip()
-
-
 def exporter_names(signal: Signal) -> list[str]:
     """The exporters the environment asks for, by the SDK's entry-point names.
 
@@ -69,13 +64,13 @@ def exporter_names(signal: Signal) -> list[str]:
     Raises:
         ConfigurationError: An OTLP protocol other than http/protobuf or grpc.
     """
-    raw = _env(_EXPORTER[signal])
+    raw = read(_EXPORTER[signal])
     if not raw:
-        raw = "otlp" if _env(_SIGNAL_ENDPOINT[signal]) or _env(ENDPOINT) else ""
+        raw = "otlp" if read(_SIGNAL_ENDPOINT[signal]) or read(ENDPOINT) else ""
     names = [name.strip() for name in raw.split(",") if name.strip()]
     if not names or [name.lower() for name in names] == ["none"]:
         return []
-    protocol = _env(_SIGNAL_PROTOCOL[signal]) or _env(PROTOCOL) or "http/protobuf"
+    protocol = read(_SIGNAL_PROTOCOL[signal]) or read(PROTOCOL) or "http/protobuf"
     resolved = []
     for name in names:
         if name == "otlp":
@@ -127,7 +122,7 @@ def configure_telemetry(service_name: str | None = None) -> list[str]:
         ConfigurationError: Telemetry is asked for but the SDK or an exporter is not
             installed, or a variable is invalid.
     """
-    if _env(SDK_DISABLED).lower() == "true":
+    if read(SDK_DISABLED).lower() == "true":
         return []
     wanted = {
         signal: names
