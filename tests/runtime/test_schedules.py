@@ -7,8 +7,7 @@ A real engine fires a real schedule at the route, which asks the engine's workfl
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -17,8 +16,10 @@ from fastapi import APIRouter, FastAPI
 from lobeflow.engine import EngineConfig, EngineServer
 from lobeflow.testing import AppServer, serve_app
 from lobeflow_runtime import scheduled_run_id, serve_schedule
+from lobeflow_runtime.schedules import StartPass
 
 from tests.fake_qstash import fake_qstash
+from tests.helpers import wait_for
 
 WORKFLOW = "w"
 LAYERS = (
@@ -30,12 +31,13 @@ SCHEDULED = "/api/workflows/w/scheduled-start"
 SKIPPED = "Scheduled pass skipped: a pass is still running"
 
 
-def _wait(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+def _schedule_app(start: StartPass) -> FastAPI:
+    """An app serving only the workflow's scheduled-start route."""
+    router = APIRouter()
+    serve_schedule(router, workflow=WORKFLOW, path=SCHEDULED, layer_paths=LAYERS, start=start)
+    app = FastAPI()
+    app.include_router(router)
+    return app
 
 
 @dataclass
@@ -103,11 +105,7 @@ def scheduled(monkeypatch: pytest.MonkeyPatch) -> Iterator[Scheduled]:
             holder[0].park(LAYERS[0], run_id)
             return run_id
 
-        router = APIRouter()
-        serve_schedule(router, workflow=WORKFLOW, path=SCHEDULED, layer_paths=LAYERS, start=start)
-        app = FastAPI()
-        app.include_router(router)
-        served = serve_app(app)
+        served = serve_app(_schedule_app(start))
         apps.append(served)
         monkeypatch.setenv("APP_URL", served.url)
         holder.append(Scheduled(engine, served))
@@ -139,14 +137,14 @@ def test_a_firing_starts_no_pass_while_one_runs(
     assert created.status_code == 201, created.text
 
     first = scheduled.fire("lobeflow_shop_w")
-    _wait(lambda: len(scheduled.started) == 1, "the first pass")
+    wait_for(lambda: len(scheduled.started) == 1, "the first pass", timeout=15)
     assert scheduled.started == [scheduled_run_id(WORKFLOW, first)]
     assert scheduled.started[0] == f"wfr_w-process-scheduled-{first}"
 
     # The first pass still runs (its Layer-1 run is parked): the next firing starts nothing,
     # and says so in one line.
     scheduled.fire("lobeflow_shop_w")
-    _wait(lambda: len(_skips(caplog)) == 1, "the skip line")
+    wait_for(lambda: len(_skips(caplog)) == 1, "the skip line", timeout=15)
     (line,) = _skips(caplog)
     assert line.getMessage().startswith("[w:process] " + SKIPPED)
     assert scheduled.started[0] in line.getMessage()
@@ -157,13 +155,15 @@ def test_a_firing_starts_no_pass_while_one_runs(
     scheduled.cancel(scheduled.started[0])
     scheduled.park(LAYERS[2], "wfr_w-do-item-1")
     scheduled.fire("lobeflow_shop_w")
-    _wait(lambda: len(_skips(caplog)) == 2, "the second skip line")
+    wait_for(lambda: len(_skips(caplog)) == 2, "the second skip line", timeout=15)
     assert len(scheduled.started) == 1
 
     # Nothing runs any more: the next firing starts a pass again.
     scheduled.cancel("wfr_w-do-item-1")
     third = scheduled.fire("lobeflow_shop_w")
-    _wait(lambda: len(_lines(caplog, "Started a scheduled pass")) == 2, "the second pass")
+    wait_for(
+        lambda: len(_lines(caplog, "Started a scheduled pass")) == 2, "the second pass", timeout=15
+    )
     assert scheduled.started[1] == scheduled_run_id(WORKFLOW, third)
     assert len(_skips(caplog)) == 2, "one line per firing skipped"
     # Every firing was answered 200 (a skip is no failure: QStash retries nothing).
@@ -195,11 +195,7 @@ def test_a_redelivered_firing_starts_its_pass_once(
         scheduled.park(LAYERS[0], run_id, base[0])
         return run_id
 
-    router = APIRouter()
-    serve_schedule(router, workflow=WORKFLOW, path=SCHEDULED, layer_paths=LAYERS, start=start)
-    app = FastAPI()
-    app.include_router(router)
-    served = serve_app(app)
+    served = serve_app(_schedule_app(start))
     base.append(served.url)
     monkeypatch.setenv("APP_URL", served.url)
     try:
@@ -233,10 +229,7 @@ def test_when_qstash_cannot_say_what_runs_nothing_starts_and_qstash_retries(
     async def start(run_id: str) -> str:
         raise AssertionError(f"{run_id}: nothing may start when QStash cannot say what runs")
 
-    router = APIRouter()
-    serve_schedule(router, workflow=WORKFLOW, path=SCHEDULED, layer_paths=LAYERS, start=start)
-    app = FastAPI()
-    app.include_router(router)
+    app = _schedule_app(start)
     with fake_qstash() as qstash:
         qstash.fixed["GET", "/v2/workflows/logs"] = (500, {"error": "down for maintenance"})
         monkeypatch.setenv("QSTASH_URL", qstash.url)

@@ -38,9 +38,21 @@ def _no_otel_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+def _python(script: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `script` in a fresh interpreter, without this one's telemetry variables."""
+    clean = {k: v for k, v in os.environ.items() if k not in _OTEL}
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def _app_process(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run `code` after building an app with `configure_app`, in a fresh interpreter."""
-    clean = {k: v for k, v in os.environ.items() if k not in _OTEL}
     script = (
         "import sys\n"
         "from fastapi import FastAPI\n"
@@ -48,14 +60,7 @@ def _app_process(code: str, **env: str) -> subprocess.CompletedProcess[str]:
         "from lobeflow_runtime import telemetry\n"
         "app = lobeflow_runtime.configure_app(FastAPI(title='shop'))\n" + code
     )
-    return subprocess.run(
-        [sys.executable, "-c", script],
-        env={**clean, "APP_URL": "http://127.0.0.1:8000", **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return _python(script, **{"APP_URL": "http://127.0.0.1:8000", **env})
 
 
 def test_off_by_default_nothing_of_the_sdk_is_imported() -> None:
@@ -102,7 +107,6 @@ def test_sdk_disabled_keeps_it_off() -> None:
 
 def test_asking_without_the_sdk_installed_says_what_to_install() -> None:
     # The SDK made unimportable, as in an app installed without the `telemetry` extra.
-    clean = {k: v for k, v in os.environ.items() if k not in _OTEL}
     script = (
         "import sys\n"
         "sys.modules['opentelemetry.sdk'] = None\n"
@@ -110,14 +114,7 @@ def test_asking_without_the_sdk_installed_says_what_to_install() -> None:
         "import lobeflow_runtime\n"
         "lobeflow_runtime.configure_app(FastAPI())\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        env={**clean, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _python(script, OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:4318")
     assert result.returncode == 1
     assert "ConfigurationError" in result.stderr
     assert "pip install 'lobeflow-runtime[telemetry]'" in result.stderr
