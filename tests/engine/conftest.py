@@ -121,6 +121,20 @@ def engine_client(url: str, token: str) -> httpx.Client:
     )
 
 
+def point_sdks_at(server: EngineServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Export `server`'s URL, token and signing keys as the SDKs read them (`QSTASH_*`)."""
+    config = server.config
+    monkeypatch.setenv("QSTASH_URL", server.url)
+    monkeypatch.setenv("QSTASH_TOKEN", config.token)
+    monkeypatch.setenv("QSTASH_CURRENT_SIGNING_KEY", config.current_signing_key)
+    monkeypatch.setenv("QSTASH_NEXT_SIGNING_KEY", config.next_signing_key)
+
+
+def log_steps(run: dict[str, Any], kind: str | None = None) -> list[dict[str, Any]]:
+    """The steps of a run log's groups, in order (of the groups of type `kind` only)."""
+    return [s for g in run["steps"] if kind in (None, g["type"]) for s in g["steps"]]
+
+
 def run_start_headers(run_id: str, url: str, **extra: str) -> dict[str, str]:
     """The headers of a workflow run's start message (as the TypeScript SDK sends them)."""
     return {

@@ -126,7 +126,10 @@ def test_pause_resume_pin_and_inspect(
 
 
 def test_pause_and_pin_survive_a_restart(
-    make_engine: Callable[..., EngineServer], endpoint: Endpoint, tmp_path: Path
+    make_engine: Callable[..., EngineServer],
+    endpoint: Endpoint,
+    api_factory: Callable[[EngineServer], Api],
+    tmp_path: Path,
 ) -> None:
     recorder, app = endpoint
     db = tmp_path / "engine.db"
@@ -158,8 +161,4 @@ def test_pause_and_pin_survive_a_restart(
 
     # Resumed and unpinned: nothing of them is kept.
     third = make_engine(db_path=db)
-    api = Api(third)
-    try:
-        assert api.client.get("/v2/flowControl").json() == []
-    finally:
-        api.client.close()
+    assert api_factory(third).client.get("/v2/flowControl").json() == []

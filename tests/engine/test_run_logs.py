@@ -24,6 +24,7 @@ from lobeflow.run.model import RunLog, RunLogPage
 from lobeflow.testing import AppServer, EngineHandle, serve_app
 from qstash import QStash
 
+from tests.engine.conftest import log_steps, point_sdks_at
 from tests.engine.test_python_sdk import _trigger, make_app
 from tests.helpers import wait_for
 from tests.upstash_logs import fake_qstash, page_problems
@@ -43,10 +44,6 @@ def _logs(url: str, token: str, **params: str) -> dict[str, Any]:
     return answer
 
 
-def _steps(run: dict[str, Any], kind: str | None = None) -> list[dict[str, Any]]:
-    return [s for g in run["steps"] if kind in (None, g["type"]) for s in g["steps"]]
-
-
 def test_finished_and_failed_runs(qstash_engine: EngineHandle, start_app: Any) -> None:
     app = start_app(make_app(_events()))
     done = _trigger(qstash_engine, app, "/wf/steps", {"n": 21})
@@ -58,7 +55,7 @@ def test_finished_and_failed_runs(qstash_engine: EngineHandle, start_app: Any) -
     page = _logs(qstash_engine.url, qstash_engine.token, workflowRunId=done)
     assert page_problems(page, last=True) == []
     (run,) = page["runs"]
-    initial, double, nap, ping, finish = _steps(run)
+    initial, double, nap, ping, finish = log_steps(run)
     assert "stepId" not in initial and initial["out"] == '{"n": 21}'
     assert initial["headers"]["Content-Type"] == ["application/json"]
     assert initial["headers"]["Upstash-Workflow-Sdk-Version"] == ["1"]
@@ -76,7 +73,7 @@ def test_finished_and_failed_runs(qstash_engine: EngineHandle, start_app: Any) -
     page = _logs(qstash_engine.url, qstash_engine.token, workflowRunId=failed)
     assert page_problems(page, last=True) == []
     (run,) = page["runs"]
-    (step,) = _steps(run, "next")
+    (step,) = log_steps(run, "next")
     assert (step["state"], step["retries"]) == ("STEP_FAILED", 2)
     assert [error["status"] for error in step["errors"]] == [500, 500, 500]  # 1 + 2 retries
     assert {error["error"] for error in step["errors"]} == {"500 Internal Server Error"}
@@ -95,13 +92,7 @@ def test_a_step_being_retried_then_cancelled(
 ) -> None:
     # Real time: the first retry waits e^2.5 = 12 s, long enough to look at it.
     server = make_engine(time_scale=1.0)
-    for name, value in (
-        ("QSTASH_URL", server.url),
-        ("QSTASH_TOKEN", server.config.token),
-        ("QSTASH_CURRENT_SIGNING_KEY", server.config.current_signing_key),
-        ("QSTASH_NEXT_SIGNING_KEY", server.config.next_signing_key),
-    ):
-        monkeypatch.setenv(name, value)
+    point_sdks_at(server, monkeypatch)
     events = _events()
     app = start_app(make_app(events))
     handle = EngineHandle(server)
@@ -110,7 +101,7 @@ def test_a_step_being_retried_then_cancelled(
 
     def retrying() -> dict[str, Any] | None:
         run = _logs(server.url, token, workflowRunId=run_id)["runs"][0]
-        nexts = _steps(run, "next")
+        nexts = log_steps(run, "next")
         return run if nexts and nexts[0].get("errors") else None
 
     wait_for(lambda: retrying() is not None, "the failed first attempt in the log", 10)
@@ -118,7 +109,7 @@ def test_a_step_being_retried_then_cancelled(
     assert run is not None
     page = _logs(server.url, token, workflowRunId=run_id)
     assert page_problems(page, last=True) == []
-    (step,) = _steps(run, "next")
+    (step,) = log_steps(run, "next")
     assert (step["state"], step["retries"]) == ("STEP_RETRY", 2)
     assert step["retryDelay"] == default_retry_delay(86_400)
     (error,) = step["errors"]
@@ -143,7 +134,7 @@ def test_a_step_being_retried_then_cancelled(
     client.http.request(path=f"/v2/workflows/runs/{run_id}?cancel=true", method="DELETE")
     page = _logs(server.url, token, workflowRunId=run_id)
     assert page_problems(page, last=True) == []
-    (stopped,) = _steps(page["runs"][0], "next")
+    (stopped,) = log_steps(page["runs"][0], "next")
     assert stopped["state"] == "STEP_CANCELED" and stopped["errors"] == step["errors"]
     assert "nextDeliveryTime" not in stopped
     assert len(events["attempts"]) == 1 and events["failure"] == []
@@ -196,13 +187,7 @@ def test_log_fields_survive_a_restart_and_older_stores_still_read(
 ) -> None:
     db = tmp_path / "engine.db"
     server = make_engine(time_scale=0.01, db_path=db)
-    for name, value in (
-        ("QSTASH_URL", server.url),
-        ("QSTASH_TOKEN", server.config.token),
-        ("QSTASH_CURRENT_SIGNING_KEY", server.config.current_signing_key),
-        ("QSTASH_NEXT_SIGNING_KEY", server.config.next_signing_key),
-    ):
-        monkeypatch.setenv(name, value)
+    point_sdks_at(server, monkeypatch)
     app = start_app(make_app(_events()))
     handle = EngineHandle(server)
     run_id = _trigger(handle, app, "/wf/steps", {"n": 1})
@@ -225,7 +210,7 @@ def test_log_fields_survive_a_restart_and_older_stores_still_read(
     started = time.monotonic()
     (run,) = _logs(old.url, old.config.token, workflowRunId=run_id)["runs"]
     assert time.monotonic() - started < 5
-    names = [step["stepName"] for step in _steps(run)]
+    names = [step["stepName"] for step in log_steps(run)]
     assert names == ["init", "double", "nap", "ping", "finish"]
-    assert "retries" not in _steps(run)[1]  # unknown for an old entry: left out
+    assert "retries" not in log_steps(run)[1]  # unknown for an old entry: left out
     assert RunLog.from_api(run).state == "RUN_SUCCESS"

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from lobeflow.run.model import RunLog
 
+from tests.engine.conftest import log_steps
 from tests.upstash_logs import run_problems
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
@@ -265,10 +266,7 @@ def _check_run_logs(details: dict[str, Any]) -> None:
     assert not problems, "\n".join(problems)
     assert details["paged"] == {"cursor": "1", "runs": 1}
 
-    def steps(run: dict[str, Any], kind: str | None = None) -> list[dict[str, Any]]:
-        return [s for g in run["steps"] if kind in (None, g["type"]) for s in g["steps"]]
-
-    initial, double, pause, add_one = steps(logged["sequential"])
+    initial, double, pause, add_one = log_steps(logged["sequential"])
     assert "stepId" not in initial and initial["out"] == '{"n":21}'
     assert initial["headers"]["Content-Type"] == ["application/json"]
     assert initial["headers"]["Upstash-Workflow-Sdk-Version"] == ["1"]
@@ -287,14 +285,14 @@ def _check_run_logs(details: dict[str, Any]) -> None:
     ]
     assert {s["concurrent"] for s in parallel["steps"]} == {4}
 
-    (call,) = [s for s in steps(logged["context_call"]) if s["stepType"] == "Call"]
+    (call,) = [s for s in log_steps(logged["context_call"]) if s["stepType"] == "Call"]
     assert call["callMethod"] == "POST" and call["callUrl"].endswith("/stub/echo")
     assert call["callHeaders"]["X-Stub-Token"] == ["stub-secret"]
     assert json.loads(call["callBody"]) == {"ping": "hello-stub"}
     assert call["callResponseStatus"] == 200
     assert json.loads(call["callResponseBody"]) == {"pong": "hello-stub", "method": "POST"}
 
-    (failed,) = steps(logged["failure_function"], "next")
+    (failed,) = log_steps(logged["failure_function"], "next")
     assert (failed["state"], failed["stepName"], failed["retries"]) == (
         "STEP_FAILED",
         "will-fail",
@@ -303,22 +301,22 @@ def _check_run_logs(details: dict[str, Any]) -> None:
     assert [e["status"] for e in failed["errors"]] == [500, 500]  # 1 + retries attempts
     assert logged["failure_function"]["failureFunction"]["state"] == "CALLBACK_SUCCESS"
 
-    (not_a_workflow,) = steps(logged["non_workflow_trigger"], "next")
+    (not_a_workflow,) = log_steps(logged["non_workflow_trigger"], "next")
     assert not_a_workflow["retries"] == 3 and len(not_a_workflow["errors"]) == 1
     assert not_a_workflow["errors"][0]["error"].startswith("detected a non-workflow destination")
 
-    wait = next(s for s in steps(logged["wait_notify"]) if s["stepType"] == "Wait")
+    wait = next(s for s in log_steps(logged["wait_notify"]) if s["stepType"] == "Wait")
     assert wait["waitEventId"].startswith("evt-") and wait["waitTimeout"] is False
     assert wait["waitTimeoutDuration"] == "1d" and wait["waitTimeoutDeadline"] > wait["createdAt"]
 
     # A cancelled run parked in its sleep shows that step as cancelled.
-    (stopped,) = steps(logged["cancel"], "next")
+    (stopped,) = log_steps(logged["cancel"], "next")
     assert stopped["state"] == "STEP_CANCELED" and "errors" not in stopped
 
-    (retrying,) = steps(details["retrying"], "next")
+    (retrying,) = log_steps(details["retrying"], "next")
     assert retrying["state"] == "STEP_RETRY" and retrying["stepName"] == "will-fail"
     assert retrying["nextDeliveryTime"] > retrying["errors"][0]["time"]
-    (canceled,) = steps(details["canceled"], "next")
+    (canceled,) = log_steps(details["canceled"], "next")
     assert canceled["state"] == "STEP_CANCELED" and canceled["errors"] == retrying["errors"]
     # Read by the runner and the console's parser: the same error either way.
     parsed = RunLog.from_api(details["retrying"])

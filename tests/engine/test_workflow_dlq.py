@@ -25,6 +25,7 @@ from qstash import QStash
 from upstash_workflow import AsyncWorkflowContext
 from upstash_workflow.fastapi import Serve
 
+from tests.engine.conftest import point_sdks_at
 from tests.helpers import wait_for
 
 PATH = "/wf/flaky"
@@ -307,13 +308,7 @@ def test_restart_after_the_engine_restarts(
     first = EngineServer(config, host="127.0.0.1", port=0)
     first.start()
     try:
-        for name, value in (
-            ("QSTASH_URL", first.url),
-            ("QSTASH_TOKEN", DEV_TOKEN),
-            ("QSTASH_CURRENT_SIGNING_KEY", DEV_CURRENT_SIGNING_KEY),
-            ("QSTASH_NEXT_SIGNING_KEY", DEV_NEXT_SIGNING_KEY),
-        ):
-            monkeypatch.setenv(name, value)
+        point_sdks_at(first, monkeypatch)
         state = Flaky()
         app = start_app(make_app(state))
         handle = EngineHandle(first)

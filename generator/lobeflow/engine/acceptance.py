@@ -124,6 +124,7 @@ class Acceptance:
         run_id = lower.get("upstash-workflow-runid") or None
         call_type: str | None = None
         run: Run | None = None
+        step_key: tuple[int, int] | None = None
         is_start = False
         if run_id is not None:
             call_type = lower.get("upstash-workflow-calltype") or STEP
@@ -182,11 +183,9 @@ class Acceptance:
         if run is not None and call_type in (STEP, TO_CALLBACK, FROM_CALLBACK):
             if not is_start:
                 self._run_control.append_entry(run, message, body, call_type, log_extra)
-                if call_type == STEP and (step_key := step_identity(body)) is not None:
+                if step_key is not None:
                     run.step_ids[step_key] = message.id
             message.entry_index = len(run.history) - 1
-        if run is not None:
-            run.pending.add(message.id)
         if dedup_key is not None:
             self.dedup.remember(dedup_key, message.id)
 

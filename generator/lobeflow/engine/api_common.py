@@ -132,6 +132,20 @@ def string_list(name: str, value: object) -> list[str]:
     raise ApiError(400, errors.INVALID_LIST.format(name=name))
 
 
+async def requested_ids(request: Request, name: str) -> list[str]:
+    """The ids a bulk action names: `name` in its JSON body (Python), else in its query (TS).
+
+    Raises:
+        ApiError: 400 for a body that is not an object, or whose `name` is not a string or
+            a list of strings: checked before anything is done, a wrong type is never read
+            as "no ids" (which selects everything).
+    """
+    body = await json_body(request, default={})
+    if not isinstance(body, dict):
+        raise ApiError(400, errors.INVALID_JSON)
+    return string_list(name, body.get(name)) or query_list(request, name)
+
+
 def page(request: Request, items: list[T], default_count: int) -> tuple[list[T], str]:
     """Slice `items` by the `cursor` (an offset) and `count` query parameters.
 

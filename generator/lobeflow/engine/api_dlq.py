@@ -12,12 +12,11 @@ from lobeflow.engine import errors
 from lobeflow.engine.api_common import (
     engine_of,
     in_date_range,
-    json_body,
     json_response,
     page,
     query_list,
     request_headers,
-    string_list,
+    requested_ids,
 )
 from lobeflow.engine.errors import ApiError
 
@@ -88,20 +87,11 @@ async def delete_dlq(request: Request) -> Response:
 async def delete_many(request: Request) -> Response:
     """`DELETE /v2/dlq`: body `{"dlqIds": [...]}` (Python) or query ids/filters (TS)."""
     engine = engine_of(request)
-    entries = _selected(request, await _body_ids(request))
+    entries = _selected(request, await requested_ids(request, "dlqIds"))
     for entry in entries:
         engine.delete_dlq(entry["dlqId"])
     await engine.store.commit()
     return json_response({"deleted": len(entries)})
-
-
-async def _body_ids(request: Request) -> list[str]:
-    """`dlqIds` of a JSON body (Python) or of the query (TS); checked before anything is done."""
-    body = await json_body(request, default={})
-    if not isinstance(body, dict):
-        raise ApiError(400, errors.INVALID_JSON)
-    in_body = string_list("dlqIds", body.get("dlqIds"))
-    return in_body or query_list(request, "dlqIds")
 
 
 def _overrides(request: Request) -> dict[str, str]:
@@ -116,7 +106,7 @@ def _overrides(request: Request) -> dict[str, str]:
 async def retry(request: Request) -> Response:
     """`POST /v2/dlq/retry?dlqIds=...`: publish the messages again and drop the entries."""
     engine = engine_of(request)
-    ids = await _body_ids(request)
+    ids = await requested_ids(request, "dlqIds")
     overrides = _overrides(request)
     responses = []
     for entry in _selected(request, ids):

@@ -20,7 +20,7 @@ from lobeflow.engine.api_common import (
     query_list,
     raw_destination,
     request_headers,
-    string_list,
+    requested_ids,
 )
 from lobeflow.engine.errors import ApiError
 from lobeflow.engine.http_client import redact_url
@@ -181,12 +181,7 @@ def _message_matches(request: Request, message: Message) -> bool:
 async def cancel_messages(request: Request) -> Response:
     """`DELETE /v2/messages`: body `{"messageIds": [...]}`, query ids or filters; none = all."""
     engine = engine_of(request)
-    body = await json_body(request, default={})
-    if not isinstance(body, dict):
-        raise ApiError(400, errors.INVALID_JSON)
-    # A wrong type is refused, never read as "no ids" (which would cancel every message).
-    in_body = string_list("messageIds", body.get("messageIds"))
-    ids = in_body or query_list(request, "messageIds")
+    ids = await requested_ids(request, "messageIds")
     if ids:
         targets = [engine.messages[i] for i in ids if i in engine.messages]
     else:

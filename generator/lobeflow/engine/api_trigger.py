@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from lobeflow_runtime.protocol import RUN_ID_PREFIX, SDK_FEATURE_SET
+from lobeflow_runtime.protocol import RUN_ID_PREFIX, SDK_FEATURE_SET, SDK_PROTOCOL_VERSION
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -42,7 +42,7 @@ def _run_start(destination: str, headers: dict[str, str]) -> tuple[str, str, dic
             "Upstash-Workflow-Url": url,
             "Upstash-Feature-Set": SDK_FEATURE_SET,
             # Forwarded, so the SDK sees a delivery from QStash rather than a new request.
-            "Upstash-Forward-Upstash-Workflow-Sdk-Version": "1",
+            "Upstash-Forward-Upstash-Workflow-Sdk-Version": SDK_PROTOCOL_VERSION,
         }
     )
     return url, run_id, headers

@@ -96,10 +96,8 @@ class DeadLetters:
         if run is not None:
             if message.call_type in (STEP, FROM_CALLBACK) and run.state == RUN_STARTED:
                 run.dlq_id = dlq_id
-                step_name = next(
-                    (v for n, v in outcome.headers if n.lower() == "upstash-error-step-name"), None
-                )
-                run.fail_step = failed_step(message, step_name)
+                # Its step name: the delivery's `record_attempt` kept what the attempt reported.
+                run.fail_step = failed_step(message)
                 self._run_control.end(run, RUN_FAILED)
         self._ledger.finish(message, FAILED, outcome)
 
@@ -175,12 +173,7 @@ class DeadLetters:
         """Publish the success-or-failure callback of a delivery attempt."""
         assert message.callback is not None
         payload = self._callback_body(message, outcome, base64.b64encode(message.body).decode())
-        headers = {
-            "Content-Type": "application/json",
-            **sub_publish_headers(message.headers, CALLBACK_PREFIX),
-        }
-        if not any(name.lower() == "upstash-retries" for name in headers):
-            headers["Upstash-Retries"] = str(message.max_retries)
+        headers = _callback_headers(message, CALLBACK_PREFIX)
         self._accept(message.callback, headers, json_bytes(payload), internal=True)
 
     def publish_failure_callback(
@@ -202,12 +195,7 @@ class DeadLetters:
         if run is not None:
             payload["workflowRunId"] = run.id
             payload["workflowCreatedAt"] = run.created_at
-        headers = {
-            "Content-Type": "application/json",
-            **sub_publish_headers(message.headers, FAILURE_CALLBACK_PREFIX),
-        }
-        if not any(name.lower() == "upstash-retries" for name in headers):
-            headers["Upstash-Retries"] = str(message.max_retries)
+        headers = _callback_headers(message, FAILURE_CALLBACK_PREFIX)
         failure_id, deduplicated = self._accept(
             message.failure_callback, headers, json_bytes(payload), internal=True
         )
@@ -313,3 +301,12 @@ class DeadLetters:
         )
         self.delete(dlq_id)
         return message_id
+
+
+def _callback_headers(message: Message, prefix: str) -> dict[str, str]:
+    """The publish headers of a callback of `message` (`prefix`: its family): a JSON body,
+    and the source message's retries unless the family sets its own."""
+    headers = {"Content-Type": "application/json", **sub_publish_headers(message.headers, prefix)}
+    if not any(name.lower() == "upstash-retries" for name in headers):
+        headers["Upstash-Retries"] = str(message.max_retries)
+    return headers

@@ -98,17 +98,6 @@ def parse_flow_control(value: str) -> FlowSpec | None:
     return FlowSpec(parallelism=parallelism, rate=rate, period=period)
 
 
-def format_flow_control(spec: FlowSpec) -> str:
-    """The header form of `spec`, e.g. `parallelism=2, rate=10, period=1s`."""
-    parts = []
-    if spec.parallelism is not None:
-        parts.append(f"parallelism={spec.parallelism}")
-    if spec.rate is not None:
-        parts.append(f"rate={spec.rate}")
-        parts.append(f"period={spec.period:g}s")
-    return ", ".join(parts)
-
-
 _FUNCS: dict[str, Callable[..., float]] = {
     "pow": pow,
     "sqrt": math.sqrt,

@@ -58,10 +58,7 @@ class RunControl:
         for run in runs:
             self._runs[run.id] = run
             for entry in run.history[1:]:
-                if entry.call_type == STEP:
-                    key = step_identity(base64.b64decode(entry.body))
-                    if key is not None:
-                        run.step_ids[key] = entry.message_id
+                _remember_step(run, entry)
             if run.state == RUN_STARTED:
                 self._state.active_runs += 1
 
@@ -103,10 +100,8 @@ class RunControl:
         for inherited in history_prefix:
             run.history.append(inherited)
             self._store.add_entry(run.id, len(run.history) - 1, inherited)
-            if len(run.history) > 1 and inherited.call_type == STEP:
-                key = step_identity(base64.b64decode(inherited.body))
-                if key is not None:
-                    run.step_ids[key] = inherited.message_id
+            if len(run.history) > 1:  # the first entry is the run's start, not a step
+                _remember_step(run, inherited)
         self.append_entry(run, message, message.body, STEP)
         self._store.put_run(run)
         return run
@@ -177,3 +172,11 @@ class RunControl:
                 self.end(run, RUN_CANCELED)
                 cancelled += 1
         return cancelled
+
+
+def _remember_step(run: Run, entry: HistoryEntry) -> None:
+    """Record a step entry's `(stepId, targetStep)`, so a duplicate publish of it is dropped."""
+    if entry.call_type == STEP:
+        key = step_identity(base64.b64decode(entry.body))
+        if key is not None:
+            run.step_ids[key] = entry.message_id

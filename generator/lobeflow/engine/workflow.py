@@ -15,6 +15,7 @@ from http import HTTPStatus
 from typing import Any
 
 from lobeflow.engine.durations import parse_duration
+from lobeflow.engine.headers import multi
 from lobeflow.engine.model import (
     FAILURE_CALL,
     FROM_CALLBACK,
@@ -69,13 +70,10 @@ def attempt_error(outcome: Outcome, time_ms: int) -> dict[str, Any]:
             text = str(status)
     else:
         text = outcome.error or ""
-    headers: dict[str, list[str]] = {}
-    for name, value in outcome.headers:
-        headers.setdefault(name, []).append(value)
     return {
         "error": text,
         "body": outcome.recorded_body[:ATTEMPT_BODY_CHARS].decode("utf-8", "replace"),
-        "headers": headers,
+        "headers": multi(outcome.headers),
         "status": status,
         "time": time_ms,
     }
@@ -274,11 +272,11 @@ def stopped_step(message: Message, default_delay: str) -> dict[str, Any]:
     return out
 
 
-def failed_step(message: Message, step_name: str | None) -> dict[str, Any]:
+def failed_step(message: Message) -> dict[str, Any]:
     """The delivery that failed its run, with every failed attempt (kept on the run)."""
     return {
         "messageId": message.id,
-        "stepName": step_name or message.error_step,
+        "stepName": message.error_step,
         "retries": message.max_retries,
         "retryDelay": message.retry_delay,
         "errors": list(message.attempt_errors),
