@@ -193,6 +193,34 @@ def seed(root: Path, db: Path, items: int) -> list[str]:
     return out.stdout.split()
 
 
+def round_settings(db: Path) -> dict[str, str]:
+    """The app's settings for a round on the store at `db`: Layer-3 parallelism 10, no
+    simulated work."""
+    return {
+        f"{ENV_PREFIX}_DB_PATH": str(db),
+        f"{ENV_PREFIX}_EXECUTE_PARALLELISM": "10",
+        "BENCH_WORK_MS": "0",
+        "LOG_LEVEL": "INFO",
+    }
+
+
+def trigger_items(engine_url: str, token: str, route: str, ids: list[str], name: str) -> None:
+    """One Layer-3 run per id at `route` (a full URL), through the engine's trigger API:
+    flow-control key `bench.<name>` with parallelism 10, no retries."""
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Content-Type": "application/json",
+        "Upstash-Flow-Control-Key": f"bench.{name}",
+        "Upstash-Flow-Control-Value": "parallelism=10",
+        "Upstash-Retries": "0",
+    }
+    with httpx.Client(trust_env=False, timeout=30) as client:
+        for item in ids:
+            client.post(
+                f"{engine_url}/v2/trigger/{route}", headers=headers, json={"userId": item}
+            ).raise_for_status()
+
+
 def one_round(
     name: str,
     roots: dict[str, Path],
@@ -208,13 +236,7 @@ def one_round(
     root = roots[variant.project]
     db = scratch / f"{name}-{time.monotonic_ns()}.sqlite3"
     ids = seed(root, db, items)
-    settings = {
-        f"{ENV_PREFIX}_DB_PATH": str(db),
-        f"{ENV_PREFIX}_EXECUTE_PARALLELISM": "10",
-        "BENCH_WORK_MS": "0",
-        "LOG_LEVEL": "INFO",
-        **variant.env,
-    }
+    settings = {**round_settings(db), **variant.env}
     if variant.telemetry:
         settings["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp
     extra_path = (
@@ -230,20 +252,8 @@ def one_round(
             path=extra_path,
         )
         try:
-            url = app.url + variant.path
-            headers = {
-                "Authorization": f"Bearer {env['QSTASH_TOKEN']}",
-                "Content-Type": "application/json",
-                "Upstash-Flow-Control-Key": f"bench.{name}",
-                "Upstash-Flow-Control-Value": "parallelism=10",
-                "Upstash-Retries": "0",
-            }
             before = app.cpu_s()
-            with httpx.Client(trust_env=False, timeout=30) as client:
-                for item in ids:
-                    client.post(
-                        f"{server.url}/v2/trigger/{url}", headers=headers, json={"userId": item}
-                    ).raise_for_status()
+            trigger_items(server.url, env["QSTASH_TOKEN"], app.url + variant.path, ids, name)
             server.engine.wait_until_idle(timeout)
             used = app.cpu_s() - before
             runs = server.engine.runs()

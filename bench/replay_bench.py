@@ -35,14 +35,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import redis
 import uvloop
-from app_cpu_bench import generate, seed
+from app_cpu_bench import generate, round_settings, seed, trigger_items
 from benchlib import emit, load_average, parser, spread
 from lobeflow.engine import DeliveryRecord
 from lobeflow_runtime.replay import MemoryReplayStore, RedisReplayStore, ReplayStore
-from workflow_bench import ENV_PREFIX, SPEC, App, engine_and_env
+from workflow_bench import SPEC, App, engine_and_env
 
 CONCURRENCY = 20
 STORES = ("memory", "redis")
@@ -160,32 +159,16 @@ def app_round(root: Path, scratch: Path, items: int, store: str, url: str) -> di
     """CPU per delivery of the app (and of redis-server) for `items` Layer-3 runs."""
     db = scratch / f"{store}-{time.monotonic_ns()}.sqlite3"
     ids = seed(root, db, items)
-    settings = {
-        f"{ENV_PREFIX}_DB_PATH": str(db),
-        f"{ENV_PREFIX}_EXECUTE_PARALLELISM": "10",
-        "BENCH_WORK_MS": "0",
-        "LOG_LEVEL": "INFO",
-    }
+    settings = round_settings(db)
     if store == "redis":
         settings["LOBEFLOW_REPLAY_STORE"] = url
     records: list[DeliveryRecord] = []
     with engine_and_env(records) as (server, env):
         app = App(root, {**settings, **env}, scratch / f"{store}.log")
         try:
-            headers = {
-                "Authorization": f"Bearer {env['QSTASH_TOKEN']}",
-                "Content-Type": "application/json",
-                "Upstash-Flow-Control-Key": f"bench.{store}",
-                "Upstash-Flow-Control-Value": "parallelism=10",
-                "Upstash-Retries": "0",
-            }
             route = app.url + SPEC.route_paths[2]
             app_cpu, redis_cpu = app.cpu_s(), redis_cpu_s(url)
-            with httpx.Client(trust_env=False, timeout=30) as client:
-                for item in ids:
-                    client.post(
-                        f"{server.url}/v2/trigger/{route}", headers=headers, json={"userId": item}
-                    ).raise_for_status()
+            trigger_items(server.url, env["QSTASH_TOKEN"], route, ids, store)
             server.engine.wait_until_idle(120 + items)
             app_cpu, redis_cpu = app.cpu_s() - app_cpu, redis_cpu_s(url) - redis_cpu
             done = [run for run in server.engine.runs() if run.state == "RUN_SUCCESS"]

@@ -7,10 +7,12 @@ import hashlib
 import io
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,78 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (for processes restarted on the same port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Process:
+    """A child process on 127.0.0.1:port with its output in a log file."""
+
+    def __init__(
+        self, name: str, cmd: list[str], *, cwd: Path, env: Mapping[str, str], log: Path, port: int
+    ) -> None:
+        """Describe a stopped process."""
+        self.name, self.cmd, self.cwd, self.env, self.log, self.port = (
+            name,
+            cmd,
+            cwd,
+            env,
+            log,
+            port,
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        """Its base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready: Callable[[], bool], timeout: float = 30.0) -> None:
+        """Start it (appending to its log) and wait until `ready()`."""
+        self.starts += 1
+        with self.log.open("ab") as out:
+            out.write(f"\n==== start #{self.starts} ====\n".encode())
+            out.flush()
+            self.proc = subprocess.Popen(
+                self.cmd, cwd=self.cwd, env=dict(self.env), stdout=out, stderr=subprocess.STDOUT
+            )
+        try:
+            wait_for(lambda: self._alive_or_raise() and ready(), f"{self.name} up", timeout)
+        except BaseException:
+            self.kill()
+            raise
+
+    def _alive_or_raise(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{self.output()}")
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL it: no shutdown code runs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        """SIGTERM it, SIGKILL after 10 s."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def output(self) -> str:
+        """Everything it printed so far."""
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
 @dataclass

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tomllib
@@ -30,7 +29,7 @@ import httpx
 import pytest
 from lobeflow.engine import EngineConfig, EngineServer
 
-from tests.helpers import run_cli, wait_for
+from tests.helpers import free_port, run_cli, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -144,13 +143,6 @@ def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def test_the_image_runs_a_pass_in_production(
     image: tuple[Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -162,7 +154,7 @@ def test_the_image_runs_a_pass_in_production(
     )
     engine = EngineServer(config, host="127.0.0.1", port=0)
     engine.start()
-    port = _free_port()
+    port = free_port()
     app_url = f"http://127.0.0.1:{port}"
     settings = {
         "APP_URL": app_url,

@@ -10,13 +10,14 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -33,13 +34,6 @@ def _wait_for(log: Path, pattern: str, process: subprocess.Popen[bytes]) -> str:
         assert process.poll() is None, log.read_text()
         time.sleep(0.1)
     raise AssertionError(f"{pattern!r} not printed:\n{log.read_text()}")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _shell_json(command: str, cwd: Path, env: dict[str, str]) -> dict[str, object]:
@@ -62,7 +56,7 @@ def test_the_demo_closing_advice_finds_its_runs_and_users(tmp_path: Path) -> Non
     env.pop("WELCOME_PLACEHOLDER_DB_PATH", None)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     dest = tmp_path / "demo"
-    ports = ["--port", str(_free_port()), "--app-port", str(_free_port())]
+    ports = ["--port", str(free_port()), "--app-port", str(free_port())]
     demo = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "demo.py"), "--dest", str(dest), *ports]
         + ["--items", "12", "--done", "2"],

@@ -153,6 +153,11 @@ def test_update_from_0_1_6_moves_to_the_runtime_library(tmp_path: Path) -> None:
     for dest in (untouched, edited):
         _generate(dest, repo)
         assert (dest / NEW_RUNTIME / "client.py").is_file()
+    # A second workflow in `edited`: the vendored runtime is in the baseline of both.
+    second = ["new", "agent", "--dest", str(edited), "--template", str(repo), "--defaults"]
+    assert run_cli(*second).exit_code == 0
+    git(edited, "add", "-A")
+    for dest in (untouched, edited):
         _as_if_bundled(dest)
     note = "\n# A change of the user's own.\n"
     client = edited / NEW_RUNTIME / "client.py"
@@ -187,10 +192,11 @@ def test_update_from_0_1_6_moves_to_the_runtime_library(tmp_path: Path) -> None:
     output = " ".join((result.stdout + result.stderr).split())
     assert result.exit_code == 0, output
     assert "orphan app/workflows/_runtime/client.py" in output
-    assert (
+    warning = (
         "warning: app/workflows/_runtime/client.py: edited by you, so kept; lobeflow-runtime "
-        "replaces it" in output
+        "replaces it"
     )
+    assert output.count(warning) == 1  # once, whichever workflows' baselines hold it
     assert client.read_text().endswith(note)  # kept, with the user's change
     assert not (edited / NEW_RUNTIME / "serving.py").exists()
     merged = main.read_text()

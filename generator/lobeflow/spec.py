@@ -14,7 +14,6 @@ from __future__ import annotations
 import keyword
 import re
 import sys
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -33,6 +32,7 @@ from lobeflow_runtime.protocol import (
     run_id_prefix,
 )
 
+from lobeflow._lru import Lru
 from lobeflow.errors import InvalidAnswerError, InvalidNameError, InvalidSettingError
 from lobeflow.naming import RESERVED_MODULES, Name, parse_name, pluralize
 
@@ -216,7 +216,7 @@ def schedule_error(text: str, label: str) -> str:
     """Why `text` is not a cron expression QStash takes ('' when it is one).
 
     Five fields (minute hour day-of-month month day-of-week) with an optional
-    `CRON_TZ=<zone> ` prefix, checked by the local engine's own parser (`engine.cron`), so
+    `CRON_TZ=<zone> ` prefix, checked by the local engine's own parser (`lobeflow.cron`), so
     what the project declares is what the engine and QStash accept. `label` names where the
     text came from (`--schedule`, `SCHEDULE in .../__init__.py`...).
     """
@@ -388,7 +388,7 @@ class WorkflowSpec:
         Raises:
             InvalidNameError, InvalidAnswerError: as `build`.
         """
-        known = _SPECS.get(_answers_key(answers))
+        known = _remembered(answers)
         if known is not None:
             return known
         missing = [k for k in ("entity", "entity_plural", "workflow_name") if not answers.get(k)]
@@ -670,7 +670,7 @@ def _check_collisions(spec: WorkflowSpec) -> None:
             *(f"trigger_{module}" for module in spec.modules),
             f"trigger_{verb}_{spec.entities.snake}",
         ],
-        "route": [*spec.routes, "stats", "start", "scheduled-start"],
+        "route": [*spec.routes, STATS_ROUTE, START_ROUTE, SCHEDULED_START_ROUTE],
     }
     for kind, names in groups.items():
         seen: set[str] = set()
@@ -687,8 +687,7 @@ def _check_collisions(spec: WorkflowSpec) -> None:
 # The specs built lately, by their answers: copier's validators and derived defaults ask
 # for the spec of the same answers again and again (`lobeflow.template_extension`), and a
 # spec is frozen, so the one `lobeflow new` built serves them all.
-_SPECS: OrderedDict[tuple[tuple[str, str, Any], ...], WorkflowSpec] = OrderedDict()
-_REMEMBERED = 16
+_SPECS: Lru[tuple[tuple[str, str, Any], ...], WorkflowSpec] = Lru(16)
 
 
 def _answers_key(answers: Mapping[str, Any]) -> tuple[tuple[str, str, Any], ...]:
@@ -702,9 +701,12 @@ def _answers_key(answers: Mapping[str, Any]) -> tuple[tuple[str, str, Any], ...]
     )
 
 
+def _remembered(answers: Mapping[str, Any]) -> WorkflowSpec | None:
+    try:
+        return _SPECS.get(_answers_key(answers))
+    except TypeError:  # an unhashable answer (a list in an answers file): `build` says why
+        return None
+
+
 def _remember(spec: WorkflowSpec) -> None:
-    key = _answers_key(spec.answers())
-    _SPECS[key] = spec
-    _SPECS.move_to_end(key)
-    while len(_SPECS) > _REMEMBERED:
-        _SPECS.popitem(last=False)
+    _SPECS[_answers_key(spec.answers())] = spec

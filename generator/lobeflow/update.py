@@ -113,6 +113,8 @@ def update_project(
 
     planned: dict[Path, FileUpdate] = {}
     side_files: dict[Path, bytes] = {}
+    # The vendored runtime's files, in the baseline of every workflow that shares them.
+    vendored: set[str] = set()
     for info in selected:
         spec = info.spec.replace(data or {}) if data else info.spec
         source = template or _git_source(info)
@@ -130,15 +132,16 @@ def update_project(
             planned[rel] = _plan_file(
                 root, rel, base.get(rel.as_posix()), new_files.get(rel), conflict
             )
-        vendored = migration.vendored_runtime(base, spec.app_package)
-        if vendored:
+        runtime_files = migration.vendored_runtime(base, spec.app_package)
+        if runtime_files:
             _plan_runtime_migration(root, planned, new_files, info.answers, conflict, result)
-            for path in vendored:
-                if planned[Path(path)].change is Change.ORPHAN:
-                    result.warnings.append(
-                        f"{path}: edited by you, so kept; lobeflow-runtime replaces it: carry "
-                        "your change over (docs/runtime.md), then delete it."
-                    )
+            vendored.update(runtime_files)
+    result.warnings.extend(
+        f"{path}: edited by you, so kept; lobeflow-runtime replaces it: carry your change "
+        "over (docs/runtime.md), then delete it."
+        for path in sorted(vendored)
+        if planned[Path(path)].change is Change.ORPHAN
+    )
     result.files = [planned[rel] for rel in sorted(planned)]
 
     touched = [

@@ -26,6 +26,10 @@ RETRIES = 10
 TIME_SCALE = 1e-6
 # The engine's per-attempt HTTP timeout (real seconds); the stall fault outlasts it.
 REQUEST_TIMEOUT = 1.0
+# The marks of every scenario module. Serial: a scenario's per-attempt timeout
+# (REQUEST_TIMEOUT) is real time, so a loaded machine would turn a slow but healthy delivery
+# into a fault it did not inject; `make test` runs these alone, after the parallel run.
+SCENARIO_MARKS = [pytest.mark.slow, pytest.mark.serial]
 
 _FIGURES: list[str] = []
 

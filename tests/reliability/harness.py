@@ -5,12 +5,9 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
-import signal
-import socket
 import sqlite3
-import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -20,7 +17,7 @@ import httpx
 from lobeflow.scaffold import add_workflow
 from lobeflow.spec import WorkflowSpec
 
-from tests.helpers import wait_for
+from tests.helpers import Process
 
 PACKAGE = "relapp"
 # The reference workflow (user / welcome-placeholder / generate); every name the tests use
@@ -35,6 +32,8 @@ DB_ENV = f"{ENV_PREFIX}_DB_PATH"
 ROUTES = SPEC.routes
 ROUTE_PREFIX = SPEC.route_prefix
 PYTHON = sys.executable
+# The generated app under uvicorn; host, port and options follow.
+UVICORN = [PYTHON, "-m", "uvicorn", "--factory", f"{PACKAGE}.main:create_app"]
 
 
 def generate_project(dest: Path, *, retries: int) -> Path:
@@ -90,78 +89,6 @@ def app_env(
     }
 
 
-def free_port() -> int:
-    """A port nothing listens on right now (for processes restarted on the same port)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Process:
-    """A child process on 127.0.0.1:port with its output in a log file."""
-
-    def __init__(
-        self, name: str, cmd: list[str], *, cwd: Path, env: Mapping[str, str], log: Path, port: int
-    ) -> None:
-        """Describe a stopped process."""
-        self.name, self.cmd, self.cwd, self.env, self.log, self.port = (
-            name,
-            cmd,
-            cwd,
-            env,
-            log,
-            port,
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def url(self) -> str:
-        """Its base URL."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, ready: Callable[[], bool], timeout: float = 30.0) -> None:
-        """Start it (appending to its log) and wait until `ready()`."""
-        self.starts += 1
-        with self.log.open("ab") as out:
-            out.write(f"\n==== start #{self.starts} ====\n".encode())
-            out.flush()
-            self.proc = subprocess.Popen(
-                self.cmd, cwd=self.cwd, env=dict(self.env), stdout=out, stderr=subprocess.STDOUT
-            )
-        try:
-            wait_for(lambda: self._alive_or_raise() and ready(), f"{self.name} up", timeout)
-        except BaseException:
-            self.kill()
-            raise
-
-    def _alive_or_raise(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{self.output()}")
-        return True
-
-    def kill(self) -> None:
-        """SIGKILL it: no shutdown code runs."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        """SIGTERM it, SIGKILL after 10 s."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def output(self) -> str:
-        """Everything it printed so far."""
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
 def _answers(url: str, path: str, headers: Mapping[str, str] | None = None) -> bool:
     try:
         with httpx.Client(trust_env=False, timeout=1.0) as client:
@@ -186,8 +113,7 @@ def start_engine(engine: Process, token: str) -> None:
 
 def app_process(root: Path, tmp: Path, port: int, env: Mapping[str, str]) -> Process:
     """The generated app under uvicorn as a child process."""
-    cmd = [PYTHON, "-m", "uvicorn", "--factory", f"{PACKAGE}.main:create_app"]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    cmd = [*UVICORN, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     cmd += ["--no-access-log"]
     full_env = {**os.environ, **env, "PYTHONPATH": str(root), "PYTHONUNBUFFERED": "1"}
     return Process("app", cmd, cwd=root, env=full_env, log=tmp / "app.log", port=port)

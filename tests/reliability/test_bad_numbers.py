@@ -22,13 +22,16 @@ from lobeflow.testing import AppServer, serve_app
 
 from tests.engine.conftest import Recorder, engine_client, recording_app
 from tests.engine.test_limits import BAD_HEADERS, FLOW, poison_store
-from tests.reliability.conftest import engine_config, export_engine, record_figures, run
+from tests.reliability.conftest import (
+    SCENARIO_MARKS,
+    engine_config,
+    export_engine,
+    record_figures,
+    run,
+)
 from tests.reliability.harness import ROUTE_PREFIX, Outcome, Project
 
-# Serial: a scenario's per-attempt timeout (REQUEST_TIMEOUT) is real time, so a loaded
-# machine would turn a slow but healthy delivery into a fault it did not inject; `make test`
-# runs these alone, after the parallel run.
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = SCENARIO_MARKS
 
 N_ITEMS = 30
 

@@ -13,25 +13,20 @@ import httpx
 import pytest
 from lobeflow.engine import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_TOKEN
 
-from tests.helpers import wait_for
-from tests.reliability.conftest import record_figures, run
+from tests.helpers import Process, free_port, wait_for
+from tests.reliability.conftest import SCENARIO_MARKS, record_figures, run
 from tests.reliability.harness import (
     Outcome,
-    Process,
     Project,
     app_env,
     app_process,
     attempts,
     engine_process,
-    free_port,
     start_app_process,
     start_engine,
 )
 
-# Serial: a scenario's per-attempt timeout (REQUEST_TIMEOUT) is real time, so a loaded
-# machine would turn a slow but healthy delivery into a fault it did not inject; `make test`
-# runs these alone, after the parallel run.
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = SCENARIO_MARKS
 
 N_ITEMS = 500
 # Retries wait e^(2.5n) s times this (n = 1, 2, ...): 1 ms, 15 ms, 0.18 s, 2.2 s, then
@@ -64,7 +59,6 @@ def _dlq_size(engine: Process) -> int:
     return len(messages)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("victim", ["engine", "app"])
 def test_crash_and_restart_lose_and_duplicate_nothing(
     victim: str, project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

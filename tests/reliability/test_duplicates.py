@@ -16,14 +16,17 @@ import pytest
 from lobeflow.engine import EngineServer
 from lobeflow.testing import serve_app
 
-from tests.reliability.conftest import engine_config, export_engine, record_figures, run
+from tests.reliability.conftest import (
+    SCENARIO_MARKS,
+    engine_config,
+    export_engine,
+    record_figures,
+    run,
+)
 from tests.reliability.faultproxy import FaultProxy
 from tests.reliability.harness import ROUTE_PREFIX, Outcome, Project
 
-# Serial: a scenario's per-attempt timeout (REQUEST_TIMEOUT) is real time, so a loaded
-# machine would turn a slow but healthy delivery into a fault it did not inject; `make test`
-# runs these alone, after the parallel run.
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = SCENARIO_MARKS
 
 N_ITEMS = 120  # several pages, each fanned out into chunks
 

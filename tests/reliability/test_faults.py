@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 from lobeflow.engine import DeliveryRecord, EngineServer
 
+from tests.helpers import free_port
 from tests.reliability.conftest import (
     REQUEST_TIMEOUT,
+    SCENARIO_MARKS,
     engine_config,
     export_engine,
     record_figures,
@@ -27,14 +29,10 @@ from tests.reliability.harness import (
     Project,
     app_env,
     app_process,
-    free_port,
     start_app_process,
 )
 
-# Serial: a scenario's per-attempt timeout (REQUEST_TIMEOUT) is real time, so a loaded
-# machine would turn a slow but healthy delivery into a fault it did not inject; `make test`
-# runs these alone, after the parallel run.
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = SCENARIO_MARKS
 
 N_ITEMS = 500
 FAULT_RATE = 0.2
@@ -51,7 +49,6 @@ ENGINE_ERROR_OF = {
 }
 
 
-@pytest.mark.slow
 def test_faulty_deliveries_lose_and_duplicate_nothing(
     project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -46,6 +46,14 @@ def _corrupt_answers(text: str) -> Callable[[Path], None]:
     return prepare
 
 
+def _list_answer(root: Path) -> None:
+    answers = root / ".lobeflow" / "users.yml"
+    lines = answers.read_text().splitlines(keepends=True)
+    answers.write_text(
+        "".join("page_size: [1]\n" if line.startswith("page_size:") else line for line in lines)
+    )
+
+
 def _app_module(root: Path) -> None:
     shutil.rmtree(root / "app")
     shutil.rmtree(root / ".lobeflow")
@@ -97,6 +105,12 @@ EXTRA: list[Case] = [
         ["update", "--project", "{dest}"],
         "users.yml",
         _corrupt_answers("- a\n- b\n"),
+    ),
+    Case(
+        "answer is a list",
+        ["update", "--project", "{dest}"],
+        "--page-size must be a whole number (got [1])",
+        _list_answer,
     ),
     # Issue 17: the inflected plural is validated before rendering.
     Case("plural is a keyword", ["new", "a"], "would be `as`, a Python keyword"),

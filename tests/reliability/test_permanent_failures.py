@@ -13,13 +13,10 @@ from lobeflow.engine import EngineServer
 from lobeflow.testing import AppServer
 
 from tests.helpers import run_cli
-from tests.reliability.conftest import RETRIES, record_figures, run
+from tests.reliability.conftest import RETRIES, SCENARIO_MARKS, record_figures, run
 from tests.reliability.harness import ROUTE_PREFIX, WORKFLOW, Outcome, Project
 
-# Serial: a scenario's per-attempt timeout (REQUEST_TIMEOUT) is real time, so a loaded
-# machine would turn a slow but healthy delivery into a fault it did not inject; `make test`
-# runs these alone, after the parallel run.
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = SCENARIO_MARKS
 
 N_ITEMS = 60
 

@@ -36,9 +36,10 @@ import jwt
 import pytest
 from lobeflow.engine import EngineServer
 
-from tests.helpers import wait_for
+from tests.helpers import Process, free_port, wait_for
 from tests.redis_server import RedisServer, requires_redis_server
 from tests.reliability.conftest import (
+    SCENARIO_MARKS,
     TIME_SCALE,
     engine_config,
     export_engine,
@@ -46,21 +47,16 @@ from tests.reliability.conftest import (
     run,
 )
 from tests.reliability.harness import (
-    PACKAGE,
-    PYTHON,
+    DB_ENV,
     ROUTE_PREFIX,
+    UVICORN,
     Outcome,
-    Process,
     Project,
     app_env,
     attempts,
-    free_port,
 )
 
-# Serial: a scenario's per-attempt timeout (REQUEST_TIMEOUT) is real time, so a loaded
-# machine would turn a slow but healthy delivery into a fault it did not inject; `make test`
-# runs these alone, after the parallel run.
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = SCENARIO_MARKS
 
 WORKERS = 4
 COPIES = 20
@@ -115,8 +111,7 @@ def _app(project: Project, tmp: Path, env: dict[str, str], workers: int = WORKER
     config = tmp / "logging.json"
     config.write_text(json.dumps(LOG_CONFIG), encoding="utf-8")
     port = free_port()
-    cmd = [PYTHON, "-m", "uvicorn", "--factory", f"{PACKAGE}.main:create_app"]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    cmd = [*UVICORN, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     cmd += ["--log-config", str(config)]
     full_env = {
         **os.environ,
@@ -225,7 +220,6 @@ def _engine(monkeypatch: pytest.MonkeyPatch, time_scale: float) -> Iterator[Engi
 
 
 @requires_redis_server
-@pytest.mark.slow
 def test_a_delivery_replayed_to_four_workers_is_accepted_once(
     project: Project,
     redis_server: RedisServer,
@@ -259,7 +253,6 @@ def test_a_delivery_replayed_to_four_workers_is_accepted_once(
     )
 
 
-@pytest.mark.slow
 def test_without_a_shared_store_each_worker_accepts_a_replay_once(
     project: Project, store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -287,7 +280,6 @@ def test_without_a_shared_store_each_worker_accepts_a_replay_once(
 
 
 @requires_redis_server
-@pytest.mark.slow
 def test_redis_stopped_mid_pass_loses_and_duplicates_nothing(
     project: Project,
     redis_server: RedisServer,
@@ -377,12 +369,11 @@ def _production_env(project: Project, tmp: Path, settings: dict[str, str]) -> di
         "QSTASH_CURRENT_SIGNING_KEY": "sig_current_0123456789abcdefghij",
         "QSTASH_NEXT_SIGNING_KEY": "sig_next_0123456789abcdefghijklm",
         "APP_URL": "https://example.com",
-        "WELCOME_PLACEHOLDER_DB_PATH": str(tmp / "store.sqlite3"),
+        DB_ENV: str(tmp / "store.sqlite3"),
         **settings,
     }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("workers", "settings"),
     [(["--workers", "2"], {}), ([], {"WEB_CONCURRENCY": "2"})],
@@ -391,8 +382,7 @@ def _production_env(project: Project, tmp: Path, settings: dict[str, str]) -> di
 def test_production_refuses_several_workers_without_a_shared_store(
     project: Project, tmp_path: Path, workers: list[str], settings: dict[str, str]
 ) -> None:
-    cmd = [PYTHON, "-m", "uvicorn", "--factory", f"{PACKAGE}.main:create_app"]
-    cmd += ["--host", "127.0.0.1", "--port", "0", *workers]
+    cmd = [*UVICORN, "--host", "127.0.0.1", "--port", "0", *workers]
     proc = subprocess.run(
         cmd,
         cwd=project.root,
@@ -410,7 +400,6 @@ def test_production_refuses_several_workers_without_a_shared_store(
     assert STARTED not in proc.stderr
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("store", "warning"),
     [
@@ -423,8 +412,7 @@ def test_production_starts_several_workers_with_a_shared_or_chosen_store(
 ) -> None:
     env = _production_env(project, tmp_path, {"LOBEFLOW_REPLAY_STORE": store})
     port = free_port()
-    cmd = [PYTHON, "-m", "uvicorn", "--factory", f"{PACKAGE}.main:create_app"]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    cmd = [*UVICORN, "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
     app = Process("app", cmd, cwd=project.root, env=env, log=tmp_path / "app.log", port=port)
     try:
         _start(app, workers=2)

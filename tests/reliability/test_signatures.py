@@ -16,13 +16,16 @@ from lobeflow.engine import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, Engin
 from lobeflow.engine.signing import sign
 from lobeflow.testing import AppServer, serve_app
 
-from tests.reliability.conftest import engine_config, export_engine, record_figures, run
-from tests.reliability.harness import PACKAGE, PYTHON, ROUTE_PREFIX, ROUTES, Project
+from tests.reliability.conftest import (
+    SCENARIO_MARKS,
+    engine_config,
+    export_engine,
+    record_figures,
+    run,
+)
+from tests.reliability.harness import ROUTE_PREFIX, ROUTES, UVICORN, Project
 
-# Serial: a scenario's per-attempt timeout (REQUEST_TIMEOUT) is real time, so a loaded
-# machine would turn a slow but healthy delivery into a fault it did not inject; `make test`
-# runs these alone, after the parallel run.
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = SCENARIO_MARKS
 
 LOGIC_FUNCTIONS = (
     "count_eligible",
@@ -231,7 +234,7 @@ def test_a_replayed_signed_request_starts_one_pass(
 
 
 def _start_app(env: dict[str, str], root: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [PYTHON, "-m", "uvicorn", "--factory", f"{PACKAGE}.main:create_app", "--port", "0"]
+    cmd = [*UVICORN, "--port", "0"]
     return subprocess.run(
         cmd, cwd=root, env=env, capture_output=True, text=True, timeout=60, check=False
     )
