@@ -11,6 +11,8 @@ from lobeflow.run import QStashClient
 from lobeflow.run.model import RunLog
 from lobeflow.run.runner import _UrlRuns
 
+from tests.run.conftest import park_run
+
 URL = "http://127.0.0.1:9/wf"  # never delivered: every run is parked for a day
 
 
@@ -37,20 +39,7 @@ def engine() -> Iterator[EngineServer]:
 
 def _park(engine: EngineServer, run_id: str) -> None:
     """Open a workflow run whose start is delayed a day: it stays `RUN_STARTED`."""
-    response = httpx.post(
-        f"{engine.url}/v2/publish/{URL}",
-        content=b"{}",
-        headers={
-            "Authorization": f"Bearer {engine.config.token}",
-            "Content-Type": "application/json",
-            "Upstash-Workflow-Init": "true",
-            "Upstash-Workflow-RunId": run_id,
-            "Upstash-Workflow-Url": URL,
-            "Upstash-Delay": "1d",
-        },
-        trust_env=False,
-    )
-    assert response.status_code == 201, response.text
+    park_run(engine, URL, run_id)
 
 
 def _cancel(engine: EngineServer, run_id: str) -> None:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lobeflow.commands.options import find_target
 from lobeflow.run.dlq import DlqEntry, Rerun
 from lobeflow.run.model import (
     COMPLETED_WITH_FAILURES,
@@ -26,7 +25,7 @@ from lobeflow.run.model import (
     Statistics,
     Summary,
 )
-from lobeflow.run.runner import Runner
+from lobeflow.run.runner import Runner, find_target
 from lobeflow.terminal import plain, printable
 from rich.console import Console
 

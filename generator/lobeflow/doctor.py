@@ -29,6 +29,7 @@ from lobeflow_runtime.protocol import (
     DEV_TOKEN,
     HEALTH_PATH,
     PROBE_PATH,
+    UPSTASH_QSTASH_URL,
 )
 
 from lobeflow.errors import InvalidSettingError, LobeflowError
@@ -125,7 +126,7 @@ def resolve(environ: Mapping[str, str]) -> tuple[Settings | None, list[Check]]:
     settings = Settings(
         environ=merged,
         production=production,
-        qstash_url=(_value(merged, "QSTASH_URL") or "https://qstash.upstash.io").rstrip("/"),
+        qstash_url=(_value(merged, "QSTASH_URL") or UPSTASH_QSTASH_URL).rstrip("/"),
         qstash_token=_value(merged, "QSTASH_TOKEN"),
         app_url=_value(merged, "APP_URL").rstrip("/"),
         signing_keys=(

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import json
 import os
-import socket
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import typer
 from lobeflow.apps import AppProcess, AppSpec
+from lobeflow.commands.recovery import dlq_app, retry
 from lobeflow.commands.run import run, runs_app
+from lobeflow.console.app import EngineConsole
 from lobeflow.engine import EngineConfig, EngineServer
 from lobeflow.project import list_workflows
 from lobeflow.run import AppClient, QStashClient, Runner, WorkflowTarget
@@ -50,15 +55,22 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return dest
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[EngineServer]:
-    """A local engine on an ephemeral port for the module."""
-    server = EngineServer(EngineConfig(time_scale=TIME_SCALE), host="127.0.0.1", port=0)
+@contextmanager
+def _serving(**options: Any) -> Iterator[EngineServer]:
+    """A local engine on an ephemeral port (at TIME_SCALE), stopped afterwards."""
+    server = EngineServer(EngineConfig(time_scale=TIME_SCALE), host="127.0.0.1", port=0, **options)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[EngineServer]:
+    """A local engine on an ephemeral port for the module."""
+    with _serving() as server:
+        yield server
 
 
 @pytest.fixture
@@ -66,12 +78,51 @@ def own_engine() -> Iterator[EngineServer]:
     """An engine of the test's own: the project's runs on it are this test's only (the
     module's engine also holds other tests' runs, at other app URLs, which the workflow's
     listings include)."""
-    server = EngineServer(EngineConfig(time_scale=TIME_SCALE), host="127.0.0.1", port=0)
-    server.start()
-    try:
+    with _serving() as server:
         yield server
-    finally:
-        server.stop()
+
+
+@pytest.fixture
+def console_engine(project: Path) -> Iterator[tuple[EngineServer, EngineConsole]]:
+    """An engine with the console mounted, as `lobeflow dev` serves it (the console shows
+    the `project` of the test's module)."""
+    console = EngineConsole(project=project, app_url="http://127.0.0.1:1")
+    with _serving(extra_routes=console.routes) as server:
+        yield server, console
+
+
+def park_run(engine: EngineServer, url: str, run_id: str) -> None:
+    """Open the workflow run `run_id` at `url`, its start delayed a day: it stays
+    `RUN_STARTED` (nothing is delivered)."""
+    response = httpx.post(
+        f"{engine.url}/v2/publish/{url}",
+        content=b"{}",
+        headers={
+            "Authorization": f"Bearer {engine.config.token}",
+            "Content-Type": "application/json",
+            "Upstash-Workflow-Init": "true",
+            "Upstash-Workflow-RunId": run_id,
+            "Upstash-Workflow-Url": url,
+            "Upstash-Delay": "1d",
+        },
+        trust_env=False,
+    )
+    assert response.status_code == 201, response.text
+
+
+def wait_for_output(path: Path, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+    """The first match of `pattern` in the file `path` (a process's output), once printed.
+
+    Raises:
+        AssertionError: Not printed within `timeout` seconds (with what was).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(pattern, path.read_text(errors="replace"))
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"{pattern!r} not printed in {timeout}s:\n{path.read_text()}")
 
 
 @dataclass
@@ -194,23 +245,25 @@ def start_shop(
             app.stop()
 
 
-def free_tcp_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def cli() -> Callable[..., Result]:
-    """Invoke `run` / `runs` as the `lobeflow` CLI registers them; returns the click result."""
+    """Invoke `run`, `runs`, `retry` and `dlq` as the `lobeflow` CLI registers them; returns
+    the click result."""
     app = typer.Typer()
     app.command()(run)
+    app.command()(retry)
     app.add_typer(runs_app, name="runs")
+    app.add_typer(dlq_app, name="dlq")
     runner = CliRunner()
 
     def invoke(*args: str) -> Result:
         return runner.invoke(app, list(args))
 
     return invoke
+
+
+def json_of(result: Result) -> dict[str, Any]:
+    """The JSON object a command printed (`--json`); it ended with an exit code at most."""
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data

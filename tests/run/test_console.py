@@ -14,7 +14,7 @@ import sys
 import time
 import tracemalloc
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,10 @@ from lobeflow.console.service import (
     ConsoleService,
     ConsoleSettings,
 )
-from lobeflow.engine import EngineConfig, EngineServer
+from lobeflow.engine import EngineServer
 
 from tests.helpers import run_cli
-from tests.run.conftest import TIME_SCALE, WORKFLOW, Shop
+from tests.run.conftest import WORKFLOW, Shop, park_run
 from tests.run.test_recovery import Files, project  # noqa: F401  (the module's project)
 
 pytestmark = pytest.mark.slow
@@ -38,20 +38,6 @@ pytestmark = pytest.mark.slow
 StartShop = Callable[..., Shop]
 CHROMIUM = os.environ.get("LOBEFLOW_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = os.environ.get("LOBEFLOW_CONSOLE_SCREENSHOTS", "")
-
-
-@pytest.fixture
-def console_engine(project: Path) -> Iterator[tuple[EngineServer, EngineConsole]]:  # noqa: F811
-    """An engine with the console mounted, as `lobeflow dev` serves it."""
-    console = EngineConsole(project=project, app_url="http://127.0.0.1:1")
-    server = EngineServer(
-        EngineConfig(time_scale=TIME_SCALE), host="127.0.0.1", port=0, extra_routes=console.routes
-    )
-    server.start()
-    try:
-        yield server, console
-    finally:
-        server.stop()
 
 
 def _csrf(page: str) -> str:
@@ -106,21 +92,7 @@ def test_actions_refuse_cross_site_requests_and_the_token_stays_on_the_server(
 
 def _park_pass(server: EngineServer, app_url: str, run_id: str) -> None:
     """A Layer-1 run of the workflow whose start waits a day: a pass that stays running."""
-    url = f"{app_url}/api/workflows/{WORKFLOW}/process-users"
-    response = httpx.post(
-        f"{server.url}/v2/publish/{url}",
-        content=b"{}",
-        headers={
-            "Authorization": f"Bearer {server.config.token}",
-            "Content-Type": "application/json",
-            "Upstash-Workflow-Init": "true",
-            "Upstash-Workflow-RunId": run_id,
-            "Upstash-Workflow-Url": url,
-            "Upstash-Delay": "1d",
-        },
-        trust_env=False,
-    )
-    assert response.status_code == 201, response.text
+    park_run(server, f"{app_url}/api/workflows/{WORKFLOW}/process-users", run_id)
 
 
 def _spelling(name: str, number: int) -> str:

@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,21 +14,11 @@ import pytest
 from lobeflow.apps import find_app
 from lobeflow.errors import LobeflowError
 
-from tests.run.conftest import WORKFLOW
+from tests.run.conftest import WORKFLOW, wait_for_output
 
 pytestmark = pytest.mark.slow
 
 _DEV = [sys.executable, "-c", "from lobeflow.commands.main import main; main()", "dev"]
-
-
-def _wait_for(path: Path, pattern: str, timeout: float = 60.0) -> re.Match[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = re.search(pattern, path.read_text(errors="replace"))
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"{pattern!r} not printed in {timeout}s:\n{path.read_text()}")
 
 
 def test_dev_serves_the_project_app_with_the_engine(project: Path, tmp_path: Path) -> None:
@@ -45,9 +34,9 @@ def test_dev_serves_the_project_app_with_the_engine(project: Path, tmp_path: Pat
             stderr=subprocess.STDOUT,
         )
     try:
-        app_url = _wait_for(log, r"export APP_URL=(http://127\.0\.0\.1:\d+)").group(1)
-        engine_url = _wait_for(log, r"lobeflow engine running at (http://\S+)").group(1)
-        _wait_for(log, rf"run it +lobeflow run {WORKFLOW}")
+        app_url = wait_for_output(log, r"export APP_URL=(http://127\.0\.0\.1:\d+)").group(1)
+        engine_url = wait_for_output(log, r"lobeflow engine running at (http://\S+)").group(1)
+        wait_for_output(log, rf"run it +lobeflow run {WORKFLOW}")
         stats = httpx.get(f"{app_url}/api/workflows/{WORKFLOW}/stats", timeout=10)
         assert stats.status_code == 200 and stats.json()["toProcess"] == 0
         printed = log.read_text()
@@ -61,7 +50,7 @@ def test_dev_serves_the_project_app_with_the_engine(project: Path, tmp_path: Pat
         live = httpx.get(f"{engine_url}/v2/liveness", timeout=10)
         assert live.status_code in (200, 401)
         # The console on the engine's port, pointed at the app dev started.
-        _wait_for(log, rf"console +{engine_url}/console")
+        wait_for_output(log, rf"console +{engine_url}/console")
         overview = httpx.get(f"{engine_url}/console/api/overview", timeout=10).json()
         assert overview["appUrl"] == app_url and overview["localEngine"] is True
         assert [workflow["name"] for workflow in overview["workflows"]] == [WORKFLOW]
@@ -128,8 +117,8 @@ def _run_dev_briefly(*args: str, cwd: Path, log: Path) -> str:
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_for(log, r"lobeflow engine running at")
-        _wait_for(log, r"  state in ")
+        wait_for_output(log, r"lobeflow engine running at")
+        wait_for_output(log, r"  state in ")
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0, log.read_text()
@@ -152,7 +141,7 @@ def test_dev_keeps_its_state_in_the_project_unless_told_otherwise(
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_for(tmp_path / "first.log", r"  state in ")
+        wait_for_output(tmp_path / "first.log", r"  state in ")
         second = subprocess.run(
             [*_DEV, "--port", "0", "--no-app", "--quiet"],
             cwd=project / "app",
@@ -219,7 +208,7 @@ def test_dev_beyond_loopback_needs_allowed_names_and_guards_its_console(
             [*base, "--host", "127.0.0.1"], cwd=project, env=env, stdout=out, stderr=out
         )
     try:
-        console = _wait_for(log, r"console +(http://127\.0\.0\.1:(\d+)/console/\?key=\S+)")
+        console = wait_for_output(log, r"console +(http://127\.0\.0\.1:(\d+)/console/\?key=\S+)")
         assert "warning: listening on 127.0.0.1, reachable from the network as dev.lan" in (
             log.read_text()
         )

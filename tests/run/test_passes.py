@@ -8,48 +8,25 @@ run-id scheme, so passes started while the app had another URL still belong to i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 from urllib.parse import quote
 
 import pytest
-import typer
-from lobeflow.commands.recovery import dlq_app, retry
-from lobeflow.commands.run import run, runs_app
 from lobeflow.console.service import ConsoleService, ConsoleSettings
 from lobeflow.engine import EngineServer
 from lobeflow.run.client import QStashClient
 from lobeflow.run.model import COMPLETED, COMPLETED_WITH_FAILURES, RUN_CANCELED, RUN_FAILED
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from tests.helpers import wait_for
-from tests.run.conftest import WORKFLOW, Shop
+from tests.run.conftest import WORKFLOW, Shop, json_of
 
 pytestmark = pytest.mark.slow
 
 StartShop = Callable[..., Shop]
 Cli = Callable[..., Result]
 EXECUTE_KEY = f"{WORKFLOW}.execute"
-
-
-@pytest.fixture
-def cli() -> Iterator[Cli]:
-    """`run`, `runs`, `retry` and `dlq` as the `lobeflow` CLI registers them."""
-    app = typer.Typer()
-    app.command()(run)
-    app.command()(retry)
-    app.add_typer(runs_app, name="runs")
-    app.add_typer(dlq_app, name="dlq")
-    runner = CliRunner()
-    yield lambda *args: runner.invoke(app, list(args))
-
-
-def _json(result: Result) -> dict[str, Any]:
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    data: dict[str, Any] = json.loads(result.stdout)
-    return data
 
 
 def _qstash(shop: Shop) -> QStashClient:
@@ -140,7 +117,7 @@ def test_counts_dlq_listing_and_retry_of_one_pass_leave_an_overlapping_pass_alon
             "dlq", "list", "--workflow", WORKFLOW, "--pass", pass_id, "--json", *shop.cli_args()
         )
         assert result.exit_code == 0, result.output
-        return {entry["workflowRunId"] for entry in _json(result)["entries"]}
+        return {entry["workflowRunId"] for entry in json_of(result)["entries"]}
 
     failed = {
         pass_id: {run_id for run_id, state in truth[pass_id].items() if state == RUN_FAILED}
@@ -159,7 +136,7 @@ def test_counts_dlq_listing_and_retry_of_one_pass_leave_an_overlapping_pass_alon
 
     # Retrying the first pass retries its failures only; the second keeps its DLQ entries.
     result = cli("retry", WORKFLOW, "--pass", first, "--json", *shop.cli_args())
-    retried = _json(result)
+    retried = json_of(result)
     assert retried["retried"] == 2
     assert {rerun["previousRunId"] for rerun in retried["runs"]} == failed[first]
     assert listed(second) == failed[second]
@@ -174,7 +151,7 @@ def test_cancelling_one_pass_leaves_overlapping_passes_running(
     shop.seed(6)
     with _paused(shop):
         first, second, third = _overlapping_passes(shop, 3, items=6)
-        by_cli = _json(cli("run", WORKFLOW, "--cancel", first, "--json", *shop.cli_args()))
+        by_cli = json_of(cli("run", WORKFLOW, "--cancel", first, "--json", *shop.cli_args()))
         assert by_cli["cancelled"] == 6
         console = ConsoleService(
             ConsoleSettings(shop.engine.url, shop.engine.config.token, shop.app.url, shop.project)
@@ -202,12 +179,12 @@ def test_passes_run_while_the_app_had_another_url_are_still_the_workflows(
 ) -> None:
     before = start_shop(qstash=own_engine)
     before.seed(3)
-    old = _json(cli("run", WORKFLOW, "--json", *before.cli_args()))
+    old = json_of(cli("run", WORKFLOW, "--json", *before.cli_args()))
     old_url = before.app.url
     before.app.stop()
     shop = start_shop(qstash=own_engine, store=before.env["WELCOME_PLACEHOLDER_DB_PATH"])
     assert shop.app.url != old_url  # another port: as after `lobeflow dev --app-port ...`
-    new = _json(cli("run", WORKFLOW, "--force", "--json", *shop.cli_args()))
+    new = json_of(cli("run", WORKFLOW, "--force", "--json", *shop.cli_args()))
 
     # The console lists both passes, newest first, each with the app URL it ran against.
     console = ConsoleService(
@@ -227,14 +204,14 @@ def test_passes_run_while_the_app_had_another_url_are_still_the_workflows(
     assert detail["tree"]["counts"]["processed"] == 3
 
     # `lobeflow runs`, `run --watch` and `retry` agree.
-    listed = _json(cli("runs", WORKFLOW, "--limit", "50", "--json", *shop.cli_args()))["runs"]
+    listed = json_of(cli("runs", WORKFLOW, "--limit", "50", "--json", *shop.cli_args()))["runs"]
     roots = [row["runId"] for row in listed if row["layer"] == "process"]
     assert roots == [new["runId"], old["runId"]]
     assert sum(row["url"].startswith(old_url + "/") for row in listed) == 1 + 1 + 3
     short = old["runId"][-12:]
-    watched = _json(cli("run", WORKFLOW, "--watch", short, "--json", *shop.cli_args()))
+    watched = json_of(cli("run", WORKFLOW, "--watch", short, "--json", *shop.cli_args()))
     assert (watched["runId"], watched["processed"]) == (old["runId"], 3)
-    nothing = _json(cli("retry", WORKFLOW, "--pass", short, "--json", *shop.cli_args()))
+    nothing = json_of(cli("retry", WORKFLOW, "--pass", short, "--json", *shop.cli_args()))
     assert (nothing["passRunId"], nothing["retried"]) == (old["runId"], 0)
-    shown = _json(cli("runs", "show", short, "--json", *shop.cli_args()))
+    shown = json_of(cli("runs", "show", short, "--json", *shop.cli_args()))
     assert (shown["workflow"], shown["layer"]) == (WORKFLOW, "process")

@@ -7,23 +7,18 @@ every execution of `load` (first step) and `process` (second step) is counted in
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-import typer
-from lobeflow.commands.recovery import dlq_app, retry
-from lobeflow.commands.run import run
 from lobeflow.engine import EngineServer
 from lobeflow.run.dlq import DlqFilter, list_entries
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from tests.helpers import run_cli
-from tests.run.conftest import WORKFLOW, Shop
+from tests.run.conftest import WORKFLOW, Shop, json_of
 
 pytestmark = pytest.mark.slow
 
@@ -117,22 +112,6 @@ class Files:
         return Counter(line.split()[1] for line in lines if line.split()[0] == kind)
 
 
-@pytest.fixture
-def cli() -> Iterator[Cli]:
-    """`run`, `retry` and `dlq` as the `lobeflow` CLI registers them."""
-    app = typer.Typer()
-    app.command()(run)
-    app.command()(retry)
-    app.add_typer(dlq_app, name="dlq")
-    runner = CliRunner()
-    yield lambda *args: runner.invoke(app, list(args))
-
-
-def _json(result: Result) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(result.stdout)
-    return data
-
-
 def _seeded(start_shop: StartShop, count: int) -> tuple[list[str], str]:
     """Seed `count` users through a store-only app; returns the ids and the store path."""
     seeding = start_shop()
@@ -159,7 +138,7 @@ def test_retry_resumes_failed_items_from_their_failed_step(
 
     first = cli("run", WORKFLOW, "--json", *shop.cli_args())
     assert first.exit_code == 1, first.output
-    summary = _json(first)
+    summary = json_of(first)
     assert (summary["processed"], summary["failed"]) == (295, 5)
     assert {error["item"] for error in summary["errors"]} == set(bad)
     entries = list_entries(shop.runner().qstash, DlqFilter(workflow_urls=shop.target.urls))
@@ -168,7 +147,7 @@ def test_retry_resumes_failed_items_from_their_failed_step(
     files.bug.write_text("")  # the bug is fixed
     result = cli("retry", WORKFLOW, "--json", *shop.cli_args())
     assert result.exit_code == 0, result.output
-    retried = _json(result)
+    retried = json_of(result)
     assert list(retried) == RETRY_KEYS
     assert retried["passRunId"] == summary["runId"]
     assert (retried["mode"], retried["outcome"], retried["retried"]) == ("resume", "completed", 5)
@@ -185,7 +164,7 @@ def test_retry_resumes_failed_items_from_their_failed_step(
     assert set(files.executions("fail")) == set(bad)
 
     # The pass, watched again, counts the resumed runs in place of the failed ones.
-    watched = _json(cli("run", WORKFLOW, "--watch", summary["runId"], "--json", *shop.cli_args()))
+    watched = json_of(cli("run", WORKFLOW, "--watch", summary["runId"], "--json", *shop.cli_args()))
     assert (watched["outcome"], watched["processed"], watched["failed"]) == ("completed", 300, 0)
     assert not list_entries(shop.runner().qstash, DlqFilter(workflow_urls=shop.target.urls))
 
@@ -206,7 +185,7 @@ def test_retry_restart_runs_the_failed_items_from_the_start(
     files.bug.write_text("")
     result = cli("retry", WORKFLOW, "--restart", "--item", ids[5], "--json", *shop.cli_args())
     assert result.exit_code == 0, result.output
-    assert (_json(result)["mode"], _json(result)["processed"]) == ("restart", 1)
+    assert (json_of(result)["mode"], json_of(result)["processed"]) == ("restart", 1)
     assert files.executions("load")[ids[5]] == 2, "a restart runs the first step again"
     assert shop.store("SELECT COUNT(*), MAX(attempts) FROM results") == [(30, 1)]
 
@@ -229,7 +208,7 @@ def test_retry_while_the_pass_runs_then_after_it_ended(
         # The bug is not fixed yet: the resumed runs fail again.
         result = cli("retry", WORKFLOW, "--pass", pass_id, "--json", *shop.cli_args())
         assert result.exit_code == 1, result.output
-        again = _json(result)
+        again = json_of(result)
         assert again["running"] is True
         assert (again["retried"], again["failed"], again["outcome"]) == (
             2,
@@ -247,7 +226,7 @@ def test_retry_while_the_pass_runs_then_after_it_ended(
         # The retried runs failed and are retried in turn, not the original ones.
         result = cli("retry", WORKFLOW, "--pass", pass_id, "--json", *shop.cli_args())
         assert result.exit_code == 0, result.output
-        assert _json(result)["retried"] == 2
+        assert json_of(result)["retried"] == 2
         final = runner.progress(pass_id)
         assert (final.processed, final.failed) == (40, 0)
     finally:
@@ -269,7 +248,7 @@ def test_retry_errors_are_one_clear_line(
     assert result.exit_code == 1
     assert "No pass of welcome-placeholder found" in str(result.exception)
 
-    summary = _json(cli("run", WORKFLOW, "--json", *shop.cli_args()))
+    summary = json_of(cli("run", WORKFLOW, "--json", *shop.cli_args()))
     unknown = cli("retry", WORKFLOW, "--pass", "wfr_nope", *shop.cli_args())
     assert unknown.exit_code == 1
     assert "knows no run 'wfr_nope'" in str(unknown.exception)
@@ -283,7 +262,7 @@ def test_retry_errors_are_one_clear_line(
     assert "did not fail (success); nothing to retry" in str(result.exception)
 
     # The DLQ entry deleted, the run cannot be resumed: said so, nothing retried.
-    listed = _json(cli("dlq", "--workflow", WORKFLOW, "--json", *shop.cli_args()))
+    listed = json_of(cli("dlq", "--workflow", WORKFLOW, "--json", *shop.cli_args()))
     assert listed["total"] == 1
     (entry,) = listed["entries"]
     assert entry["workflowRunId"] == summary["errors"][0]["runId"]
@@ -303,7 +282,7 @@ def test_retry_errors_are_one_clear_line(
     assert "have no DLQ entry (deleted, or retried already)" in str(result.exception)
     assert "nothing was retried" in str(result.exception)
     empty = cli("dlq", "list", "--json", *_connection(shop))
-    assert _json(empty)["total"] == 0
+    assert json_of(empty)["total"] == 0
 
 
 def test_dlq_filters_and_retry_by_id(start_shop: StartShop, cli: Cli, tmp_path: Path) -> None:
@@ -311,14 +290,14 @@ def test_dlq_filters_and_retry_by_id(start_shop: StartShop, cli: Cli, tmp_path: 
     files = Files(tmp_path / "files")
     files.bug.write_text("\n".join(ids[:2]))
     shop = start_shop(store=store, extra_env=files.env())
-    summary = _json(cli("run", WORKFLOW, "--json", *shop.cli_args()))
+    summary = json_of(cli("run", WORKFLOW, "--json", *shop.cli_args()))
     assert summary["failed"] == 2
     args = ["--workflow", WORKFLOW, "--json", *shop.cli_args()]
 
     def total(*filters: str) -> int:
         result = cli("dlq", "list", *filters, *args)
         assert result.exit_code == 0, result.output
-        return int(_json(result)["total"])
+        return int(json_of(result)["total"])
 
     assert total() == 2
     assert total("--pass", summary["runId"]) == 2
@@ -330,14 +309,14 @@ def test_dlq_filters_and_retry_by_id(start_shop: StartShop, cli: Cli, tmp_path: 
     assert bad_since.exit_code == 1
     assert "--since 'yesterday'" in str(bad_since.exception)
 
-    listed = _json(cli("dlq", "list", *args))
+    listed = json_of(cli("dlq", "list", *args))
     table = cli("dlq", *_connection(shop))
     assert table.exit_code == 0, table.output
     for entry in listed["entries"]:
         assert entry["dlqId"] in table.stdout
 
     files.bug.write_text("")
-    listed = _json(cli("dlq", "list", "--error", ids[1], *args))
+    listed = json_of(cli("dlq", "list", "--error", ids[1], *args))
     (entry,) = listed["entries"]
     retried = cli("dlq", "retry", entry["dlqId"], *_connection(shop))
     assert retried.exit_code == 0, retried.output

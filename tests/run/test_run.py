@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+from lobeflow.apps import free_port
 from lobeflow.commands.options import EXIT_INTERRUPTED
 from lobeflow.engine import EngineConfig, EngineServer
 from lobeflow.run import Progress, RunError
@@ -22,7 +21,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from typer.testing import Result
 
-from tests.run.conftest import WORKFLOW, Shop, free_tcp_port
+from tests.run.conftest import WORKFLOW, Shop, json_of
 
 pytestmark = pytest.mark.slow
 
@@ -66,12 +65,6 @@ RUN_ROW_KEYS = [
 STEP_KEYS = ["stepId", "name", "type", "state", "createdAt", "out"]
 
 
-def _json(result: Result) -> dict[str, Any]:
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    data: dict[str, Any] = json.loads(result.stdout)
-    return data
-
-
 def _layer3_states(shop: Shop) -> dict[str, int]:
     url = shop.target.urls[2]
     states: dict[str, int] = {}
@@ -85,14 +78,14 @@ def test_dry_run_numbers_equal_what_the_real_run_processes(start_shop: StartShop
     # Two pages, a fan-out on the full one, and a part already done.
     ids = shop.seed(70, done=12)
 
-    dry = _json(cli("run", WORKFLOW, "--dry-run", "--json", *shop.cli_args()))
+    dry = json_of(cli("run", WORKFLOW, "--dry-run", "--json", *shop.cli_args()))
     assert list(dry) == DRY_RUN_KEYS
     assert dry["statistics"] == {"totalEligible": 70, "toProcess": 58, "alreadyProcessed": 12}
     assert _layer3_states(shop) == {}, "a dry run starts nothing"
 
     result = cli("run", WORKFLOW, "--json", *shop.cli_args())
     assert result.exit_code == 0, result.output
-    summary = _json(result)
+    summary = json_of(result)
     assert list(summary) == RUN_KEYS
     assert summary["outcome"] == COMPLETED
     assert summary["statistics"] == dry["statistics"]
@@ -102,9 +95,9 @@ def test_dry_run_numbers_equal_what_the_real_run_processes(start_shop: StartShop
     assert processed == set(ids[12:])
     assert _layer3_states(shop) == {"RUN_SUCCESS": 58}
 
-    again = _json(cli("run", WORKFLOW, "--dry-run", "--json", *shop.cli_args()))
+    again = json_of(cli("run", WORKFLOW, "--dry-run", "--json", *shop.cli_args()))
     assert again["statistics"]["toProcess"] == 0
-    forced = _json(cli("run", WORKFLOW, "--dry-run", "--force", "--json", *shop.cli_args()))
+    forced = json_of(cli("run", WORKFLOW, "--dry-run", "--force", "--json", *shop.cli_args()))
     assert forced["force"] is True
     assert forced["statistics"]["toProcess"] == 70
 
@@ -126,11 +119,11 @@ def test_dry_run_and_start_send_the_operations_token(
             assert expected in str(refused.exception)
     assert _layer3_states(shop) == {} and shop.engine.engine.runs(url_prefix=shop.app.url) == []
     monkeypatch.setenv("LOBEFLOW_STATS_TOKEN", "s3cret")
-    dry = _json(cli("run", WORKFLOW, "--dry-run", "--json", *shop.cli_args()))
+    dry = json_of(cli("run", WORKFLOW, "--dry-run", "--json", *shop.cli_args()))
     assert dry["statistics"]["totalEligible"] == 3
     started = cli("run", WORKFLOW, "--json", *shop.cli_args())
     assert started.exit_code == 0, started.output
-    assert _json(started)["processed"] == 3
+    assert json_of(started)["processed"] == 3
 
 
 def test_start_goes_through_the_apps_start_route(start_shop: StartShop) -> None:
@@ -162,7 +155,7 @@ def test_start_errors_name_their_cause(start_shop: StartShop, cli: Cli) -> None:
     try:
         args = shop.cli_args()
         args[args.index("--app-url") + 1] = old_app.url
-        dry = _json(cli("run", WORKFLOW, "--dry-run", "--json", *args))
+        dry = json_of(cli("run", WORKFLOW, "--dry-run", "--json", *args))
         assert dry["statistics"] == counts
         missing = cli("run", WORKFLOW, *args)
     finally:
@@ -223,7 +216,7 @@ def test_failures_are_counted_once_and_match_the_engine_counters(
     # The CLI's JSON says the same, and a failed pass exits 1.
     result = cli("run", WORKFLOW, "--watch", run_id, "--json", *shop.cli_args())
     assert result.exit_code == 1
-    again = _json(result)
+    again = json_of(result)
     assert [again[key] for key in ("processed", "failed", "skipped", "messages")] == [
         37,
         3,
@@ -238,21 +231,21 @@ def test_second_pass_processes_nothing_and_force_processes_everything(
 ) -> None:
     shop = start_shop()
     shop.seed(8)
-    assert _json(cli("run", WORKFLOW, "--json", *shop.cli_args()))["processed"] == 8
+    assert json_of(cli("run", WORKFLOW, "--json", *shop.cli_args()))["processed"] == 8
 
-    empty = _json(cli("run", WORKFLOW, "--json", *shop.cli_args()))
+    empty = json_of(cli("run", WORKFLOW, "--json", *shop.cli_args()))
     assert empty["outcome"] == COMPLETED
     assert empty["statistics"]["toProcess"] == 0
     assert (empty["started"], empty["processed"]) == (0, 0)
 
-    forced = _json(cli("run", WORKFLOW, "--force", "--json", *shop.cli_args()))
+    forced = json_of(cli("run", WORKFLOW, "--force", "--json", *shop.cli_args()))
     assert forced["force"] is True
     assert (forced["processed"], forced["failed"]) == (8, 0)
     attempts = shop.store("SELECT attempts FROM results")
     assert attempts == [(2,)] * 8
 
     # Cancelling a pass that has ended cancels nothing.
-    cancel = _json(cli("run", WORKFLOW, "--cancel", forced["runId"], "--json", *shop.cli_args()))
+    cancel = json_of(cli("run", WORKFLOW, "--cancel", forced["runId"], "--json", *shop.cli_args()))
     assert cancel == {
         "schemaVersion": 1,
         "workflow": WORKFLOW,
@@ -320,9 +313,9 @@ def test_runs_lists_recent_runs_and_shows_one(
 ) -> None:
     shop = start_shop(qstash=own_engine)
     shop.seed(3)
-    summary = _json(cli("run", WORKFLOW, "--json", *shop.cli_args()))
+    summary = json_of(cli("run", WORKFLOW, "--json", *shop.cli_args()))
 
-    listing = _json(cli("runs", WORKFLOW, "--limit", "50", "--json", *shop.cli_args()))
+    listing = json_of(cli("runs", WORKFLOW, "--limit", "50", "--json", *shop.cli_args()))
     assert list(listing) == ["schemaVersion", "runs"]
     rows = listing["runs"]
     assert all(list(row) == RUN_ROW_KEYS for row in rows)
@@ -335,11 +328,11 @@ def test_runs_lists_recent_runs_and_shows_one(
     root = next(row for row in rows if row["layer"] == "process")
     assert root["runId"] == summary["runId"]
 
-    failed = _json(cli("runs", "--state", "failed", "--json", *shop.cli_args()))
+    failed = json_of(cli("runs", "--state", "failed", "--json", *shop.cli_args()))
     assert failed["runs"] == []
 
     item = next(row for row in rows if row["layer"] == "execute")
-    shown = _json(cli("runs", "show", item["runId"], "--json", *shop.cli_args()))
+    shown = json_of(cli("runs", "show", item["runId"], "--json", *shop.cli_args()))
     assert shown["runId"] == item["runId"] and shown["layer"] == "execute"
     steps = shown["stepLogs"]
     assert all(list(step) == STEP_KEYS for step in steps)
@@ -364,7 +357,7 @@ def test_unknown_workflow_lists_the_known_ones(start_shop: StartShop, cli: Cli) 
 
 
 def test_no_engine_or_app_reachable_is_a_clear_error(project: Path, cli: Cli) -> None:
-    closed = f"http://127.0.0.1:{free_tcp_port()}"
+    closed = f"http://127.0.0.1:{free_port('127.0.0.1')}"
     common = ["--project", str(project), "--app-url", closed, "--qstash-url", closed]
     for args in (["run", WORKFLOW], ["runs"], ["runs", "show", "wfr_x"]):
         result = cli(*args, *common)
@@ -413,8 +406,8 @@ def test_runs_table_fits_80_columns_and_shows_what_each_run_works_on(
         fail_ids=(ids[3],), store=seeding.env["WELCOME_PLACEHOLDER_DB_PATH"], qstash=own_engine
     )
     forced = cli("run", WORKFLOW, "--force", "--json", *shop.cli_args())
-    assert forced.exit_code == 1 and _json(forced)["failed"] == 1
-    rows = _json(cli("runs", "--limit", "50", "--json", *shop.cli_args()))["runs"]
+    assert forced.exit_code == 1 and json_of(forced)["failed"] == 1
+    rows = json_of(cli("runs", "--limit", "50", "--json", *shop.cli_args()))["runs"]
     assert len(rows) == 1 + 3 + 25  # Layer 1; first page, two chunks; one run per item
 
     monkeypatch.setenv("COLUMNS", "80")
@@ -453,7 +446,7 @@ def test_runs_table_fits_80_columns_and_shows_what_each_run_works_on(
     # `runs show` takes the shortened id, or a unique prefix; an ambiguous one is refused.
     for given in (root["runId"][-SHORT_RUN_ID:], root["runId"][:-20]):
         result = cli("runs", "show", given, "--json", *shop.cli_args())
-        assert _json(result)["runId"] == root["runId"]
+        assert json_of(result)["runId"] == root["runId"]
     ambiguous = cli("runs", "show", f"wfr_{WORKFLOW}-", *shop.cli_args())
     assert isinstance(ambiguous.exception, RunError)
     assert "matches 29 runs" in str(ambiguous.exception)

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from lobeflow.run.client import QStashClient
 from lobeflow.run.schedules import schedule_id, sync
 
 from tests.helpers import run_cli
-from tests.run.conftest import TIME_SCALE, WORKFLOW, Shop
+from tests.run.conftest import WORKFLOW, Shop, wait_for_output
 from tests.run.test_console import CHROMIUM, _chromium, _shot
 
 pytestmark = pytest.mark.slow
@@ -36,16 +35,6 @@ _LOBEFLOW = [sys.executable, "-c", "from lobeflow.commands.main import main; mai
 EVERY_MINUTE = "* * * * *"
 NEVER_SOON = "0 0 1 1 *"
 SID = schedule_id("shop", WORKFLOW)
-
-
-def _wait_for(path: Path, pattern: str, timeout: float = 60.0) -> re.Match[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = re.search(pattern, path.read_text(errors="replace"))
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"{pattern!r} not printed in {timeout}s:\n{path.read_text()}")
 
 
 def _lobeflow(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -101,9 +90,9 @@ def test_a_generated_schedule_runs_its_pass_under_lobeflow_dev(
             stderr=subprocess.STDOUT,
         )
     try:
-        engine_url = _wait_for(log, r"lobeflow engine running at (http://\S+)").group(1)
-        app_url = _wait_for(log, r"export APP_URL=(http://127\.0\.0\.1:\d+)").group(1)
-        _wait_for(log, rf"schedule  {WORKFLOW}: '\* \* \* \* \*' \(created\)")
+        engine_url = wait_for_output(log, r"lobeflow engine running at (http://\S+)").group(1)
+        app_url = wait_for_output(log, r"export APP_URL=(http://127\.0\.0\.1:\d+)").group(1)
+        wait_for_output(log, rf"schedule  {WORKFLOW}: '\* \* \* \* \*' \(created\)")
         cli_env = {**env, "QSTASH_URL": engine_url, "APP_URL": app_url}
         token = {"Authorization": f"Bearer {EngineConfig().token}"}
 
@@ -173,28 +162,14 @@ def test_dev_without_schedules_syncs_none(scheduled_project: Path, tmp_path: Pat
             stderr=subprocess.STDOUT,
         )
     try:
-        engine_url = _wait_for(log, r"lobeflow engine running at (http://\S+)").group(1)
-        _wait_for(log, rf"run it +lobeflow run {WORKFLOW}")
+        engine_url = wait_for_output(log, r"lobeflow engine running at (http://\S+)").group(1)
+        wait_for_output(log, rf"run it +lobeflow run {WORKFLOW}")
         token = {"Authorization": f"Bearer {EngineConfig().token}"}
         assert httpx.get(f"{engine_url}/v2/schedules", headers=token, timeout=10).json() == []
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0
     assert "schedule  " not in log.read_text()
-
-
-@pytest.fixture
-def console_engine(project: Path) -> Iterator[tuple[EngineServer, EngineConsole]]:
-    """An engine with the console mounted, as `lobeflow dev` serves it."""
-    console = EngineConsole(project=project, app_url="http://127.0.0.1:1")
-    server = EngineServer(
-        EngineConfig(time_scale=TIME_SCALE), host="127.0.0.1", port=0, extra_routes=console.routes
-    )
-    server.start()
-    try:
-        yield server, console
-    finally:
-        server.stop()
 
 
 def _api(server: EngineServer, method: str, path: str) -> Any:

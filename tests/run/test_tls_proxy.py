@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from lobeflow.apps import free_port
 from lobeflow.doctor import run_doctor
 from lobeflow.engine import EngineConfig, EngineServer
 from lobeflow.project import list_workflows
@@ -56,13 +57,6 @@ http {{
     }}
 }}
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +125,7 @@ def behind_tls(
     monkeypatch.setenv("SSL_CERT_FILE", str(certificates / "ca.pem"))
 
     def start(trust_forwarded: bool) -> Shop:
-        port = _free_port()
+        port = free_port("127.0.0.1")
         public = f"https://localhost:{port}"
         # uvicorn trusts X-Forwarded-* from 127.0.0.1 (FORWARDED_ALLOW_IPS) by default.
         args = ("--proxy-headers",) if trust_forwarded else ("--no-proxy-headers",)

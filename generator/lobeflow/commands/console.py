@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from lobeflow_runtime.protocol import DEV_TOKEN
+from lobeflow_runtime.protocol import DEV_TOKEN, LOCAL_HOST
 
 from lobeflow.commands.options import (
     DEFAULT_APP_URL,
@@ -22,7 +22,7 @@ from lobeflow.commands.options import (
 
 def console(
     *,
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = LOCAL_HOST,
     allow_host: AllowHostOpt = None,
     port: Annotated[int, typer.Option(help="Port to listen on (0 = any free port).")] = 8090,
     project: ProjectOpt = Path("."),

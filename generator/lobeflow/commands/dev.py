@@ -18,6 +18,7 @@ from types import FrameType
 from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
+from lobeflow_runtime.protocol import APP_PORT, ENGINE_PORT, LOCAL_HOST
 
 from lobeflow.commands.options import AllowHostOpt
 from lobeflow.engine.config import (
@@ -90,20 +91,25 @@ def lock_state(db_path: Path) -> IO[bytes] | None:
     return handle
 
 
+def _sdk_env(url: str, config: EngineConfig) -> dict[str, str]:
+    """The variables the SDKs read, for the engine at `url`: what the app is started with."""
+    return {
+        "QSTASH_URL": url,
+        "QSTASH_TOKEN": config.token,
+        "QSTASH_CURRENT_SIGNING_KEY": config.current_signing_key,
+        "QSTASH_NEXT_SIGNING_KEY": config.next_signing_key,
+    }
+
+
 def env_lines(url: str, config: EngineConfig) -> list[str]:
-    """`export` lines for the variables the SDKs read."""
-    return [
-        f"export QSTASH_URL={url}",
-        f"export QSTASH_TOKEN={config.token}",
-        f"export QSTASH_CURRENT_SIGNING_KEY={config.current_signing_key}",
-        f"export QSTASH_NEXT_SIGNING_KEY={config.next_signing_key}",
-    ]
+    """`export` lines for the variables the SDKs read (`_sdk_env`)."""
+    return [f"export {name}={value}" for name, value in _sdk_env(url, config).items()]
 
 
 def dev(
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = LOCAL_HOST,
     allow_host: AllowHostOpt = None,
-    port: Annotated[int, typer.Option(help="Port to listen on (0 = any free port).")] = 8080,
+    port: Annotated[int, typer.Option(help="Port to listen on (0 = any free port).")] = ENGINE_PORT,
     db: Annotated[
         Path | None,
         typer.Option(
@@ -149,7 +155,7 @@ def dev(
     no_app: Annotated[bool, typer.Option("--no-app", help="Run the engine only.")] = False,
     app_port: Annotated[
         int, typer.Option(help="Port of the app (0 = any free port); APP_URL points at it.")
-    ] = 8000,
+    ] = APP_PORT,
     reload: Annotated[
         bool, typer.Option("--reload/--no-reload", help="Restart the app when its code changes.")
     ] = True,
@@ -205,7 +211,7 @@ def dev(
     app_process: AppProcess | None = None
     if spec is not None:
         app_process = AppProcess(
-            spec, host=host, port=app_port, env=_env(server.url, config), reload=reload
+            spec, host=host, port=app_port, env=_sdk_env(server.url, config), reload=reload
         )
         try:
             app_process.start()
@@ -279,15 +285,6 @@ def sync_schedules(qstash_url: str, token: str, app_process: AppProcess) -> list
     if lines:
         lines.append("  schedules fire on the engine's clock (`lobeflow schedules list`)")
     return lines
-
-
-def _env(url: str, config: EngineConfig) -> dict[str, str]:
-    return {
-        "QSTASH_URL": url,
-        "QSTASH_TOKEN": config.token,
-        "QSTASH_CURRENT_SIGNING_KEY": config.current_signing_key,
-        "QSTASH_NEXT_SIGNING_KEY": config.next_signing_key,
-    }
 
 
 def _app_lines(app_process: AppProcess, reload: bool) -> list[str]:

@@ -10,15 +10,14 @@ from typing import Annotated
 
 import typer
 
+from lobeflow.commands.options import ProjectOpt
 from lobeflow.terminal import printable
 
 _MARK = {True: ("ok", "green"), False: ("FAIL", "red")}
 
 
 def doctor(
-    project: Annotated[
-        Path, typer.Option("--project", "-p", help="A directory inside the project.")
-    ] = Path("."),
+    project: ProjectOpt = Path("."),
     env_file: Annotated[
         Path | None,
         typer.Option(

@@ -1,6 +1,6 @@
-"""What the `run`, `runs`, `retry` and `dlq` commands share (and `dev` and `console`,
-the Host allow-list): their typer options and arguments (declared once, as `Annotated`
-aliases), defaults and output helpers."""
+"""What the commands share: their typer options and arguments (declared once, as
+`Annotated` aliases), the checks of what they are given before any request, defaults and
+output helpers."""
 
 from __future__ import annotations
 
@@ -9,20 +9,15 @@ import math
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
-
-from lobeflow.project import find_project_root, list_workflows
-from lobeflow.run.model import RunError
-from lobeflow.terminal import printable
-
-if TYPE_CHECKING:
-    from lobeflow.run.runner import WorkflowTarget
-
 from lobeflow_runtime.protocol import DEFAULT_APP_URL as DEFAULT_APP_URL
 from lobeflow_runtime.protocol import DEFAULT_QSTASH_URL as DEFAULT_QSTASH_URL
+from typer.core import TyperGroup
+
+from lobeflow.run.model import RunError
+from lobeflow.terminal import printable
 
 # Exit status after Ctrl-C, as shells report SIGINT.
 EXIT_INTERRUPTED = 130
@@ -147,23 +142,6 @@ def check_dlq_ids(values: Iterable[str], where: str) -> list[str]:
     are refused too.
     """
     return [_check_id(value, "DLQ id", where, in_path=True) for value in values]
-
-
-def project_targets(project: Path, app_url: str) -> list[WorkflowTarget]:
-    """Every workflow of the project around `project`, served at `app_url`."""
-    from lobeflow.run.runner import WorkflowTarget
-
-    root = find_project_root(project)
-    return [WorkflowTarget.from_workflow(info, app_url) for info in list_workflows(root)]
-
-
-def find_target(project: Path, app_url: str, workflow: str) -> WorkflowTarget:
-    """The project's workflow called `workflow`, served at `app_url`."""
-    from lobeflow.run.runner import WorkflowTarget, find_workflow
-
-    root = find_project_root(project)
-    info = find_workflow(list_workflows(root), workflow)
-    return WorkflowTarget.from_workflow(info, app_url)
 
 
 def print_json(payload: Any) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from lobeflow_runtime.protocol import MAX_PARALLELISM
 
+from lobeflow.commands.options import ProjectOpt
 from lobeflow.errors import LobeflowError
 from lobeflow.spec import DEFAULT_FLOW_CONTROL as _FLOW
 from lobeflow.spec import DEFAULTS, MAX_PAGE_SIZE, MAX_RETRIES
@@ -189,9 +190,7 @@ def update(
         list[str] | None, typer.Argument(help="Workflows to update (default: all).")
     ] = None,
     *,
-    project: Annotated[Path, Opt("--project", "-p", help="A directory inside the project.")] = Path(
-        "."
-    ),
+    project: ProjectOpt = Path("."),
     pretend: Annotated[
         bool, Opt("--pretend", help="Show what would change; write nothing.")
     ] = False,
@@ -247,9 +246,7 @@ def update(
 
 
 def list_command(
-    project: Annotated[Path, Opt("--project", "-p", help="A directory inside the project.")] = Path(
-        "."
-    ),
+    project: ProjectOpt = Path("."),
 ) -> None:
     """List the project's workflows: routes, template version, edits."""
     from rich.table import Table

@@ -28,9 +28,7 @@ from lobeflow.commands.options import (
     check_run_id,
     check_watch_times,
     consoles,
-    find_target,
     print_json,
-    project_targets,
 )
 from lobeflow.project import ProjectError
 from lobeflow.run.model import COMPLETED, INTERRUPTED, JSON_SCHEMA_VERSION, RunError
@@ -71,7 +69,7 @@ def retry(
     from lobeflow.run.recovery import RESTART, RESUME, plan_retry, watch_reruns
     from lobeflow.run.recovery import retry as start_retry
     from lobeflow.run.recovery_view import retry_summary_view
-    from lobeflow.run.runner import Runner
+    from lobeflow.run.runner import Runner, find_target
 
     if pass_id is not None:
         check_run_id(pass_id, "--pass")
@@ -170,7 +168,7 @@ def _filter(
     from lobeflow.run.client import AppClient
     from lobeflow.run.dlq import DlqFilter, parse_since
     from lobeflow.run.recovery import pass_dlq_filter
-    from lobeflow.run.runner import Runner
+    from lobeflow.run.runner import Runner, find_target
 
     where = DlqFilter()
     if workflow or pass_id:
@@ -255,7 +253,7 @@ def list_command(
 
 def _workflow_names(project: Path, app_url: str, entries: list[DlqEntry]) -> dict[str, str]:
     """URL -> workflow name for the entries of the project's workflows (at any app URL)."""
-    from lobeflow.run.runner import workflow_of
+    from lobeflow.run.runner import project_targets, workflow_of
 
     try:
         targets = project_targets(project, app_url)
@@ -270,12 +268,6 @@ def _workflow_names(project: Path, app_url: str, entries: list[DlqEntry]) -> dic
     return names
 
 
-def _entries(qstash: QStashClient, ids: list[str]) -> list[DlqEntry]:
-    from lobeflow.run.dlq import get_entry
-
-    return [get_entry(qstash, dlq_id) for dlq_id in dict.fromkeys(ids)]
-
-
 @dlq_app.command("show")
 def show_command(
     dlq_id: Annotated[str, typer.Argument(help="The DLQ entry id.")],
@@ -286,12 +278,13 @@ def show_command(
 ) -> None:
     """One DLQ entry: the message, its last answer and failure-callback state."""
     from lobeflow.run.client import QStashClient
+    from lobeflow.run.dlq import get_entry
     from lobeflow.run.recovery_view import dlq_entry_view
 
     check_dlq_ids([dlq_id], "dlq show")
     qstash = QStashClient(qstash_url, token)
     try:
-        (entry,) = _entries(qstash, [dlq_id])
+        entry = get_entry(qstash, dlq_id)
     finally:
         qstash.close()
     if json_output:
@@ -315,12 +308,12 @@ def retry_command(
 ) -> None:
     """Retry entries: workflow runs resumed from their failed step, messages re-published."""
     from lobeflow.run.client import QStashClient
-    from lobeflow.run.dlq import RESTART, RESUME, retry_entries
+    from lobeflow.run.dlq import RESTART, RESUME, get_entries, retry_entries
 
     check_dlq_ids(dlq_ids, "dlq retry")
     qstash = QStashClient(qstash_url, token)
     try:
-        entries = _entries(qstash, dlq_ids)
+        entries = get_entries(qstash, dlq_ids)
         reruns = retry_entries(qstash, entries, mode=RESTART if restart else RESUME)
     finally:
         qstash.close()
@@ -354,12 +347,12 @@ def delete_command(
 ) -> None:
     """Delete entries (their runs stay failed; nothing is retried)."""
     from lobeflow.run.client import QStashClient
-    from lobeflow.run.dlq import delete_entries
+    from lobeflow.run.dlq import delete_entries, get_entries
 
     check_dlq_ids(dlq_ids, "dlq delete")
     qstash = QStashClient(qstash_url, token)
     try:
-        deleted = delete_entries(qstash, _entries(qstash, dlq_ids))
+        deleted = delete_entries(qstash, get_entries(qstash, dlq_ids))
     finally:
         qstash.close()
     if json_output:

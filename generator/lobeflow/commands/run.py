@@ -26,9 +26,7 @@ from lobeflow.commands.options import (
     check_run_id,
     check_watch_times,
     consoles,
-    find_target,
     print_json,
-    project_targets,
 )
 from lobeflow.project import ProjectError
 from lobeflow.run.model import (
@@ -83,7 +81,7 @@ def run(
         statistics_table,
         summary_view,
     )
-    from lobeflow.run.runner import Runner
+    from lobeflow.run.runner import Runner, find_target
 
     # Before anything is asked or started: `--watch ""` used to start a new pass.
     if watch is not None:
@@ -197,7 +195,7 @@ def list_command(
     """Recent runs of the project's workflows: layer, item, state, steps, duration, errors."""
     from lobeflow.run.client import QStashClient
     from lobeflow.run.progress import runs_table
-    from lobeflow.run.runner import list_runs
+    from lobeflow.run.runner import find_target, list_runs, project_targets
 
     wanted_state = _state_filter(state)
     if limit < 1:
@@ -238,7 +236,7 @@ def show_command(
     """The steps of one run, with their outputs and errors."""
     from lobeflow.run.client import QStashClient
     from lobeflow.run.progress import run_view
-    from lobeflow.run.runner import show_run
+    from lobeflow.run.runner import project_targets, show_run
 
     check_run_id(run_id, "runs show")  # `runs show ""` used to show the newest run
     try:

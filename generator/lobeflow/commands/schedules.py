@@ -32,7 +32,7 @@ from lobeflow.terminal import plain
 if TYPE_CHECKING:
     from lobeflow.run.client import QStashClient
     from lobeflow.run.runner import Runner
-    from lobeflow.run.schedules import Change, ScheduleRow, SyncPlan
+    from lobeflow.run.schedules import Change, RunnerFor, ScheduleRow, SyncPlan
 
 schedules_app = typer.Typer(
     cls=ListByDefault,
@@ -52,7 +52,7 @@ def _qstash(qstash_url: str, token: str) -> Iterator[QStashClient]:
         client.close()
 
 
-def runners_for(qstash: QStashClient, root: Path, app_url: str) -> Any:  # a `schedules.RunnerFor`
+def runners_for(qstash: QStashClient, root: Path, app_url: str) -> RunnerFor:
     """Runners of the project's workflows that share `qstash` (closed after use)."""
     from lobeflow.project import list_workflows
     from lobeflow.run.client import AppClient

@@ -2,8 +2,9 @@
 
 Pass accounting is `Runner.progress` / `Runner.pass_runs` (shared with `lobeflow run` and
 `runs`); failure actions are `run.recovery` and `run.dlq` (shared with `lobeflow retry` and
-`dlq`); schedules are `run.schedules` (shared with `lobeflow schedules`). This module only arranges their results for the page: the fan-out tree with counts
-per node, paginated item lists, run timelines.
+`dlq`); schedules are `run.schedules` (shared with `lobeflow schedules`). This module only
+arranges their results for the page: the fan-out tree with counts per node, paginated item
+lists, run timelines.
 """
 
 from __future__ import annotations
@@ -26,10 +27,9 @@ from lobeflow.run.client import AppClient, QStashClient
 from lobeflow.run.dlq import (
     RESTART,
     RESUME,
-    DlqEntry,
     DlqFilter,
     delete_entries,
-    get_entry,
+    get_entries,
     list_entries,
     retry_entries,
 )
@@ -50,8 +50,10 @@ from lobeflow.run.runner import (
     PassRuns,
     Runner,
     WorkflowTarget,
-    find_workflow,
+    find_target,
+    project_targets,
     show_run,
+    workflow_key,
     workflow_of,
 )
 from lobeflow.run.schedules import schedule_rows, set_paused
@@ -275,18 +277,14 @@ class ConsoleService:
         if self.settings.project is None:
             return []
         try:
-            root = find_project_root(self.settings.project)
-            infos = list_workflows(root)
+            return project_targets(self.settings.project, self.settings.app_url)
         except ProjectError:
             return []
-        return [WorkflowTarget.from_workflow(info, self.settings.app_url) for info in infos]
 
     def _target(self, workflow: str) -> WorkflowTarget:
         if self.settings.project is None:
             raise RunError("The console was started outside a project: no workflows.")
-        root = find_project_root(self.settings.project)
-        info = find_workflow(list_workflows(root), workflow)
-        return WorkflowTarget.from_workflow(info, self.settings.app_url)
+        return find_target(self.settings.project, self.settings.app_url, workflow)
 
     def _qstash(self) -> QStashClient:
         return QStashClient(self.settings.qstash_url, self.settings.token)
@@ -307,7 +305,7 @@ class ConsoleService:
         """The workflow's long-lived runner, for one caller at a time."""
         # Keyed as `find_workflow` matches names, and made for known workflows only: the
         # page's spellings of a name cannot multiply runners.
-        key = (workflow.strip().replace("_", "-").lower(), self.settings.app_url)
+        key = (workflow_key(workflow), self.settings.app_url)
         with self._lock:
             entry = self._runners.get(key)
         if entry is None:
@@ -608,7 +606,7 @@ class ConsoleService:
             raise RunError("No DLQ entry selected.")
         qstash = self._qstash()
         try:
-            entries: list[DlqEntry] = [get_entry(qstash, dlq_id) for dlq_id in dlq_ids]
+            entries = get_entries(qstash, dlq_ids)
             if action == "delete":
                 return {"deleted": delete_entries(qstash, entries)}
             mode = RESTART if action == "restart" else RESUME

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
+from lobeflow_runtime.settings import Env
 
 from lobeflow.run.model import RunError, RunLog, RunLogPage, Statistics
 
@@ -24,9 +25,9 @@ LOGS_PAGE_SIZE = 100
 CHANGES_PAGE_SIZE = 1_000
 # Bounds one listing, so a runaway listing cannot loop forever.
 MAX_LOG_PAGES = 1_000
-# The bearer token of the app's operations routes, statistics and pass start (the
-# generated app reads it too).
-STATS_TOKEN_ENV = "LOBEFLOW_STATS_TOKEN"
+# The bearer token of the app's operations routes, statistics and pass start: the variable
+# the app reads it from (lobeflow_runtime's settings).
+STATS_TOKEN_ENV = Env.OPERATIONS_TOKEN.value
 
 
 def _hint(url: str, what: str) -> str:

@@ -249,6 +249,15 @@ def get_entry(qstash: QStashClient, dlq_id: str) -> DlqEntry:
     return DlqEntry.from_api(data)
 
 
+def get_entries(qstash: QStashClient, dlq_ids: Iterable[str]) -> list[DlqEntry]:
+    """The entries of `dlq_ids`, each once, in the order given (`get_entry`).
+
+    Raises:
+        RunError: One is gone (deleted, or already retried), or QStash unreachable.
+    """
+    return [get_entry(qstash, dlq_id) for dlq_id in dict.fromkeys(dlq_ids)]
+
+
 def run_entries(entries: Iterable[DlqEntry]) -> dict[str, DlqEntry]:
     """The DLQ entry of each failed workflow run, by run id.
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from lobeflow_runtime import protocol
+
 from lobeflow.errors import LobeflowError
 
 JSON_SCHEMA_VERSION = 1
@@ -22,10 +24,10 @@ RUN_CANCELED = "RUN_CANCELED"
 RUN_STATES = (RUN_STARTED, RUN_SUCCESS, RUN_FAILED, RUN_CANCELED)
 
 # The three layers, named as in the answers files (`process_*`, `paginate_*`, `execute_*`).
-LAYERS = ("process", "paginate", "execute")
+LAYERS = protocol.LAYERS
 # In the run id of a pass a schedule started, `wfr_<workflow>-process-scheduled-<message>`
-# (lobeflow_runtime.schedules names it; lobeflow does not import the runtime).
-SCHEDULED_MARKER = "-process-scheduled-"
+# (`lobeflow_runtime.schedules` names it so).
+SCHEDULED_MARKER = f"-{LAYERS[0]}-{protocol.SCHEDULED_RUN}-"
 
 
 class RunError(LobeflowError):

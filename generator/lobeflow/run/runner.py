@@ -24,11 +24,12 @@ import json
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from lobeflow_runtime import protocol
 
 from lobeflow._lru import Lru
-from lobeflow.project import WorkflowInfo
+from lobeflow.project import WorkflowInfo, find_project_root, list_workflows
 from lobeflow.run.client import AppClient, QStashClient, now_ms
 from lobeflow.run.history import RunHistory, base_of
 from lobeflow.run.model import (
@@ -133,6 +134,11 @@ def app_urls(target: WorkflowTarget, qstash: QStashClient, history: RunHistory) 
     return [target.base, *(base for base in found if base != target.base)]
 
 
+def workflow_key(name: str) -> str:
+    """`name` as a workflow is named (kebab case, lower case): what `find_workflow` matches."""
+    return name.strip().replace("_", "-").lower()
+
+
 def find_workflow(workflows: Iterable[WorkflowInfo], name: str) -> WorkflowInfo:
     """The workflow called `name` (kebab or snake case).
 
@@ -140,12 +146,33 @@ def find_workflow(workflows: Iterable[WorkflowInfo], name: str) -> WorkflowInfo:
         RunError: No such workflow; the message lists the known ones.
     """
     known = list(workflows)
-    wanted = name.strip().replace("_", "-").lower()
+    wanted = workflow_key(name)
     for info in known:
         if info.name == wanted:
             return info
     names = ", ".join(info.name for info in known) or "none"
     raise RunError(f"Unknown workflow {name!r}. Workflows of this project: {names}.")
+
+
+def project_targets(project: Path, app_url: str) -> list[WorkflowTarget]:
+    """Every workflow of the project around `project`, served at `app_url`.
+
+    Raises:
+        ProjectError: `project` is not inside a lobeflow project, or its answers are corrupt.
+    """
+    root = find_project_root(project)
+    return [WorkflowTarget.from_workflow(info, app_url) for info in list_workflows(root)]
+
+
+def find_target(project: Path, app_url: str, workflow: str) -> WorkflowTarget:
+    """The workflow called `workflow` of the project around `project`, served at `app_url`.
+
+    Raises:
+        ProjectError: `project` is not inside a lobeflow project.
+        RunError: The project has no such workflow.
+    """
+    root = find_project_root(project)
+    return WorkflowTarget.from_workflow(find_workflow(list_workflows(root), workflow), app_url)
 
 
 # Runs created this long before the newest one seen are listed again on a refresh, in case

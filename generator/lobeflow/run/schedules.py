@@ -36,6 +36,7 @@ from lobeflow.errors import InvalidSettingError
 from lobeflow.project import WorkflowInfo, list_workflows
 from lobeflow.run.client import QStashClient
 from lobeflow.run.model import SCHEDULED_MARKER, Progress, RunError, RunLog
+from lobeflow.run.runner import Runner, find_workflow
 from lobeflow.spec import schedule_error
 
 # The constant a workflow's `__init__.py` declares its schedule in.
@@ -470,8 +471,6 @@ def _lobeflow_schedule(qstash: QStashClient, root: Path, workflow: str) -> LiveS
     Raises:
         RunError: Unknown workflow, or QStash has no such schedule.
     """
-    from lobeflow.run.runner import find_workflow
-
     info = find_workflow(list_workflows(root), workflow)
     sid = schedule_id(project_key(root), info.name)
     for schedule in list_live(qstash):
@@ -588,12 +587,12 @@ def utc_time(ms: int) -> str:
 
 
 # Given a workflow's name, a runner for it, for as long as the context lasts.
-RunnerFor = Callable[[str], AbstractContextManager[Any]]
+RunnerFor = Callable[[str], AbstractContextManager[Runner]]
 
 
-def last_scheduled_pass(runner: Any, *, scan: int = LAST_PASS_SCAN) -> LastPass | None:
+def last_scheduled_pass(runner: Runner, *, scan: int = LAST_PASS_SCAN) -> LastPass | None:
     """The newest of the workflow's latest `scan` passes that a schedule started (its run id
-    carries `-process-scheduled-`), with its progress; `runner` is a `Runner`.
+    carries `-process-scheduled-`), with its progress.
 
     Raises:
         RunError: QStash is unreachable.
