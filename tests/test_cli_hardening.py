@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lobeflow.commands.options import MAX_ID_CHARS
+from lobeflow.run.ids import MAX_ID_CHARS
 
 from tests.fake_qstash import WORKFLOW, FakeQStash, fake_qstash, make_project
 from tests.helpers import CliResult, run_cli

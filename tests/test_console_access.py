@@ -97,6 +97,32 @@ def test_an_action_needs_the_session_cookie_and_its_own_token() -> None:
         assert not console.sessions.key_required
 
 
+def test_action_ids_are_checked_before_any_request() -> None:
+    """Ids from the page go into QStash's URLs: the CLI's checks apply, and QStash (nothing
+    listens at SETTINGS' URL) is never asked."""
+    with _console("127.0.0.1") as (_, http, host):
+        token = _token(http.get("/console/").text)
+        sent = {"Origin": f"http://{host}", CSRF_HEADER: token}
+
+        def refusal(path: str, body: dict[str, object]) -> str:
+            answer = http.post(f"/console/api/actions/{path}", json=body, headers=sent)
+            assert answer.status_code == 400, answer.text
+            return str(answer.json()["error"])
+
+        dlq = {"action": "delete"}
+        assert "'../x' holds '/', which would change" in refusal(
+            "dlq", {**dlq, "dlqIds": ["ok", "../x"]}
+        )
+        assert "holds a space" in refusal("dlq", {**dlq, "dlqIds": ["a b"]})
+        assert refusal("dlq", {**dlq, "dlqIds": [".."]}) == "DLQ action: '..' is not a DLQ id."
+        # A string is not a list of ids (it used to become one id per character).
+        assert "must be a list of strings" in refusal("dlq", {**dlq, "dlqIds": "abc"})
+        assert "must be a list of strings" in refusal("dlq", {**dlq, "dlqIds": [1]})
+        run = {"workflow": "w", "passRunId": "wfr\nx"}
+        assert "control or invisible character" in refusal("cancel", run)
+        assert "retry: the run id is empty" in refusal("retry-pass", {**run, "passRunId": ""})
+
+
 def test_reachable_from_the_network_the_console_asks_for_its_access_key() -> None:
     with _console("127.0.0.1", ("console.lan",), host="console.lan") as (console, http, host):
         assert console.sessions.key_required

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +16,6 @@ from lobeflow_runtime.protocol import DEFAULT_QSTASH_URL as DEFAULT_QSTASH_URL
 from typer.core import TyperGroup
 
 from lobeflow.run.model import RunError
-from lobeflow.terminal import printable
 
 # Exit status after Ctrl-C, as shells report SIGINT.
 EXIT_INTERRUPTED = 130
@@ -28,10 +26,6 @@ DEFAULT_INTERVAL_S = 0.5
 MIN_INTERVAL_S = 0.05
 MAX_INTERVAL_S = 3600.0
 MAX_TIMEOUT_S = 30 * 86_400.0
-# Ids QStash gives are far shorter: a longer one is a mistake (and 100 kB, an invalid URL).
-MAX_ID_CHARS = 512
-# Characters that would change the path of `/v2/dlq/{dlqId}` (or its query) if sent.
-_PATH_CHARS = "/?#%\\"
 
 WorkflowArg = Annotated[str, typer.Argument(help="Workflow name, e.g. welcome-placeholder.")]
 ProjectOpt = Annotated[
@@ -99,49 +93,6 @@ def check_watch_times(timeout: float, interval: float) -> None:
             f"--interval must be a number of seconds from {MIN_INTERVAL_S} to "
             f"{MAX_INTERVAL_S:.0f}; got {interval}."
         )
-
-
-def _check_id(value: str, kind: str, where: str, *, in_path: bool = False) -> str:
-    if not value:
-        raise RunError(f"{where}: the {kind} is empty.")
-    if len(value) > MAX_ID_CHARS:
-        raise RunError(
-            f"{where}: the {kind} is {len(value):,} characters long; ids have at most "
-            f"{MAX_ID_CHARS}."
-        )
-    shown = printable(value[:60]) + ("..." if len(value) > 60 else "")
-    for char in value:
-        if printable(char) != char:
-            what = f"a control or invisible character ({printable(char)})"
-        elif char.isspace():
-            what = "a space" if char == " " else f"a space character (U+{ord(char):04X})"
-        elif in_path and char in _PATH_CHARS:
-            what = f"{char!r}, which would change the request's URL"
-        else:
-            continue
-        raise RunError(f"{where}: the {kind} '{shown}' holds {what}; no {kind} does.")
-    if in_path and value in (".", ".."):
-        raise RunError(f"{where}: {value!r} is not a {kind}.")
-    return value
-
-
-def check_run_id(value: str, where: str) -> str:
-    """`value`, a run id given to `where` (an option or command), checked before any request.
-
-    Raises:
-        RunError: one line: the id is empty, longer than MAX_ID_CHARS, or holds a control,
-            invisible or space character (what no run id QStash gives holds).
-    """
-    return _check_id(value, "run id", where)
-
-
-def check_dlq_ids(values: Iterable[str], where: str) -> list[str]:
-    """`values`, DLQ ids given to `where`, checked before any request (see `check_run_id`).
-
-    A DLQ id is a segment of the request's path, so `/`, `?`, `#`, `%`, `\\`, `.` and `..`
-    are refused too.
-    """
-    return [_check_id(value, "DLQ id", where, in_path=True) for value in values]
 
 
 def print_json(payload: Any) -> None:

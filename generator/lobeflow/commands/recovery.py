@@ -24,13 +24,12 @@ from lobeflow.commands.options import (
     TimeoutOpt,
     TokenOpt,
     WorkflowArg,
-    check_dlq_ids,
-    check_run_id,
     check_watch_times,
     consoles,
     print_json,
 )
 from lobeflow.project import ProjectError
+from lobeflow.run.ids import check_dlq_ids, check_run_id
 from lobeflow.run.model import COMPLETED, INTERRUPTED, JSON_SCHEMA_VERSION, RunError
 from lobeflow.terminal import plain
 

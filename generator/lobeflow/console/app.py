@@ -105,19 +105,21 @@ class ConsoleApp:
             ),
             post(
                 "/api/actions/cancel",
-                (lambda b: self.service.cancel(b["workflow"], b["passRunId"])),
+                (lambda b: self.service.cancel(str(b["workflow"]), str(b["passRunId"]))),
             ),
             post(
                 "/api/actions/retry-pass",
                 (
                     lambda b: self.service.retry_failed(
-                        b["workflow"], b["passRunId"], mode=str(b.get("mode") or "resume")
+                        str(b["workflow"]),
+                        str(b["passRunId"]),
+                        mode=str(b.get("mode") or "resume"),
                     )
                 ),
             ),
             post(
                 "/api/actions/dlq",
-                (lambda b: self.service.dlq_action(str(b["action"]), list(b["dlqIds"]))),
+                (lambda b: self.service.dlq_action(str(b["action"]), _strings(b, "dlqIds"))),
             ),
             post(
                 "/api/actions/schedule",
@@ -403,6 +405,14 @@ class EngineConsole:
         self.app_url = url
         if self.app is not None:
             self.app.service.settings = replace(self.app.service.settings, app_url=url)
+
+
+def _strings(body: dict[str, Any], field: str) -> list[str]:
+    """`body[field]`, which must be a list of strings (a string is not one)."""
+    value = body[field]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise LobeflowError(f"{field!r} must be a list of strings.")
+    return value
 
 
 async def _redirect(request: Request) -> Response:

@@ -34,6 +34,7 @@ from lobeflow.run.dlq import (
     retry_entries,
 )
 from lobeflow.run.history import RunHistory
+from lobeflow.run.ids import check_dlq_ids, check_run_id
 from lobeflow.run.model import (
     LAYERS,
     RUN_CANCELED,
@@ -588,11 +589,13 @@ class ConsoleService:
 
     def cancel(self, workflow: str, pass_id: str) -> dict[str, Any]:
         """Cancel every running run of a pass."""
+        check_run_id(pass_id, "cancel")
         with self._runner(workflow) as runner:
             return {"cancelled": runner.cancel(pass_id)}
 
     def retry_failed(self, workflow: str, pass_id: str, *, mode: str) -> dict[str, Any]:
         """Resume (or restart) every failed run of a pass: `lobeflow retry`'s library call."""
+        check_run_id(pass_id, "retry")
         with self._runner(workflow) as runner:
             plan = plan_retry(runner, pass_id=pass_id)
             reruns = retry_pass(runner, plan, mode=mode) if plan.failed else []
@@ -604,6 +607,7 @@ class ConsoleService:
             raise RunError(f"Unknown DLQ action {action!r}.")
         if not dlq_ids:
             raise RunError("No DLQ entry selected.")
+        check_dlq_ids(dlq_ids, "DLQ action")
         qstash = self._qstash()
         try:
             entries = get_entries(qstash, dlq_ids)
