@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from lobeflow_runtime.protocol import FORCE
+
 from lobeflow._lru import Lru
 from lobeflow.errors import InvalidSettingError
 from lobeflow.project import ProjectError, find_project_root, list_workflows
@@ -365,7 +367,7 @@ class ConsoleService:
         data = {
             "workflow": runner.target.name,
             "createdAt": run.created_at,
-            "force": run.payload.get("force") is True,
+            "force": run.payload.get(FORCE) is True,
             "state": run.state,
             "appUrl": runner.target.base_of(run.url) or "",
             **progress_json(runner.progress(run.run_id)),

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
+from lobeflow_runtime.protocol import FORCE
 from lobeflow_runtime.settings import Env
 
 from lobeflow.run.model import RunError, RunLog, RunLogPage, Statistics
@@ -99,7 +100,7 @@ class AppClient:
         Raises:
             RunError: The app is unreachable, or the route is missing or answers garbage.
         """
-        params = {"force": "true"} if force else None
+        params = {FORCE: "true"} if force else None
         response = self._call("GET", path, "statistics request", params=params)
         try:
             stats = Statistics.from_json(response.json())
@@ -121,7 +122,7 @@ class AppClient:
                 refused it: the app's own message).
         """
         response = self._call(
-            "POST", path, "pass start", missing=_NO_START_ROUTE, json={"force": force}
+            "POST", path, "pass start", missing=_NO_START_ROUTE, json={FORCE: force}
         )
         try:
             run_id = response.json().get("workflowRunId")

@@ -12,6 +12,7 @@ from functools import cached_property
 from typing import Any
 
 from lobeflow_runtime import protocol
+from lobeflow_runtime.protocol import DRY_RUN, FORCE, STATISTICS
 
 from lobeflow.errors import LobeflowError
 
@@ -49,9 +50,7 @@ class Statistics:
             return None
         counts = [
             value
-            for value in (
-                data.get(key) for key in ("totalEligible", "toProcess", "alreadyProcessed")
-            )
+            for value in (data.get(key) for key in STATISTICS)
             if isinstance(value, int) and not isinstance(value, bool)
         ]
         return cls(*counts) if len(counts) == 3 else None
@@ -230,14 +229,14 @@ class RunLog:
         if not self.steps or self.steps[0].step_type != "Initial" or set(payload) - _PASS_FLAGS:
             return ""
         # A Layer-1 run: the pass it starts.
-        if payload.get("dryRun") is True:
+        if payload.get(DRY_RUN) is True:
             return "dry run"
         if SCHEDULED_MARKER in self.run_id:
             return "scheduled pass"
-        return "pass (force)" if payload.get("force") is True else "pass"
+        return "pass (force)" if payload.get(FORCE) is True else "pass"
 
 
-_PASS_FLAGS = {"dryRun", "force"}
+_PASS_FLAGS = {DRY_RUN, FORCE}
 
 
 def _is_empty(steps: tuple[StepLog, ...]) -> bool:

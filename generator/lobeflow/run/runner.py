@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lobeflow_runtime import protocol
+from lobeflow_runtime.protocol import DRY_RUN, FORCE
 
 from lobeflow._lru import Lru
 from lobeflow.project import WorkflowInfo, find_project_root, list_workflows
@@ -119,7 +120,7 @@ class WorkflowTarget:
         return (
             self.layer_of(run.url) == "process"
             and run.run_id.startswith(self.run_id_prefixes[0])
-            and run.payload.get("dryRun") is not True
+            and run.payload.get(DRY_RUN) is not True
         )
 
 
@@ -482,9 +483,9 @@ class Runner:
         root = self.layer1(run_id)
         stats = _statistics(root)
         payload = root.payload
-        force = payload.get("force") is True
+        force = payload.get(FORCE) is True
         expects_children = (
-            stats is not None and stats.to_process > 0 and payload.get("dryRun") is not True
+            stats is not None and stats.to_process > 0 and payload.get(DRY_RUN) is not True
         )
         runs = self.pass_runs(root) if expects_children else PassRuns(root, (), (), ())
         known = self._finished.get(run_id)
